@@ -1,0 +1,65 @@
+"""Stored machines: one row per machine id, one immutable row per version."""
+from django.conf import settings
+from django.db import models
+from django.urls import reverse
+
+
+class Machine(models.Model):
+    """A machine id. Its versions hold everything else; this row anchors listings."""
+
+    id = models.CharField(primary_key=True, max_length=100)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self):
+        return self.id
+
+    @property
+    def latest(self):
+        return self.versions.order_by("-version").first()
+
+    def get_absolute_url(self):
+        return reverse("explorer:machine", args=[self.id])
+
+
+class MachineVersion(models.Model):
+    """One immutable version of a machine: the source as written and its parsed form."""
+
+    FORMAT_CHOICES = [("yaml", "YAML"), ("json", "JSON")]
+
+    machine = models.ForeignKey(Machine, on_delete=models.PROTECT, related_name="versions")
+    version = models.PositiveIntegerField()
+    title = models.CharField(max_length=200, blank=True)
+    description = models.TextField(blank=True)
+    source = models.TextField(help_text="The definition exactly as its author wrote it.")
+    source_format = models.CharField(max_length=4, choices=FORMAT_CHOICES)
+    definition = models.JSONField(help_text="The parsed definition, with its version filled in.")
+    content_hash = models.CharField(max_length=64, db_index=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["machine_id", "-version"]
+        constraints = [
+            models.UniqueConstraint(fields=["machine", "version"], name="unique_machine_version"),
+        ]
+
+    def __str__(self):
+        return f"{self.machine_id} v{self.version}"
+
+    def get_absolute_url(self):
+        return reverse("explorer:machine-version", args=[self.machine_id, self.version])
+
+    @property
+    def display(self):
+        return self.title or self.machine_id
+
+    def parsed(self):
+        """The typed definition the engine runs (cached per version in this process)."""
+        from machines.language import load_cached
+
+        return load_cached(self.machine_id, self.version, self.content_hash, self.definition)
