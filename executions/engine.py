@@ -9,11 +9,15 @@ spec leaves open are written down in docs/language.md.
 """
 from __future__ import annotations
 
+import random
+import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
+from datetime import UTC, datetime
 from typing import Any
 
-from machines.definition import Expr, Machine
+from executions.sandbox import ExpressionError
+from machines.definition import Decision, Expr, Machine, State, Transition, Update
 
 # Statuses --------------------------------------------------------------------------------
 RUNNING, WAITING, SLEEPING, INVOKING = "running", "waiting", "sleeping", "invoking"
@@ -52,10 +56,17 @@ class Snapshot:
     work: dict | None = None  # {"token", "transition", "kind", "attempt"}
     queued: tuple = ()  # actions received while invoking: {"action", "input", "actor"}
 
-    def to_dict(self) -> dict: ...
+    def to_dict(self) -> dict:
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data["queued"] = list(self.queued)
+        return data
 
     @classmethod
-    def from_dict(cls, data: dict) -> Snapshot: ...
+    def from_dict(cls, data: dict) -> Snapshot:
+        known = {f.name for f in fields(cls)}
+        values = {key: value for key, value in data.items() if key in known}
+        values["queued"] = tuple(values.get("queued") or ())
+        return cls(**values)
 
 
 # Events ----------------------------------------------------------------------------------
@@ -194,9 +205,601 @@ class Result:
 
 def transition(machine: Machine, snapshot: Snapshot | None, event, env: Env) -> Result:
     """Apply one event. `snapshot` is None only for `Start`."""
-    raise NotImplementedError
+    if isinstance(event, Start):
+        if snapshot is not None:
+            return _rejected(machine, snapshot, "the execution has already started")
+        snapshot = Snapshot(status=RUNNING, state=machine.start_at, context={}, input=event.input)
+    elif snapshot is None:
+        raise ValueError(f"{type(event).__name__} needs the execution's snapshot")
+    handler = _HANDLERS.get(type(event))
+    if handler is None:
+        raise TypeError(f"not an engine event: {event!r}")
+    run = _Run(machine, snapshot, env, event.actor)
+    try:
+        handler(run, event)
+    except _Rejected as rejection:
+        if rejection.entry is None:
+            return _rejected(machine, snapshot, rejection.reason)
+        after = replace(snapshot, seq=snapshot.seq + 1)
+        return Result(after, (rejection.entry,), (), rejection.reason,
+                      available_actions(machine, after))
+    except _Failed as failure:
+        run.fail(failure.error)
+    return run.result()
 
 
 def available_actions(machine: Machine, snapshot: Snapshot) -> tuple[str, ...]:
     """Action names that `transition` would consider now (guards are checked on use)."""
-    raise NotImplementedError
+    if snapshot.status not in PAUSED_STATUSES:
+        return ()
+    return machine.state(snapshot.state).action_names
+
+
+# Internals -------------------------------------------------------------------------------
+class _Rejected(Exception):
+    """The event does not apply; `entry` is the action_rejected entry when there is one."""
+
+    def __init__(self, reason: str, entry: dict | None = None):
+        super().__init__(reason)
+        self.reason = reason
+        self.entry = entry
+
+
+class _Failed(Exception):
+    """The step cannot complete; the execution fails with `error`, keeping state and context."""
+
+    def __init__(self, error: dict):
+        super().__init__(error.get("message"))
+        self.error = error
+
+
+def _rejected(machine: Machine, snapshot: Snapshot, reason: str) -> Result:
+    return Result(snapshot, (), (), reason, available_actions(machine, snapshot))
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, tz=UTC).isoformat()
+
+
+def _epoch(value, path: str) -> float:
+    """A `wait.until` value as epoch seconds: a number, or an ISO-8601 string (UTC if naive)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            pass
+        else:
+            if moment.tzinfo is None:
+                moment = moment.replace(tzinfo=UTC)
+            return moment.timestamp()
+    raise ValueError(f"{path} must be epoch seconds or an ISO-8601 string, not {value!r}")
+
+
+def _helpers(env: Env, seq: int) -> dict:
+    """time(), now() and seeded randomness, so that a replayed step computes the same values."""
+    rng = None
+
+    def generator() -> random.Random:
+        nonlocal rng
+        if rng is None:
+            rng = random.Random(env.seed + seq)
+        return rng
+
+    return {
+        "time": lambda: env.now,
+        "now": lambda: _iso(env.now),
+        "uuid4": lambda: str(uuid.UUID(int=generator().getrandbits(128), version=4)),
+        "randint": lambda a, b: generator().randint(a, b),
+        "random": lambda: generator().random(),
+    }
+
+
+def _shown(expr: Expr):
+    return expr.source if expr.is_code else expr.literal
+
+
+class _Run:
+    """One `transition()` call: a working copy of the snapshot plus the entries and effects
+    it produces. Plain attributes, because a long automatic run must stay cheap per step."""
+
+    def __init__(self, machine: Machine, snapshot: Snapshot, env: Env, actor):
+        self.machine, self.env, self.actor = machine, env, actor
+        self.status, self.state, self.context = snapshot.status, snapshot.state, snapshot.context
+        self.start_input, self.result_value = snapshot.input, snapshot.result
+        self.error, self.seq, self.auto_steps = snapshot.error, snapshot.seq, snapshot.auto_steps
+        self.timer, self.work, self.queued = snapshot.timer, snapshot.work, list(snapshot.queued)
+        self.input = snapshot.input  # what `input` means in the step being taken
+        self.history: list[dict] = []
+        self.effects: list = []
+        self.guards: list[dict] = []  # guard results waiting for the next entry
+        self.steps_this_call = 0
+        self.helpers = _helpers(env, snapshot.seq)
+        self.execution_id = env.execution.get("id")
+        self.facts: dict[str, dict] = {}  # `execution` as bound in each state
+
+    def result(self) -> Result:
+        snapshot = Snapshot(
+            status=self.status, state=self.state, context=self.context, input=self.start_input,
+            result=self.result_value, error=self.error, seq=self.seq,
+            auto_steps=self.auto_steps, timer=self.timer, work=self.work,
+            queued=tuple(self.queued),
+        )
+        return Result(snapshot, tuple(self.history), tuple(self.effects), None,
+                      available_actions(self.machine, snapshot))
+
+    # history and expressions -------------------------------------------------------------
+    def record(self, kind: str, with_guards: bool = True, **values) -> dict:
+        self.seq += 1
+        entry = {"seq": self.seq, "kind": kind, "at": self.env.now, "actor": self.actor}
+        if with_guards and self.guards:
+            entry["guards"] = self.guards
+            self.guards = []
+        entry.update(values)
+        self.history.append(entry)
+        return entry
+
+    def next_token(self) -> str:
+        """Token of whatever the next entry starts: unique, and the runner's idempotency key."""
+        return f"{self.execution_id}:{self.seq + 1}"
+
+    def names(self, extra: dict | None) -> dict:
+        facts = self.facts.get(self.state)
+        if facts is None:
+            facts = self.facts[self.state] = {**self.env.execution, "state": self.state}
+        names = {"ctx": self.context, "input": self.input, "execution": facts, **self.helpers}
+        if extra:
+            names.update(extra)
+        return names
+
+    def evaluate(self, expr: Expr, transition_id: str | None, extra: dict | None = None):
+        try:
+            return self.env.evaluate(expr, self.names(extra))
+        except ExpressionError as exc:
+            details = exc.to_dict()
+            raise _Failed(self.expression_error(
+                details.get("message") or str(exc), transition_id,
+                getattr(exc, "path", None) or expr.path,
+                getattr(exc, "line", None), getattr(exc, "column", None),
+            )) from None
+
+    def expression_error(self, message, transition_id, path, line=None, column=None) -> dict:
+        return {
+            "type": "expression_error", "message": message, "machine": self.machine.id,
+            "state": self.state, "transition": transition_id, "path": path,
+            "line": line, "column": column,
+        }
+
+    def passes(self, transition: Transition) -> bool:
+        if transition.when is None:
+            return True
+        result = bool(self.evaluate(transition.when, transition.id))
+        self.guards.append(
+            {"transition": transition.id, "when": _shown(transition.when), "result": result})
+        return result
+
+    def decide(self, decision: Decision, transition_id: str):
+        """(branch name, branch) of a decision, or (None, None) when it is false with no else."""
+        result = bool(self.evaluate(decision.condition, transition_id))
+        self.guards.append(
+            {"transition": transition_id, "if": _shown(decision.condition), "result": result})
+        if result:
+            return "then", decision.then
+        if decision.otherwise is not None:
+            return "else", decision.otherwise
+        return None, None
+
+    def updated_context(self, update: Update, transition_id: str, extra: dict | None) -> dict:
+        if update.context is not None:
+            context = self.evaluate(update.context, transition_id, extra)
+            if not isinstance(context, dict):
+                raise _Failed(self.expression_error(
+                    f"context is not a JSON object (the expression gave {type(context).__name__})",
+                    transition_id, update.context.path))
+            return context
+        context = dict(self.context)
+        for key, expr in update.assign:
+            context[key] = self.evaluate(expr, transition_id, extra)
+        return context
+
+    # moving ------------------------------------------------------------------------------
+    def move(self, transition: Transition, update: Update, target: str | None,
+             branch: str | None = None, extra: dict | None = None, **values) -> None:
+        """Apply an update and go to `target` (or stay); the state/context change only here."""
+        changed = not update.is_empty
+        if changed:
+            context = self.updated_context(update, transition.id, extra)
+        source = self.state
+        entry = self.record(TRANSITION_TAKEN, transition=transition.id, from_state=source,
+                            to_state=target or source, **values)
+        if changed:
+            self.context = entry["context"] = context
+        if branch is not None:
+            entry.setdefault("detail", {})["branch"] = branch
+        self.state = target or source
+        self.status = RUNNING
+
+    def take(self, transition: Transition, automatic: bool, **values) -> bool:
+        """Take a transition whose guard passed; False when a decision without else said no."""
+        branch_name, branch = None, None
+        if transition.decision is not None:
+            branch_name, branch = self.decide(transition.decision, transition.id)
+            if branch is None:
+                return False
+        if automatic:
+            self.count_step()
+        else:
+            self.acknowledge()
+            if self.status == SLEEPING:
+                self.cancel_timer()
+        if transition.wait is not None:
+            self.arm_wait(transition)
+        elif transition.invoke is not None:
+            self.start_work(transition, 1, **values)
+        elif branch is not None:
+            self.move(transition, branch.update, branch.state, branch_name, **values)
+        else:
+            self.move(transition, transition.update, transition.target, **values)
+        return True
+
+    def count_step(self) -> None:
+        limit = self.env.step_limit
+        if self.auto_steps >= limit:
+            raise _Failed({
+                "type": "step_limit",
+                "message": f"step limit exceeded: more than {limit} automatic transitions "
+                           "without a pause (a loop?)",
+                "machine": self.machine.id, "state": self.state,
+            })
+        self.auto_steps += 1
+        self.steps_this_call += 1
+
+    def settle(self) -> None:
+        """After a transition: run automatic ones until a pause, then apply queued actions."""
+        self.advance()
+        while self.status in (WAITING, SLEEPING) and self.queued:
+            queued = self.queued.pop(0)
+            self.actor = queued.get("actor")
+            self.act(queued["action"], queued.get("input"), from_queue=True)
+            if self.status == RUNNING:
+                self.advance()
+
+    def advance(self) -> None:
+        machine, input_ = self.machine, self.start_input
+        while True:
+            self.input = input_
+            state = machine.states[self.state]
+            if state.is_terminal:
+                self.finish(state)
+                return
+            if self.env.max_steps is not None and self.steps_this_call >= self.env.max_steps:
+                self.status = RUNNING
+                self.effects.append(ContinueLater())
+                return
+            for candidate in state.transitions:
+                if not candidate.on and self.passes(candidate) and self.take(candidate, True):
+                    break
+            else:
+                self.pause(state)
+                return
+            if self.status != RUNNING:  # a wait or an invoke paused it
+                return
+
+    def pause(self, state: State) -> None:
+        self.status, self.auto_steps = WAITING, 0
+        if state.action_names:
+            self.guards = []  # nothing follows to carry them
+            return
+        self.record(EXECUTION_STUCK, detail={"message": (
+            f"No transition can be taken from {state.name} and it accepts no actions")})
+
+    def finish(self, state: State) -> None:
+        output = None if state.returns is None else self.evaluate(state.returns, None)
+        self.status, self.result_value, self.auto_steps = FINISHED, output, 0
+        self.record(EXECUTION_FINISHED, output=output)
+        self.effects.append(NotifyParent(FINISHED, output=output))
+        self.reject_queued("the execution has finished")
+
+    def fail(self, error: dict) -> None:
+        self.input = self.start_input
+        self.status, self.error, self.auto_steps = FAILED, error, 0
+        self.drop_outstanding()
+        self.record(EXECUTION_FAILED, error=error)
+        self.effects.append(NotifyParent(FAILED, error=error))
+        self.reject_queued("the execution has failed")
+
+    def drop_outstanding(self) -> None:
+        if self.timer is not None:
+            self.effects.append(CancelTimer(self.timer["token"]))
+            self.record(TIMER_CANCELED, with_guards=False, transition=self.timer["transition"],
+                        detail={"token": self.timer["token"], "purpose": self.timer["purpose"]})
+            self.timer = None
+        if self.work is not None:
+            if self.work["token"] is not None:
+                self.effects.append(CancelWork(self.work["token"], self.work["kind"]))
+            self.work = None
+
+    def reject_queued(self, why: str) -> None:
+        for queued in self.queued:
+            self.record(ACTION_REJECTED, action=queued["action"], input=queued.get("input"),
+                        detail={"reason": f"'{queued['action']}' was not applied: {why}",
+                                "available_actions": [], "queued": True})
+        self.queued = []
+
+    # actions -----------------------------------------------------------------------------
+    def act(self, name: str, input_, from_queue: bool = False) -> None:
+        """Take the first matching transition, or raise/record the rejection."""
+        state = self.machine.states[self.state]
+        available = state.action_names if self.status in PAUSED_STATUSES else ()
+        self.input = input_
+        taken = {"action": name, "input": input_}
+        if from_queue:
+            taken["detail"] = {"queued": True}
+        self.receipt = None if from_queue else {"action": name, "input": input_}
+        try:
+            if name in available:
+                for candidate in state.transitions:
+                    if (name in candidate.on and self.passes(candidate)
+                            and self.take(candidate, False, **taken)):
+                        return
+        except _Failed:
+            self.acknowledge()
+            raise
+        reason = self.why_not(name, state, available)
+        detail = {"reason": reason, "available_actions": list(available)}
+        if from_queue:
+            detail["queued"] = True
+        entry = self.record(ACTION_REJECTED, action=name, input=input_, detail=detail)
+        if not from_queue:
+            raise _Rejected(reason, entry)
+
+    def acknowledge(self) -> None:
+        """Record the action as received, once, just before its transition is taken."""
+        if self.receipt is not None:
+            self.record(ACTION_RECEIVED, with_guards=False, **self.receipt)
+            self.receipt = None
+
+    def why_not(self, name: str, state: State, available: tuple) -> str:
+        if self.status not in PAUSED_STATUSES:
+            return f"'{name}' is not available: the execution is {self.status}"
+        if name not in available:
+            listed = ", ".join(available) or "none"
+            return f"'{name}' is not available in state '{state.name}'; available now: {listed}"
+        said_no = [
+            f"guard `{g['when']}` of '{g['transition']}' was false" if "when" in g
+            else f"`if {g['if']}` of '{g['transition']}' was false and it has no else"
+            for g in self.guards if not g["result"]
+        ]
+        return f"'{name}' cannot be taken in state '{state.name}': " + "; ".join(said_no)
+
+    # timers and work ---------------------------------------------------------------------
+    def arm_timer(self, due: float, purpose: str, transition_id: str, kind=TIMER_ARMED,
+                  **detail) -> None:
+        token = self.next_token()
+        self.timer = {"token": token, "due": due, "transition": transition_id,
+                      "purpose": purpose}
+        self.effects.append(ArmTimer(token, due, purpose))
+        self.record(kind, transition=transition_id,
+                    detail={"token": token, "due": due, "purpose": purpose, **detail})
+
+    def cancel_timer(self) -> None:
+        timer, self.timer = self.timer, None
+        self.effects.append(CancelTimer(timer["token"]))
+        self.record(TIMER_CANCELED, with_guards=False, transition=timer["transition"],
+                    detail={"token": timer["token"], "purpose": timer["purpose"]})
+
+    def arm_wait(self, transition: Transition) -> None:
+        wait = transition.wait
+        if wait.seconds is not None:
+            seconds = self.evaluate(wait.seconds, transition.id)
+            if not isinstance(seconds, (int, float)) or isinstance(seconds, bool):
+                raise _Failed(self.expression_error(
+                    f"wait.seconds must be a number, not {seconds!r}", transition.id,
+                    wait.seconds.path))
+            due = self.env.now + seconds
+        else:
+            until = self.evaluate(wait.until, transition.id)
+            try:
+                due = _epoch(until, wait.until.path)
+            except ValueError as exc:
+                raise _Failed(self.expression_error(
+                    str(exc), transition.id, wait.until.path)) from None
+        self.arm_timer(due, "wait", transition.id)
+        self.status, self.auto_steps = SLEEPING, 0
+
+    def start_work(self, transition: Transition, attempt: int, **values) -> None:
+        """Evaluate what the work needs, then record it and hand the runner its effect."""
+        invoke = transition.invoke
+        token = self.next_token()
+        detail = {**values.pop("detail", {}), "token": token, "kind": invoke.kind,
+                  "attempt": attempt}
+        if invoke.kind == "call":
+            effect = CallIO(token, invoke.call, {
+                "ctx": self.context, "input": self.input,
+                "execution": self.names(None)["execution"],
+            }, attempt, invoke.timeout_seconds)
+        elif invoke.kind == "machine":
+            child_input = (None if invoke.input is None
+                           else self.evaluate(invoke.input, transition.id))
+            effect = StartChild(token, invoke.machine_id, invoke.machine_version, child_input,
+                                invoke.is_async)
+            detail.update(machine=invoke.machine_id, version=invoke.machine_version,
+                          work_input=child_input)
+        else:
+            target = self.evaluate(invoke.execution, transition.id)
+            action_input = ({} if invoke.input is None
+                            else self.evaluate(invoke.input, transition.id))
+            effect = SendAction(token, target, invoke.action, action_input, invoke.is_async)
+            detail.update(execution=target, action=invoke.action, work_input=action_input)
+        self.record(WORK_STARTED, transition=transition.id, from_state=self.state,
+                    detail=detail, **values)
+        self.effects.append(effect)
+        self.work = {"token": token, "transition": transition.id, "kind": invoke.kind,
+                     "attempt": attempt, "state": self.state}
+        self.status, self.auto_steps = INVOKING, 0
+        if invoke.timeout_seconds:
+            self.arm_timer(self.env.now + invoke.timeout_seconds, "timeout", transition.id)
+
+    def work_done(self) -> Transition:
+        """The reported work is over: forget it and its time-out; return its transition."""
+        transition = self.machine.states[self.state].transition(self.work["transition"])
+        self.work = None
+        if self.timer is not None and self.timer["purpose"] == "timeout":
+            self.cancel_timer()
+        return transition
+
+    def succeeded(self, transition: Transition, output, attempt: int) -> None:
+        invoke = transition.invoke
+        if invoke.ok_if is not None and not self.evaluate(
+                invoke.ok_if, transition.id, {"output": output}):
+            self.failed(transition, {"type": "ok_if", "message": "ok_if was false",
+                                     "output": output}, attempt)
+            return
+        branch = invoke.success
+        if branch is None:
+            self.move(transition, Update(), None, "success")
+        else:
+            self.move(transition, branch.update, branch.state, "success", {"output": output})
+        self.settle()
+
+    def failed(self, transition: Transition, error: dict, attempt: int) -> None:
+        invoke = transition.invoke
+        retry = invoke.retry
+        if retry is not None and attempt < retry.max_attempts:
+            self.work = {"token": None, "transition": transition.id, "kind": invoke.kind,
+                         "attempt": attempt, "state": self.state}
+            self.arm_timer(self.env.now + retry.delay_before(attempt + 1), "retry",
+                           transition.id, WORK_RETRY_SCHEDULED, attempt=attempt + 1)
+            return
+        if invoke.error is not None:
+            branch = invoke.error
+            self.move(transition, branch.update, branch.state, "error", {"error": error})
+            self.settle()
+            return
+        message = error.get("message") if isinstance(error, dict) else None
+        raise _Failed({
+            "type": "invoke_failed",
+            "message": f"{invoke.kind} of '{transition.id}' failed"
+                       + (f": {message}" if message else ""),
+            "cause": error, "machine": self.machine.id, "state": self.state,
+            "transition": transition.id,
+        })
+
+
+# Event handlers --------------------------------------------------------------------------
+def _start(run: _Run, event: Start) -> None:
+    try:
+        context = _initial_context(run)
+    except _Failed:
+        run.record(STARTED, input=event.input, context={})
+        raise
+    run.context = context
+    run.record(STARTED, input=event.input, context=context)
+    run.settle()
+
+
+def _initial_context(run: _Run) -> dict:
+    """The machine's `context` with `input` bound; its errors name no state (Retry redoes it)."""
+    try:
+        context = run.evaluate(run.machine.context, None)
+    except _Failed as failure:
+        failure.error["state"] = None
+        raise
+    if not isinstance(context, dict):
+        raise _Failed({**run.expression_error(
+            f"context is not a JSON object (the expression gave {type(context).__name__})",
+            None, run.machine.context.path), "state": None})
+    return context
+
+
+def _action(run: _Run, event: Action) -> None:
+    if run.status == INVOKING:
+        queued = {"action": event.name, "input": event.input, "actor": event.actor}
+        run.queued.append(queued)
+        run.record(ACTION_RECEIVED, action=event.name, input=event.input,
+                   detail={"queued": True})
+        return
+    run.act(event.name, event.input)
+    run.settle()
+
+
+def _timer_fired(run: _Run, event: TimerFired) -> None:
+    timer = run.timer
+    if timer is None or timer["token"] != event.token:
+        raise _Rejected(f"timer {event.token} is not armed (stale or unknown)")
+    run.timer = None
+    run.record(TIMER_FIRED, transition=timer["transition"],
+               detail={"token": timer["token"], "purpose": timer["purpose"]})
+    transition = run.machine.states[run.state].transition(timer["transition"])
+    purpose = timer["purpose"]
+    if purpose == "wait":
+        run.move(transition, transition.update, transition.target)
+        run.settle()
+    elif purpose == "retry":
+        run.start_work(transition, run.work["attempt"] + 1)
+    else:  # the work's time-out
+        work = run.work
+        run.effects.append(CancelWork(work["token"], work["kind"]))
+        run.work = None
+        seconds = transition.invoke.timeout_seconds
+        error = {"type": "timeout", "message": f"no result within {seconds:g} seconds"}
+        run.record(WORK_FAILED, transition=transition.id, error=error,
+                   detail={"token": work["token"], "attempt": work["attempt"]})
+        run.failed(transition, error, work["attempt"])
+
+
+def _work_reported(run: _Run, event) -> None:
+    work = run.work
+    if run.status != INVOKING or work is None or work["token"] != event.token:
+        raise _Rejected(f"work {event.token} is not outstanding (stale or unknown)")
+    detail = {"token": work["token"], "attempt": work["attempt"]}
+    if isinstance(event, WorkSucceeded):
+        run.record(WORK_SUCCEEDED, transition=work["transition"], output=event.output,
+                   detail=detail)
+        run.succeeded(run.work_done(), event.output, work["attempt"])
+    else:
+        run.record(WORK_FAILED, transition=work["transition"], error=event.error,
+                   detail=detail)
+        run.failed(run.work_done(), event.error, work["attempt"])
+
+
+def _cancel(run: _Run, event: Cancel) -> None:
+    if run.status in TERMINAL_STATUSES:
+        raise _Rejected(f"the execution is already {run.status}")
+    run.drop_outstanding()
+    run.status, run.error, run.auto_steps = CANCELED, None, 0
+    run.record(EXECUTION_CANCELED, detail={"reason": event.reason} if event.reason else {})
+    run.effects.append(NotifyParent(CANCELED))
+    run.reject_queued("the execution was canceled")
+
+
+def _retry(run: _Run, event: Retry) -> None:
+    if run.status != FAILED:
+        raise _Rejected(f"only a failed execution can be retried; this one is {run.status}")
+    error = run.error
+    run.status, run.error, run.auto_steps = RUNNING, None, 0
+    if error.get("type") == "expression_error" and error.get("state") is None:
+        run.record(EXECUTION_RETRIED, detail={"error": error})
+        run.context = _initial_context(run)
+        run.history[-1]["context"] = run.context
+        run.settle()
+        return
+    run.record(EXECUTION_RETRIED, detail={"error": error})
+    if error.get("type") == "invoke_failed":
+        transition = run.machine.states[run.state].transition(error["transition"])
+        run.start_work(transition, 1)
+    else:
+        run.settle()
+
+
+def _continue(run: _Run, event: Continue) -> None:
+    if run.status != RUNNING:
+        raise _Rejected(f"only a running execution continues; this one is {run.status}")
+    run.settle()
+
+
+_HANDLERS = {
+    Start: _start, Action: _action, TimerFired: _timer_fired, WorkSucceeded: _work_reported,
+    WorkFailed: _work_reported, Cancel: _cancel, Retry: _retry, Continue: _continue,
+}
