@@ -1,0 +1,898 @@
+"""The machine definition language: text -> document -> problems -> typed Machine.
+
+`check()` reports every error and warning of a definition at once, each with the path of
+the offending field, so an editor can fix them all in one go; `build()` turns a valid
+document into the immutable objects of `machines.definition` that the engine runs.
+The rules are those of the spec (machine-definition.md); the choices it leaves open are
+written down in docs/language.md. Pure Python: no Django.
+"""
+from __future__ import annotations
+
+import copy
+import difflib
+import hashlib
+import json
+import math
+import re
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from machines import expressions
+from machines.definition import (
+    DEFAULT_EXECUTION_MODE,
+    DEFAULT_TIMEOUT_SECONDS,
+    EXECUTION_MODES,
+    Branch,
+    Decision,
+    Expr,
+    Invoke,
+    Machine,
+    Retry,
+    State,
+    Transition,
+    Update,
+    Wait,
+)
+
+ID_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,99}$"
+_ID_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,99}")
+
+DOCUMENT_KEYS = (
+    "id", "version", "title", "description", "start_at", "execution_mode",
+    "timeout_seconds", "context", "states",
+)
+STATE_KEYS = ("label", "description", "actions", "return")
+TRANSITION_KEYS = (
+    "id", "label", "on", "when", "state", "context", "assign", "wait", "invoke",
+    "if", "then", "else",
+)
+INVOKE_KEYS = (
+    "call", "machine", "trigger", "input", "async", "success", "error", "ok_if", "retry",
+    "timeout_seconds",
+)
+INVOKE_KINDS = ("call", "machine", "trigger")
+BRANCH_KEYS = ("state", "context", "assign")
+WAIT_KEYS = ("seconds", "until")
+RETRY_KEYS = ("max_attempts", "delay_seconds", "backoff")
+MACHINE_REF_KEYS = ("id", "version")
+TRIGGER_KEYS = ("execution", "action", "input")
+# What may stand beside `invoke` / `if` in a transition (spec: "Allowed combinations").
+WITH_INVOKE = frozenset({"invoke", "on", "when", "id", "label"})
+WITH_IF = frozenset({"if", "then", "else", "on", "when", "id", "label"})
+CACHE_SIZE = 256
+
+
+# Results ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Problem:
+    """One error or warning, located by the path of the field it is about."""
+
+    path: str
+    message: str
+    hint: str | None = None
+    line: int | None = None  # for expressions: inside the expression; for syntax: the text
+    column: int | None = None
+
+    def to_dict(self) -> dict:
+        data = {"path": self.path, "message": self.message, "hint": self.hint}
+        if self.line is not None:
+            data["line"] = self.line
+        if self.column is not None:
+            data["column"] = self.column
+        return data
+
+    def __str__(self) -> str:
+        where = self.path or "(document)"
+        if self.line is not None:
+            where += f":{self.line}" + (f":{self.column}" if self.column is not None else "")
+        return f"{where}: {self.message}" + (f" ({self.hint})" if self.hint else "")
+
+
+class DefinitionError(ValueError):
+    """The text or document is not a valid definition; `errors` says everything wrong."""
+
+    def __init__(self, errors: list[Problem], warnings: list[Problem] | None = None):
+        self.errors = list(errors)
+        self.warnings = list(warnings or [])
+        count = len(self.errors)
+        summary = "; ".join(str(p) for p in self.errors[:3])
+        more = f" (and {count - 3} more)" if count > 3 else ""
+        super().__init__(f"invalid machine definition: {summary}{more}")
+
+
+@dataclass(frozen=True)
+class Checked:
+    document: dict | None
+    source_format: str
+    errors: tuple[Problem, ...]
+    warnings: tuple[Problem, ...]
+    machine: Machine | None
+
+    @property
+    def valid(self) -> bool:
+        return not self.errors
+
+
+# Public functions ------------------------------------------------------------------------
+def parse_text(text: str) -> tuple[dict, str]:
+    """The document in `text`: JSON when it parses as JSON, YAML otherwise."""
+    if text.lstrip().startswith("{"):
+        try:
+            return _top_level(_load_json(text)), "json"
+        except json.JSONDecodeError as exc:
+            json_problem = Problem("", f"invalid JSON: {exc.msg}", None, exc.lineno, exc.colno)
+        except _DuplicateKey as exc:
+            raise DefinitionError([Problem("", str(exc), "each key may appear once")]) from None
+        try:  # a YAML flow mapping (`{id: x, ...}`) also starts with "{"
+            return _top_level(_load_yaml(text)), "yaml"
+        except DefinitionError:
+            raise DefinitionError([json_problem]) from None
+    return _top_level(_load_yaml(text)), "yaml"
+
+
+def check(source: str | dict, *, machine_exists: Callable[[str], bool] | None = None) -> Checked:
+    """Every error and warning of a definition, and its typed form when it is valid."""
+    if isinstance(source, str):
+        try:
+            document, source_format = parse_text(source)
+        except DefinitionError as exc:
+            fmt = "json" if source.lstrip().startswith("{") else "yaml"
+            return Checked(None, fmt, tuple(exc.errors), tuple(exc.warnings), None)
+    else:
+        document, source_format = source, "json"
+        if not isinstance(document, dict):
+            return Checked(None, source_format, (_not_an_object(document),), (), None)
+    validator = _Validator(document, machine_exists)
+    errors, warnings = validator.run()
+    machine = None if errors else _construct(document)
+    return Checked(document, source_format, tuple(errors), tuple(warnings), machine)
+
+
+def build(document: dict) -> Machine:
+    """The typed definition of a valid document; DefinitionError lists what is wrong."""
+    if not isinstance(document, dict):
+        raise DefinitionError([_not_an_object(document)])
+    errors, warnings = _Validator(document, None).run()
+    if errors:
+        raise DefinitionError(errors, warnings)
+    return _construct(document)
+
+
+_cache: OrderedDict[tuple, Machine] = OrderedDict()
+_cache_lock = threading.Lock()
+
+
+def load_cached(machine_id: str, version: int, content_hash: str, document: dict) -> Machine:
+    """build() once per stored version in this process (versions are immutable)."""
+    key = (machine_id, version, content_hash)
+    with _cache_lock:
+        if key in _cache:
+            _cache.move_to_end(key)
+            return _cache[key]
+    machine = build(document)
+    with _cache_lock:
+        _cache[key] = machine
+        while len(_cache) > CACHE_SIZE:
+            _cache.popitem(last=False)
+    return machine
+
+
+def canonical_hash(document: dict) -> str:
+    """Same content, same hash, whatever the key order or version number."""
+    content = {key: value for key, value in document.items() if key != "version"}
+    text = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+# Parsing ---------------------------------------------------------------------------------
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict:
+    result = {}
+    for key, value in pairs:
+        if key in result:
+            raise _DuplicateKey(f"duplicate key '{key}'")
+        result[key] = value
+    return result
+
+
+def _refuse_constant(name: str):
+    raise json.JSONDecodeError(f"{name} is not a JSON number", name, 0)
+
+
+def _load_json(text: str) -> Any:
+    try:
+        return json.loads(
+            text, object_pairs_hook=_no_duplicate_keys, parse_constant=_refuse_constant
+        )
+    except RecursionError:
+        raise DefinitionError([Problem("", "the definition is nested too deeply")]) from None
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML as a JSON author expects it: only true/false are booleans (so a bare `on:` stays
+    the key "on", not True as in YAML 1.1), dates stay strings, repeated keys are errors."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                repeated = key in seen
+                seen.add(key)
+            except TypeError:
+                continue  # unhashable: the base class reports it
+            if repeated:
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping", node.start_mark,
+                    f"found duplicate key '{key}'", key_node.start_mark,
+                )
+        return super().construct_mapping(node, deep=deep)
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [
+        (tag, regexp)
+        for tag, regexp in resolvers
+        if tag not in ("tag:yaml.org,2002:bool", "tag:yaml.org,2002:timestamp")
+    ]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
+def _load_yaml(text: str) -> Any:
+    try:
+        return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        message = " ".join(part for part in (exc.context, exc.problem) if part)
+        line, column = (mark.line + 1, mark.column + 1) if mark else (None, None)
+        problem = Problem("", f"invalid YAML: {message}", None, line, column)
+        raise DefinitionError([problem]) from None
+    except yaml.YAMLError as exc:
+        raise DefinitionError([Problem("", f"invalid YAML: {exc}")]) from None
+    except RecursionError:
+        raise DefinitionError([Problem("", "the definition is nested too deeply")]) from None
+
+
+def _top_level(document: Any) -> dict:
+    if document is None:
+        raise DefinitionError([Problem("", "the definition is empty", "start with 'id:'")])
+    if not isinstance(document, dict):
+        raise DefinitionError([_not_an_object(document)])
+    return document
+
+
+def _not_an_object(document: Any) -> Problem:
+    return Problem("", f"the definition must be an object, not {_kind(document)}")
+
+
+# Validation ------------------------------------------------------------------------------
+def _join(path: str, key: Any) -> str:
+    return f"{path}.{key}" if path else str(key)
+
+
+def _kind(value: Any) -> str:
+    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean",
+             int: "a number", float: "a number", type(None): "null"}
+    return names.get(type(value), type(value).__name__)
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, str):
+        return f"'{value}'"
+    try:
+        return json.dumps(value)
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+def _did_you_mean(name: Any, choices) -> str | None:
+    if not isinstance(name, str):
+        return None
+    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
+    return f"did you mean '{close[0]}'?" if close else None
+
+
+def _is_number(value: Any) -> bool:
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+    )
+
+
+def _is_integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _field(path: str) -> str:
+    return path.rsplit(".", 1)[-1]
+
+
+class _Validator:
+    """Walks a document once, collecting every error and warning with its path."""
+
+    def __init__(self, document: dict, machine_exists: Callable[[str], bool] | None):
+        self.document = document
+        self.machine_exists = machine_exists
+        states = document.get("states")
+        self.states = states if isinstance(states, dict) else {}
+        self.errors: list[Problem] = []
+        self.warnings: list[Problem] = []
+
+    def run(self) -> tuple[list[Problem], list[Problem]]:
+        self._json_values(self.document)
+        self._document(self.document)
+        self._warn_unreachable()
+        for name, _, transitions in self._action_lists():
+            self._warn_shadowed(name, transitions)
+            self._warn_stuck(name, transitions)
+        self._warn_unknown_machines()
+        return self.errors, self.warnings
+
+    def error(self, path, message, hint=None, line=None, column=None):
+        self.errors.append(Problem(path, message, hint, line, column))
+
+    def warn(self, path, message, hint=None):
+        self.warnings.append(Problem(path, message, hint))
+
+    # JSON-ness of the whole document ------------------------------------------------------
+    def _json_values(self, document: dict) -> None:
+        """Only JSON values may be stored and evaluated (YAML can express more)."""
+        stack, seen = [(document, "")], set()
+        while stack:
+            value, path = stack.pop()
+            if isinstance(value, (dict, list)):
+                if id(value) in seen:
+                    continue  # a YAML alias: the same object was checked already
+                seen.add(id(value))
+            if isinstance(value, dict):
+                for key, item in value.items():
+                    if not isinstance(key, str):
+                        self._non_string_key(path, key)
+                    stack.append((item, _join(path, key)))
+            elif isinstance(value, list):
+                stack.extend((item, f"{path}[{i}]") for i, item in enumerate(value))
+            elif isinstance(value, float) and not math.isfinite(value):
+                self.error(path, f"{value} is not a JSON number")
+            elif not (value is None or isinstance(value, (str, int, float, bool))):
+                self.error(path, f"{type(value).__name__} is not a JSON value",
+                           "use only objects, lists, strings, numbers, booleans and null")
+        if not self.errors:
+            try:
+                json.dumps(document)
+            except (ValueError, RecursionError):
+                self.error("", "the definition refers to itself or is nested too deeply",
+                           "YAML aliases must not contain themselves")
+
+    def _non_string_key(self, path: str, key: Any) -> None:
+        if key is True:
+            hint = ("YAML 1.1 reads a bare 'on' as true: parse the text with "
+                    "machines.language.parse_text (or quote the key: 'on')")
+        else:
+            hint = "quote it: object keys are strings"
+        self.error(_join(path, key), f"key {_show(key)} is not a string", hint)
+
+    # Shared field checks -----------------------------------------------------------------
+    def _unknown_keys(self, obj: dict, path: str, allowed, what: str) -> None:
+        for key in obj:
+            if isinstance(key, str) and key not in allowed:
+                hint = _did_you_mean(key, allowed) or f"{what} keys are: {', '.join(allowed)}"
+                self.error(_join(path, key), f"unknown key '{key}'", hint)
+
+    def _require(self, obj: dict, key: str, path: str, hint: str | None = None) -> bool:
+        if key in obj:
+            return True
+        self.error(_join(path, key), f"missing '{key}'", hint)
+        return False
+
+    def _object(self, value: Any, path: str, what: str) -> bool:
+        if isinstance(value, dict):
+            return True
+        self.error(path, f"'{_field(path)}' must be {what}, not {_kind(value)}")
+        return False
+
+    def _text(self, obj: dict, key: str, path: str) -> None:
+        if key in obj and not isinstance(obj[key], str):
+            self.error(_join(path, key), f"'{key}' must be a string, not {_kind(obj[key])}")
+
+    def _name(self, value: Any, path: str, what: str) -> bool:
+        if isinstance(value, str) and value.strip():
+            return True
+        self.error(path, f"'{_field(path)}' must be {what} (a non-empty string), "
+                   f"not {_show(value)}")
+        return False
+
+    def _number(self, value, path, *, low=None, high=None, above=None, integer=False) -> None:
+        kind = "an integer" if integer else "a number"
+        if low is not None and high is not None:
+            bounds = f"from {low} to {high}"
+        elif above is not None:
+            bounds = f"greater than {above}"
+        else:
+            bounds = f">= {low}"
+        ok = _is_integer(value) if integer else _is_number(value)
+        ok = ok and (low is None or value >= low) and (high is None or value <= high)
+        ok = ok and (above is None or value > above)
+        if not ok:
+            self.error(path, f"'{_field(path)}' must be {kind} {bounds}, not {_show(value)}")
+
+    def _version(self, value: Any, path: str) -> None:
+        self._number(value, path, low=1, integer=True)
+
+    def _machine_id(self, value: Any, path: str) -> None:
+        if not (isinstance(value, str) and _ID_RE.fullmatch(value)):
+            self.error(path, f"{_show(value)} is not a valid machine id (pattern {ID_PATTERN})",
+                       "use lowercase letters, digits, '.', '_' and '-', starting with a letter "
+                       "or digit, at most 100 characters")
+
+    def _state_ref(self, value: Any, path: str) -> None:
+        if not isinstance(value, str):
+            self.error(path, f"'{_field(path)}' must be a state name, not {_kind(value)}")
+        elif self.states and value not in self.states:
+            names = [name for name in self.states if isinstance(name, str)]
+            hint = _did_you_mean(value, names) or f"states are: {', '.join(names)}"
+            self.error(path, f"unknown state '{value}'", hint)
+
+    def _expr(self, value: Any, path: str, *, object_literal: bool = False) -> None:
+        """A string is Python source and must pass the static checks; else a literal."""
+        if isinstance(value, str):
+            if not value.strip():
+                self.error(path, "the expression is empty",
+                           "write an expression, or null for no value")
+            for problem in expressions.check(value):
+                self.error(path, problem.message, line=problem.line, column=problem.column)
+        elif object_literal and not isinstance(value, dict):
+            self.error(path, f"'{_field(path)}' must be an expression (a string) or an object, "
+                       f"not {_kind(value)}")
+
+    def _update(self, obj: dict, path: str) -> None:
+        if "context" in obj:
+            self._expr(obj["context"], _join(path, "context"), object_literal=True)
+        if "assign" in obj:
+            self._assign(obj["assign"], _join(path, "assign"))
+        if "context" in obj and "assign" in obj:
+            self.error(path, "use either 'context' (replaces the context) or 'assign' "
+                       "(merges keys into it), not both")
+
+    def _assign(self, value: Any, path: str) -> None:
+        if not self._object(value, path, "an object of key -> expression"):
+            return
+        for key, expr in value.items():
+            if isinstance(key, str) and not key:
+                self.error(path, "'assign' keys must not be empty")
+            self._expr(expr, _join(path, key))
+
+    def _branch(self, value: Any, path: str) -> None:
+        if not self._object(value, path, "an object with 'state', 'context' or 'assign'"):
+            return
+        self._unknown_keys(value, path, BRANCH_KEYS, f"'{_field(path)}'")
+        if "state" in value:
+            self._state_ref(value["state"], _join(path, "state"))
+        self._update(value, path)
+
+    # Document, states, transitions -------------------------------------------------------
+    def _document(self, doc: dict) -> None:
+        self._unknown_keys(doc, "", DOCUMENT_KEYS, "document")
+        if self._require(doc, "id", "", "the machine id, e.g. 'order'"):
+            self._machine_id(doc["id"], "id")
+        if "version" in doc:
+            self._version(doc["version"], "version")
+        self._text(doc, "title", "")
+        self._text(doc, "description", "")
+        if "execution_mode" in doc and doc["execution_mode"] not in EXECUTION_MODES:
+            mode = doc["execution_mode"]
+            hint = _did_you_mean(mode, EXECUTION_MODES) or "use one of: " + ", ".join(EXECUTION_MODES)
+            self.error("execution_mode", f"unknown execution mode {_show(mode)}", hint)
+        if "timeout_seconds" in doc:
+            self._number(doc["timeout_seconds"], "timeout_seconds", above=0)
+        if "context" in doc:
+            self._expr(doc["context"], "context", object_literal=True)
+        has_states = self._require(doc, "states", "", "an object: state name -> state")
+        if has_states and self._object(doc["states"], "states", "an object: state name -> state"):
+            if not doc["states"]:
+                self.error("states", "'states' is empty",
+                           "define at least the state named in 'start_at'")
+            for name, state in doc["states"].items():
+                self._state(name, state, _join("states", name))
+        if self._require(doc, "start_at", "", "the name of the first state"):
+            self._state_ref(doc["start_at"], "start_at")
+
+    def _state(self, name: Any, state: Any, path: str) -> None:
+        if isinstance(name, str) and not name.strip():
+            self.error(path, "a state name must not be empty")
+        if not self._object(state, path, "an object with 'actions' or 'return'"):
+            return
+        self._unknown_keys(state, path, STATE_KEYS, "state")
+        self._text(state, "label", path)
+        self._text(state, "description", path)
+        if "actions" in state and "return" in state:
+            self.error(path, f"state '{name}' has both 'actions' and 'return'",
+                       "a state with 'return' is terminal: keep one of them")
+        elif "actions" not in state and "return" not in state:
+            self.error(path, f"state '{name}' has neither 'actions' nor 'return'",
+                       "add 'actions' to move on from it, or 'return' to finish there")
+        if "return" in state:
+            self._expr(state["return"], _join(path, "return"))
+        if "actions" in state:
+            self._actions(state["actions"], _join(path, "actions"))
+
+    def _actions(self, actions: Any, path: str) -> None:
+        if not isinstance(actions, list):
+            self.error(path, f"'actions' must be a list of transitions, not {_kind(actions)}")
+            return
+        if not actions:
+            self.error(path, "'actions' is empty",
+                       "list at least one transition, or use 'return' to make the state terminal")
+        first_use: dict[str, int] = {}
+        for index, transition in enumerate(actions):
+            item = f"{path}[{index}]"
+            self._transition(transition, item)
+            tid = transition.get("id") if isinstance(transition, dict) else None
+            if isinstance(tid, str):
+                if tid in first_use:
+                    self.error(_join(item, "id"), f"duplicate transition id '{tid}'",
+                               f"actions[{first_use[tid]}] already uses it; "
+                               "ids are unique within a state")
+                first_use.setdefault(tid, index)
+
+    def _transition(self, t: Any, path: str) -> None:
+        if not self._object(t, path, "an object (a transition with an 'id')"):
+            return
+        self._unknown_keys(t, path, TRANSITION_KEYS, "transition")
+        if self._require(t, "id", path, "name the transition, e.g. 'submit'"):
+            self._name(t["id"], _join(path, "id"), "a transition id")
+        self._text(t, "label", path)
+        self._combinations(t, path)
+        if "on" in t:
+            self._on(t["on"], _join(path, "on"))
+        for key in ("when", "if"):
+            if key in t:
+                self._expr(t[key], _join(path, key))
+        if "state" in t:
+            self._state_ref(t["state"], _join(path, "state"))
+        if "context" in t:
+            self._expr(t["context"], _join(path, "context"), object_literal=True)
+        if "assign" in t:
+            self._assign(t["assign"], _join(path, "assign"))
+        for key in ("then", "else"):
+            if key in t:
+                self._branch(t[key], _join(path, key))
+        if "wait" in t:
+            self._wait(t["wait"], _join(path, "wait"))
+        if "invoke" in t:
+            self._invoke(t["invoke"], _join(path, "invoke"))
+
+    def _combinations(self, t: dict, path: str) -> None:
+        """The spec's "Allowed combinations", each conflict reported once."""
+        known = [key for key in t if key in TRANSITION_KEYS]
+        if "invoke" in t:
+            for key in known:
+                if key not in WITH_INVOKE:
+                    self.error(_join(path, key), f"'{key}' cannot be used with 'invoke'",
+                               "put what happens next in 'invoke.success' / 'invoke.error'")
+            return
+        if "if" in t:
+            for key in known:
+                if key not in WITH_IF:
+                    self.error(_join(path, key), f"'{key}' cannot be used with 'if'",
+                               "put 'state', 'context' or 'assign' in 'then' / 'else'")
+            if "then" not in t:
+                self.error(_join(path, "then"), "'if' needs a 'then' branch",
+                           "then: {state: ...} is taken when the condition is true")
+            return
+        if "wait" in t and "on" in t:
+            self.error(_join(path, "on"), "'on' cannot be used with 'wait'",
+                       "a 'wait' transition fires by itself; use another transition for the action")
+        for key in ("then", "else"):
+            if key in t:
+                self.error(_join(path, key), f"'{key}' can only be used with 'if'")
+        if "context" in t and "assign" in t:
+            self.error(path, "use either 'context' (replaces the context) or 'assign' "
+                       "(merges keys into it), not both")
+
+    def _on(self, value: Any, path: str) -> None:
+        if isinstance(value, list) and value:
+            for index, name in enumerate(value):
+                self._name(name, f"{path}[{index}]", "an action name")
+        elif not (isinstance(value, str) and value.strip()):
+            self.error(path, "'on' must be an action name or a non-empty list of action names",
+                       "leave 'on' out to make the transition automatic")
+
+    def _wait(self, value: Any, path: str) -> None:
+        if not self._object(value, path, "an object: {seconds: N} or {until: expression}"):
+            return
+        self._unknown_keys(value, path, WAIT_KEYS, "'wait'")
+        given = [key for key in WAIT_KEYS if key in value]
+        if len(given) != 1:
+            self.error(path, "'wait' needs exactly one of 'seconds' or 'until'")
+        if "seconds" in value:
+            seconds = value["seconds"]
+            if isinstance(seconds, str):
+                self._expr(seconds, _join(path, "seconds"))
+            elif not (_is_number(seconds) and seconds >= 0):
+                self.error(_join(path, "seconds"), "'seconds' must be a number >= 0 or an "
+                           f"expression, not {_show(seconds)}")
+        if "until" in value:
+            until = value["until"]
+            if isinstance(until, str):
+                self._expr(until, _join(path, "until"))
+            elif not _is_number(until):
+                self.error(_join(path, "until"),
+                           f"'until' must be an expression or epoch seconds, not {_show(until)}",
+                           "an ISO-8601 time is a string expression: \"'2030-01-01T00:00:00Z'\"")
+
+    def _invoke(self, value: Any, path: str) -> None:
+        if not self._object(value, path, "an object with 'call', 'machine' or 'trigger'"):
+            return
+        self._unknown_keys(value, path, INVOKE_KEYS, "'invoke'")
+        kinds = [key for key in INVOKE_KINDS if key in value]
+        if len(kinds) != 1:
+            given = f", not {' and '.join(repr(k) for k in kinds)}" if kinds else ""
+            self.error(path, f"'invoke' needs exactly one of 'call', 'machine' or 'trigger'{given}")
+        if "call" in value:
+            self._expr(value["call"], _join(path, "call"))
+        if "machine" in value:
+            self._machine_ref(value["machine"], _join(path, "machine"))
+        if "trigger" in value:
+            self._trigger(value["trigger"], _join(path, "trigger"))
+        if "input" in value:
+            self._expr(value["input"], _join(path, "input"))
+            if kinds and "machine" not in kinds:
+                hint = ("put 'input' inside 'trigger'" if "trigger" in kinds
+                        else "a 'call' reads ctx and input directly")
+                self.error(_join(path, "input"), "'input' is only used with 'machine'", hint)
+        if "async" in value:
+            if not isinstance(value["async"], bool):
+                self.error(_join(path, "async"),
+                           f"'async' must be true or false, not {_show(value['async'])}")
+            if "call" in kinds:
+                self.error(_join(path, "async"), "'async' is only used with 'machine' or 'trigger'")
+        for key in ("success", "error"):
+            if key in value:
+                self._branch(value[key], _join(path, key))
+        if "ok_if" in value:
+            self._expr(value["ok_if"], _join(path, "ok_if"))
+        if "retry" in value:
+            self._retry(value["retry"], _join(path, "retry"))
+        if "timeout_seconds" in value:
+            self._number(value["timeout_seconds"], _join(path, "timeout_seconds"), above=0)
+
+    def _machine_ref(self, value: Any, path: str) -> None:
+        if isinstance(value, str):
+            self._machine_id(value, path)
+        elif isinstance(value, dict):
+            self._unknown_keys(value, path, MACHINE_REF_KEYS, "'machine'")
+            if self._require(value, "id", path, "the child machine's id"):
+                self._machine_id(value["id"], _join(path, "id"))
+            if "version" in value:
+                self._version(value["version"], _join(path, "version"))
+        else:
+            self.error(path, "'machine' must be a machine id or {id, version}, "
+                       f"not {_kind(value)}")
+
+    def _trigger(self, value: Any, path: str) -> None:
+        if not self._object(value, path, "an object: {execution, action, input}"):
+            return
+        self._unknown_keys(value, path, TRIGGER_KEYS, "'trigger'")
+        if self._require(value, "execution", path, "an expression giving the execution id"):
+            self._expr(value["execution"], _join(path, "execution"))
+        if self._require(value, "action", path, "the action name to send"):
+            self._name(value["action"], _join(path, "action"), "an action name")
+        if "input" in value:
+            self._expr(value["input"], _join(path, "input"))
+
+    def _retry(self, value: Any, path: str) -> None:
+        if not self._object(value, path, "an object: {max_attempts, delay_seconds, backoff}"):
+            return
+        self._unknown_keys(value, path, RETRY_KEYS, "'retry'")
+        if self._require(value, "max_attempts", path, "attempts in all, the first one included"):
+            self._number(value["max_attempts"], _join(path, "max_attempts"),
+                         low=1, high=100, integer=True)
+        if "delay_seconds" in value:
+            self._number(value["delay_seconds"], _join(path, "delay_seconds"), low=0, high=86400)
+        if "backoff" in value:
+            self._number(value["backoff"], _join(path, "backoff"), low=1, high=10)
+
+    # Warnings ----------------------------------------------------------------------------
+    def _action_lists(self):
+        """(state name, path, transitions that are objects) for every state with actions."""
+        for name, state in self.states.items():
+            if isinstance(state, dict) and isinstance(state.get("actions"), list):
+                items = [(i, t) for i, t in enumerate(state["actions"]) if isinstance(t, dict)]
+                yield name, f"states.{name}.actions", items
+
+    def _warn_unreachable(self) -> None:
+        start = self.document.get("start_at")
+        if not (isinstance(start, str) and start in self.states):
+            return
+        targets = {name: set() for name in self.states}
+        for name, _, transitions in self._action_lists():
+            for _, t in transitions:
+                targets[name].update(_targets(t))
+        reached, todo = {start}, [start]
+        while todo:
+            for target in targets[todo.pop()]:
+                if target in self.states and target not in reached:
+                    reached.add(target)
+                    todo.append(target)
+        for name in self.states:
+            if name not in reached:
+                self.warn(f"states.{name}", f"state '{name}' cannot be reached from '{start}'",
+                          "add a transition that leads to it, or remove it")
+
+    def _warn_shadowed(self, name: str, transitions: list) -> None:
+        blocker = next(((i, t) for i, t in transitions if _unconditional(t)), None)
+        if blocker is None:
+            return
+        b_index, b = blocker
+        b_id = b.get("id")
+        # Before the blocker, only an invoke or a wait lets the execution pause in this state.
+        can_pause = any("invoke" in t or "wait" in t for i, t in transitions if i <= b_index)
+        for index, t in transitions:
+            path = f"states.{name}.actions[{index}]"
+            if index > b_index:
+                self.warn(path, f"transition '{t.get('id')}' can never be taken: "
+                          f"'{b_id}' (actions[{b_index}]) before it is automatic and unconditional",
+                          f"move it above '{b_id}', or give '{b_id}' a 'when'")
+            elif "on" in t and not can_pause:
+                self.warn(path, f"action '{t.get('id')}' can never be taken: the execution never "
+                          f"waits in '{name}' because '{b_id}' (actions[{b_index}]) is automatic "
+                          "and unconditional", f"give '{b_id}' a 'when' or a 'wait'")
+
+    def _warn_stuck(self, name: str, transitions: list) -> None:
+        if not transitions or any("on" in t for _, t in transitions):
+            return
+        if not any(_always_takeable(t) for _, t in transitions):
+            self.warn(f"states.{name}", f"state '{name}' can get stuck: it has no 'on' transition "
+                      "and every automatic transition is guarded",
+                      "add a last transition without 'when' as a fallback, or one with 'on'")
+
+    def _warn_unknown_machines(self) -> None:
+        if self.machine_exists is None:
+            return
+        for _, path, transitions in self._action_lists():
+            for index, t in transitions:
+                invoke = t.get("invoke")
+                ref = invoke.get("machine") if isinstance(invoke, dict) else None
+                child_path = f"{path}[{index}].invoke.machine"
+                if isinstance(ref, dict):
+                    ref, child_path = ref.get("id"), child_path + ".id"
+                if (isinstance(ref, str) and _ID_RE.fullmatch(ref)
+                        and ref != self.document.get("id") and not self.machine_exists(ref)):
+                    self.warn(child_path, f"machine '{ref}' does not exist yet",
+                              "save it before an execution reaches this transition")
+
+
+def _targets(t: dict) -> list[str]:
+    """Every state a transition can lead to, its outcome branches included."""
+    branches = [t.get("then"), t.get("else")]
+    if isinstance(t.get("invoke"), dict):
+        branches += [t["invoke"].get("success"), t["invoke"].get("error")]
+    found = [t.get("state")] + [b.get("state") for b in branches if isinstance(b, dict)]
+    return [target for target in found if isinstance(target, str)]
+
+
+def _always_takeable(t: dict) -> bool:
+    """Automatic, unguarded, and not an `if` that may fall through (one without `else`)."""
+    return "on" not in t and "when" not in t and ("if" not in t or "else" in t)
+
+
+def _unconditional(t: dict) -> bool:
+    """Taken as soon as the state is entered, so nothing after it is ever tried."""
+    return _always_takeable(t) and "wait" not in t
+
+
+# Building --------------------------------------------------------------------------------
+def _construct(document: dict) -> Machine:
+    doc = copy.deepcopy(document)  # the Machine must not change when the caller's dict does
+    return Machine(
+        id=doc["id"],
+        start_at=doc["start_at"],
+        states={name: _build_state(name, state) for name, state in doc["states"].items()},
+        version=doc.get("version"),
+        title=doc.get("title"),
+        description=doc.get("description"),
+        execution_mode=doc.get("execution_mode", DEFAULT_EXECUTION_MODE),
+        timeout_seconds=doc.get("timeout_seconds", DEFAULT_TIMEOUT_SECONDS),
+        context=_expr_of(doc.get("context", {}), "context"),
+    )
+
+
+def _expr_of(value: Any, path: str) -> Expr:
+    return Expr(path, source=value) if isinstance(value, str) else Expr(path, literal=value)
+
+
+def _optional_expr(obj: dict, key: str, path: str) -> Expr | None:
+    return _expr_of(obj[key], _join(path, key)) if key in obj else None
+
+
+def _build_state(name: str, state: dict) -> State:
+    path = f"states.{name}"
+    if "return" in state:
+        return State(name, state.get("label"), state.get("description"),
+                     returns=_expr_of(state["return"], f"{path}.return"), is_terminal=True)
+    transitions = tuple(
+        _build_transition(t, f"{path}.actions[{i}]") for i, t in enumerate(state["actions"])
+    )
+    return State(name, state.get("label"), state.get("description"), transitions=transitions)
+
+
+def _build_transition(t: dict, path: str) -> Transition:
+    on = t.get("on", ())
+    decision = None
+    if "if" in t:
+        otherwise = _build_branch(t["else"], f"{path}.else") if "else" in t else None
+        then = _build_branch(t["then"], f"{path}.then")
+        decision = Decision(_expr_of(t["if"], f"{path}.if"), then, otherwise)
+    wait = t.get("wait")
+    return Transition(
+        id=t["id"],
+        path=path,
+        label=t.get("label"),
+        on=(on,) if isinstance(on, str) else tuple(on),
+        when=_optional_expr(t, "when", path),
+        target=t.get("state"),
+        update=_build_update(t, path),
+        wait=Wait(_optional_expr(wait, "seconds", f"{path}.wait"),
+                  _optional_expr(wait, "until", f"{path}.wait")) if wait is not None else None,
+        invoke=_build_invoke(t["invoke"], f"{path}.invoke") if "invoke" in t else None,
+        decision=decision,
+    )
+
+
+def _build_update(obj: dict, path: str) -> Update:
+    assign = tuple(
+        (key, _expr_of(value, f"{path}.assign.{key}"))
+        for key, value in obj.get("assign", {}).items()
+    )
+    return Update(context=_optional_expr(obj, "context", path), assign=assign)
+
+
+def _build_branch(branch: dict, path: str) -> Branch:
+    return Branch(state=branch.get("state"), update=_build_update(branch, path))
+
+
+def _optional_branch(obj: dict, key: str, path: str) -> Branch | None:
+    return _build_branch(obj[key], f"{path}.{key}") if key in obj else None
+
+
+def _build_invoke(invoke: dict, path: str) -> Invoke:
+    kind = next(key for key in INVOKE_KINDS if key in invoke)
+    machine = invoke.get("machine")
+    if isinstance(machine, dict):
+        machine_id, machine_version = machine["id"], machine.get("version")
+    else:
+        machine_id, machine_version = machine, None
+    trigger = invoke.get("trigger", {})
+    trigger_path = f"{path}.trigger"
+    retry = invoke.get("retry")
+    return Invoke(
+        kind=kind,
+        call=_optional_expr(invoke, "call", path),
+        machine_id=machine_id,
+        machine_version=machine_version,
+        input=_optional_expr(trigger, "input", trigger_path) if kind == "trigger"
+        else _optional_expr(invoke, "input", path),
+        execution=_optional_expr(trigger, "execution", trigger_path),
+        action=trigger.get("action"),
+        is_async=invoke.get("async", False),
+        success=_optional_branch(invoke, "success", path),
+        error=_optional_branch(invoke, "error", path),
+        ok_if=_optional_expr(invoke, "ok_if", path),
+        retry=Retry(**{key: retry[key] for key in RETRY_KEYS if key in retry}) if retry else None,
+        timeout_seconds=invoke.get("timeout_seconds"),
+    )
