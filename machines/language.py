@@ -495,7 +495,8 @@ class _Validator:
         self._text(doc, "description", "")
         if "execution_mode" in doc and doc["execution_mode"] not in EXECUTION_MODES:
             mode = doc["execution_mode"]
-            hint = _did_you_mean(mode, EXECUTION_MODES) or "use one of: " + ", ".join(EXECUTION_MODES)
+            modes = ", ".join(EXECUTION_MODES)
+            hint = _did_you_mean(mode, EXECUTION_MODES) or f"use one of: {modes}"
             self.error("execution_mode", f"unknown execution mode {_show(mode)}", hint)
         if "timeout_seconds" in doc:
             self._number(doc["timeout_seconds"], "timeout_seconds", above=0)
