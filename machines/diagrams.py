@@ -1,0 +1,456 @@
+"""Machine diagrams: DOT built with the graphviz package, rendered to inline SVG by `dot`.
+
+Every node and edge gets a stable ``id`` and ``class`` so pages can re-highlight the
+path with CSS and JS without rendering again (spawning ``dot`` costs ~25 ms, so the plain
+diagram is cached per machine version). Everything taken from the definition is user
+input: labels go into HTML-like labels escaped, tooltips and ids through
+``graphviz.escape``, URLs XML-escaped (dot 2.43 does not escape ``URL``).
+Visual language: /work/shared/design/README.md; classes and JSON shapes: docs/diagrams.md.
+"""
+from __future__ import annotations
+
+import html
+import re
+import textwrap
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import lru_cache
+from hashlib import sha256
+
+import graphviz
+
+from machines.definition import Branch, Expr, Machine, State, Transition
+
+FONT = "Helvetica,Arial,sans-serif"
+
+INK, MUTED, FAINT = "#0F172A", "#64748B", "#94A3B8"
+LINE, LINE_STRONG = "#E2E8F0", "#CBD5E1"
+BLUE, AMBER, GREEN, RED, VIOLET = "#2563EB", "#D97706", "#16A34A", "#DC2626", "#7C3AED"
+PATH_BLUE, PATH_TEXT, VISITED_FILL, VISITED_LINE = "#1E40AF", "#1E3A8A", "#DBEAFE", "#60A5FA"
+
+# Edge kind -> (colour, colour when faded, text colour, text colour when faded, dashed)
+EDGE_LOOKS = {
+    "start": (INK, INK, INK, INK, False),
+    "action": (BLUE, "#BFDBFE", "#1D4ED8", "#93C5FD", False),
+    "auto": (MUTED, LINE_STRONG, "#475569", FAINT, False),
+    "timer": (AMBER, "#FCD34D", "#B45309", "#F59E0B", True),
+    "invoke": (VIOLET, "#DDD6FE", "#6D28D9", "#A78BFA", True),
+    "success": (GREEN, "#BBF7D0", "#15803D", "#86EFAC", False),
+    "error": (RED, "#FECACA", "#B91C1C", "#FCA5A5", False),
+    "then": (MUTED, LINE_STRONG, "#475569", FAINT, False),
+    "else": (MUTED, LINE_STRONG, "#475569", FAINT, False),
+}
+
+# Status of the current state -> (outline, fill)
+STATUS_LOOKS = {
+    "running": (BLUE, VISITED_FILL),
+    "invoking": (BLUE, VISITED_FILL),
+    "waiting": (AMBER, "#FEF3C7"),
+    "sleeping": (AMBER, "#FEF3C7"),
+    "finished": (GREEN, "#DCFCE7"),
+    "failed": (RED, "#FEE2E2"),
+    "canceled": (MUTED, "#F1F5F9"),
+}
+
+CLOCK = "◷"  # U+23F1 (stopwatch) is missing from common fonts (DejaVu, Liberation)
+MANY_STEPS = 5  # more numbers than this on one edge: "①② … ⑨ ×9"
+
+
+def state_id(name: str) -> str:
+    return f"state-{name}"
+
+
+def edge_id(state: str, transition_id: str, branch: str | None = None) -> str:
+    """Id of a transition's edge; `branch` (success/error/then/else) for the edges after a
+    helper node (invoke, decision)."""
+    base = f"edge-{state}-{transition_id}"
+    return f"{base}-{branch}" if branch else base
+
+
+def helper_id(kind: str, state: str, transition_id: str) -> str:
+    """Id of an invoke or decision node: same suffix as the edge leading to it."""
+    return f"{kind}-{state}-{transition_id}"
+
+
+def step_mark(step: int) -> str:
+    """①..⑳ for steps 1-20, "(21)" after."""
+    return chr(0x2460 + step - 1) if 1 <= step <= 20 else f"({step})"
+
+
+@dataclass(frozen=True)
+class DiagramPath:
+    """An execution's path, computed by the runtime from history."""
+
+    state_visits: dict[str, int] = field(default_factory=dict)  # state -> times entered
+    edge_steps: dict[str, tuple[int, ...]] = field(default_factory=dict)  # edge id -> steps
+    current: str | None = None
+    status: str = "running"
+
+
+# Text helpers -----------------------------------------------------------------------------
+
+_CTX_KEY = re.compile(
+    r"""\bctx(?:\[(['"])([^'"\]]+)\1\]|\.get\((['"])([^'"]+)\3(?:\s*,[^()]*)?\))""")
+_SUBSCRIPT = re.compile(r"""(\w)\[(['"])(\w+)\2\]""")
+_IO_CALL = re.compile(r"""\bio\(\s*(['"])([\w.\-]+)\1""")
+
+
+def short_code(expr: Expr, limit: int = 30) -> str:
+    """A guard as a person reads it: ``ctx['order']['id'] == 1`` -> ``order.id == 1``."""
+    text = expr.brief(400)
+    text = _CTX_KEY.sub(lambda m: m.group(2) or m.group(4), text)
+    while _SUBSCRIPT.search(text):
+        text = _SUBSCRIPT.sub(r"\1.\3", text)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def human_seconds(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= 2 * size:
+            return f"{round(seconds / size, 1):g} {unit}"
+    return f"{seconds:g} s"
+
+
+def _delay(transition: Transition) -> str:
+    wait = transition.wait
+    if wait.until is not None:
+        return f"{CLOCK} until " + short_code(wait.until, 24)
+    if not wait.seconds.is_code and isinstance(wait.seconds.literal, (int, float)):
+        return f"{CLOCK} " + human_seconds(wait.seconds.literal)
+    return f"{CLOCK} " + short_code(wait.seconds, 24)
+
+
+def _esc(text: str) -> str:
+    return html.escape(text, quote=False)
+
+
+def _html(*lines: str) -> str:
+    """An HTML-like label from already-escaped lines."""
+    return "<" + "<BR/>".join(line for line in lines if line) + ">"
+
+
+def _italic(text: str) -> str:
+    return f"<I>{_esc(text)}</I>"
+
+
+def _small(text: str, colour: str | None = None) -> str:
+    colour_attr = f' COLOR="{colour}"' if colour else ""
+    return f'<FONT POINT-SIZE="8.5"{colour_attr}>{_esc(text)}</FONT>'
+
+
+def _step_marks(steps: tuple[int, ...]) -> str:
+    """One FONT span per number, so dm.js can hide numbers after the selected step."""
+    if len(steps) > MANY_STEPS:
+        marks = [step_mark(steps[0]), step_mark(steps[1]), "…", step_mark(steps[-1])]
+        marks.append(f"×{len(steps)}")
+    else:
+        marks = [step_mark(s) for s in steps]
+    spans = "".join(f'<FONT COLOR="{PATH_TEXT}"><B>{_esc(m)}</B></FONT>' for m in marks)
+    return " " + spans
+
+
+def _tooltip(*lines: str | None) -> str:
+    return graphviz.escape("\n".join(line for line in lines if line))
+
+
+# Building the graph -----------------------------------------------------------------------
+
+
+@dataclass
+class _Build:
+    machine: Machine
+    path: DiagramPath | None
+    machine_url: Callable[[str], str] | None
+    graph: graphviz.Digraph
+    names: dict[str, str]  # state name -> DOT node name (states may hold any character)
+    helpers: int = 0
+
+    def steps(self, eid: str) -> tuple[int, ...]:
+        return self.path.edge_steps.get(eid, ()) if self.path else ()
+
+
+def _new_graph(machine: Machine) -> graphviz.Digraph:
+    return graphviz.Digraph(
+        name="machine",
+        graph_attr={
+            "rankdir": "LR", "bgcolor": "transparent", "pad": "0.3", "nodesep": "0.32",
+            "ranksep": "0.5", "fontname": FONT, "outputorder": "edgesfirst",
+            "tooltip": _tooltip(machine.display, machine.description),
+        },
+        node_attr={
+            "fontname": FONT, "fontsize": "11", "shape": "box", "style": "rounded,filled",
+            "fillcolor": "white", "color": FAINT, "fontcolor": INK, "penwidth": "1.2",
+            "height": "0.4", "margin": "0.16,0.07",
+        },
+        edge_attr={
+            "fontname": FONT, "fontsize": "9", "arrowsize": "0.65", "penwidth": "1.2",
+            "arrowhead": "vee",
+        },
+    )
+
+
+def _state_node(b: _Build, state: State) -> None:
+    path = b.path
+    classes = ["state"] + (["terminal"] if state.is_terminal else [])
+    attrs = {"peripheries": "2"} if state.is_terminal else {}
+    label = "<BR/>".join(_esc(line) for line in textwrap.wrap(state.display, 24) or [""])
+    visits = path.state_visits.get(state.name, 0) if path else 0
+    if path and path.current == state.name:
+        outline, fill = STATUS_LOOKS.get(path.status, (BLUE, VISITED_FILL))
+        classes += ["visited", "current", f"status-{path.status}"]
+        style = "rounded,filled,dashed" if path.status == "sleeping" else "rounded,filled"
+        attrs |= {"color": outline, "fillcolor": fill, "penwidth": "2.4", "style": style}
+        label = f"<B>{label}</B>"
+    elif visits:
+        classes.append("visited")
+        attrs |= {"color": VISITED_LINE, "fillcolor": VISITED_FILL}
+    elif path:
+        classes.append("faded")
+        attrs |= {"color": LINE_STRONG, "fontcolor": FAINT}
+    returns = f"returns {state.returns.brief(80)}" if state.is_terminal and state.returns else None
+    b.graph.node(
+        b.names[state.name], label=_html(label), id=graphviz.escape(state_id(state.name)),
+        tooltip=_tooltip(
+            f"{state.display} ({state.name})" if state.label else state.name,
+            state.description, returns, f"entered {visits}×" if visits > 1 else None,
+        ),
+        **{"class": " ".join(classes)}, **attrs,
+    )
+
+
+def _edge(b: _Build, tail: str, head: str, eid: str, kind: str, text: list[str],
+          tooltip: str, extra_class: str = "") -> None:
+    """An edge of `kind` (a key of EDGE_LOOKS); `text` holds escaped label lines."""
+    colour, faded, fontcolour, faded_font, dashed = EDGE_LOOKS[kind]
+    steps = b.steps(eid)
+    classes = [kind] + ([extra_class] if extra_class else [])
+    attrs = {"color": colour, "fontcolor": fontcolour}
+    if steps or (b.path and kind == "start"):
+        classes.append("taken")
+        attrs = {"color": PATH_BLUE, "fontcolor": PATH_TEXT, "penwidth": "2.4",
+                 "arrowsize": "0.75"}
+    elif b.path:
+        classes.append("faded")
+        attrs = {"color": faded, "fontcolor": faded_font}
+    if dashed:
+        attrs["style"] = "dashed"
+    if steps and text:
+        text = [*text[:-1], text[-1] + _step_marks(steps)]
+    elif steps:
+        text = [_step_marks(steps).strip()]
+    label = {"label": _html(*text)} if text else {}
+    b.graph.edge(tail, head, id=graphviz.escape(eid), tooltip=tooltip,
+                 **{"class": " ".join(classes)}, **label, **attrs)
+
+
+def _helper_node(b: _Build, nid: str, kind_class: str, label: str, tooltip: str,
+                 attrs: dict, in_edge: str) -> str:
+    """An invoke or decision node, visited when the edge leading to it was taken."""
+    b.helpers += 1
+    name = f"h{b.helpers}"
+    classes = [kind_class]
+    steps = b.steps(in_edge)
+    if steps:
+        classes.append("visited")
+        attrs = attrs | {"fillcolor": VISITED_FILL}
+        last_step = max(s for steps_ in b.path.edge_steps.values() for s in steps_)
+        if steps[-1] == last_step and b.path.status in ("invoking", "running"):
+            classes += ["current", f"status-{b.path.status}"]
+            attrs |= {"penwidth": "2.4", "color": BLUE}
+    elif b.path:
+        classes.append("faded")
+        attrs = attrs | {"color": LINE_STRONG, "fontcolor": FAINT, "fillcolor": "white"}
+    b.graph.node(name, label=label, id=graphviz.escape(nid), tooltip=tooltip,
+                 **{"class": " ".join(classes)}, **attrs)
+    return name
+
+
+def _first_lines(t: Transition, after_guard: bool, default: str | None) -> list[str]:
+    """Label lines naming a transition: "▶ action" or its label/guard/"otherwise"."""
+    lines = []
+    if t.on:
+        lines.append(_esc("▶ " + (t.label or " / ".join(t.on))))
+    elif t.label:
+        lines.append(_esc(t.label))
+    elif not t.when and default:
+        lines.append(_italic("otherwise") if after_guard else _esc(default))
+    if t.when:
+        lines.append(_italic("if " + short_code(t.when)))
+    return lines
+
+
+def _transition_tooltip(state: State, t: Transition, target: str | None = None) -> str:
+    return _tooltip(
+        f"{state.name} → {target}" if target else state.name,
+        f"transition '{t.id}'" + (f" ({t.label})" if t.label else ""),
+        f"on {', '.join(t.on)}" if t.on else "automatic",
+        f"when {t.when.brief(200)}" if t.when else None,
+    )
+
+
+def _branch(b: _Build, helper: str, state: State, t: Transition, which: str,
+            branch: Branch | None, text: str, tip: str) -> None:
+    if branch is None:
+        return
+    target = branch.state or state.name
+    _edge(b, helper, b.names[target], edge_id(state.name, t.id, which), which, [text],
+          _tooltip(f"{tip} → {target}", f"transition '{t.id}' of {state.name}"))
+
+
+def _invoke(b: _Build, state: State, t: Transition, lines: list[str]) -> None:
+    inv = t.invoke
+    eid = edge_id(state.name, t.id)
+    if inv.kind == "machine":
+        version = f" v{inv.machine_version}" if inv.machine_version else ""
+        label = _html(f"<B>{_esc(inv.machine_id)}</B>",
+                      _small(f"machine{version}" + (" · async" if inv.is_async else "")))
+        attrs = {"shape": "component", "style": "filled", "fillcolor": "#F5F3FF",
+                 "color": VIOLET, "fontcolor": "#5B21B6"}
+        if b.machine_url:
+            attrs["URL"] = graphviz.escape(html.escape(b.machine_url(inv.machine_id)))
+            attrs["target"] = "_top"
+        tip = f"starts machine {inv.machine_id}{version}" + (" (async)" if inv.is_async else "")
+    elif inv.kind == "call":
+        found = _IO_CALL.search(inv.call.source or "")
+        brief = f"io {found.group(2)}" if found else short_code(inv.call, 28)
+        retry = inv.retry and inv.retry.max_attempts > 1
+        label = _html(_esc(brief), _small(f"retry ×{inv.retry.max_attempts}") if retry else "")
+        attrs = {"style": "rounded,filled,dashed", "fillcolor": "#F5F3FF", "color": VIOLET,
+                 "fontcolor": "#5B21B6", "fontsize": "10"}
+        tip = f"call: {inv.call.brief(200)}" + (f"\nok if {inv.ok_if.brief(120)}" if inv.ok_if
+                                                 else "")
+    else:
+        label = _html(_esc(f"▶ {inv.action}"), _small("→ other execution"))
+        attrs = {"style": "rounded,filled,dashed", "fillcolor": "#F5F3FF", "color": VIOLET,
+                 "fontcolor": "#5B21B6", "fontsize": "10"}
+        tip = f"sends action {inv.action} to another execution"
+    nid = helper_id("invoke", state.name, t.id)
+    helper = _helper_node(b, nid, f"invoke {inv.kind}", label, _tooltip(tip), attrs, eid)
+    _edge(b, b.names[state.name], helper, eid, "invoke", lines, _transition_tooltip(state, t),
+          "action" if t.on else "")
+    _branch(b, helper, state, t, "success", inv.success, "✓ success", "success")
+    _branch(b, helper, state, t, "error", inv.error, "✗ error", "error")
+
+
+def _decision(b: _Build, state: State, t: Transition, lines: list[str]) -> None:
+    d = t.decision
+    eid = edge_id(state.name, t.id)
+    attrs = {"shape": "diamond", "style": "filled", "fillcolor": "white", "color": MUTED,
+             "fontcolor": MUTED, "width": "0.32", "height": "0.32", "fixedsize": "true",
+             "fontsize": "9"}
+    nid = helper_id("decision", state.name, t.id)
+    helper = _helper_node(b, nid, "decision", "?", _tooltip(f"if {d.condition.brief(200)}"),
+                          attrs, eid)
+    _edge(b, b.names[state.name], helper, eid, "action" if t.on else "auto", lines,
+          _transition_tooltip(state, t))
+    condition = " " + _italic("if " + short_code(d.condition, 24))
+    _branch(b, helper, state, t, "then", d.then, "then" + condition, "then")
+    _branch(b, helper, state, t, "else", d.otherwise, "else", "else")
+
+
+def _transitions(b: _Build, state: State) -> None:
+    after_guard = False  # an unguarded automatic transition after a guarded one: "otherwise"
+    for t in state.transitions:
+        if t.invoke:
+            _invoke(b, state, t, _first_lines(t, after_guard, t.id))
+        elif t.decision:
+            _decision(b, state, t, _first_lines(t, after_guard, t.id))
+        else:
+            target = t.target or state.name
+            if t.wait:
+                lines = [_esc(((t.label + " ") if t.label else "") + _delay(t))]
+                lines += _first_lines(Transition(id=t.id, path=t.path, when=t.when),
+                                      after_guard, None)
+                kind = "timer"
+            else:
+                lines = _first_lines(t, after_guard, t.id)
+                kind = "action" if t.on else "auto"
+            _edge(b, b.names[state.name], b.names[target], edge_id(state.name, t.id), kind,
+                  lines, _transition_tooltip(state, t, target))
+        if not t.on:
+            after_guard = after_guard or t.when is not None
+
+
+def to_dot(machine: Machine, path: DiagramPath | None = None, *,
+           machine_url: Callable[[str], str] | None = None) -> str:
+    """The DOT source of the machine's diagram, with `path` highlighted when given."""
+    b = _Build(machine, path, machine_url, _new_graph(machine),
+               {name: f"s{i}" for i, name in enumerate(machine.states)})
+    b.graph.node("start", label="", shape="point", width="0.13", color=INK, fillcolor=INK,
+                 id="start", tooltip=_tooltip("start"),
+                 **{"class": "start" + (" visited" if path else "")})
+    for state in machine.states.values():
+        _state_node(b, state)
+    _edge(b, "start", b.names[machine.start_at], "edge-start", "start", [],
+          _tooltip(f"starts at {machine.start_at}"))
+    for state in machine.states.values():
+        _transitions(b, state)
+    return b.graph.source
+
+
+# Rendering --------------------------------------------------------------------------------
+
+_PROLOG = re.compile(r"\A.*?(?=<svg\b)", re.S)
+_COMMENT = re.compile(r"<!--.*?-->\n?", re.S)
+_SIZE = re.compile(r'<svg width="([\d.]+)pt" height="([\d.]+)pt"')
+_TITLE = re.compile(r'<title>[^<]*</title>(\n<g id="a_[^"]*"><a (?:[^>]*? )?xlink:title="([^"]*)")')
+
+
+def _inline(svg: str) -> str:
+    """SVG ready to inline in HTML: no prolog/doctype/comments, scales to its container
+    (never above its natural size), tooltips in <title> where browsers show them."""
+    svg = _COMMENT.sub("", _PROLOG.sub("", svg)).replace("&#45;", "-")
+    svg = _SIZE.sub(
+        lambda m: f'<svg width="100%" style="max-width:{m.group(1)}pt" class="dm-svg" '
+                  f'data-width="{m.group(1)}" data-height="{m.group(2)}"', svg, count=1)
+    return _TITLE.sub(r"<title>\2</title>\1", svg)
+
+
+def _dot_to_svg(source: str) -> str:
+    return _inline(graphviz.Source(source).pipe(format="svg", encoding="utf-8"))
+
+
+@lru_cache(maxsize=512)
+def _cached_svg(machine_id: str, version: int | None, content: str, source: str) -> str:
+    return _dot_to_svg(source)
+
+
+def render_svg(machine: Machine, path: DiagramPath | None = None, *,
+               machine_url: Callable[[str], str] | None = None) -> str:
+    """Inline-ready SVG. Without a path the result is cached per machine version and
+    content (the DOT source), so editing a draft never serves a stale picture."""
+    source = to_dot(machine, path, machine_url=machine_url)
+    if path is not None:
+        return _dot_to_svg(source)
+    digest = sha256(source.encode()).hexdigest()
+    return _cached_svg(machine.id, machine.version, digest, source)
+
+
+def describe(machine: Machine, path: DiagramPath | None = None) -> str:
+    """A text alternative to the diagram, for screen readers and the "as text" view."""
+    states = machine.states
+    parts = [f"{machine.display}: {len(states)} states, starting at "
+             f"{states[machine.start_at].display}."]
+    for state in states.values():
+        moves = []
+        for t in state.transitions:
+            how = f"on {' / '.join(t.on)}" if t.on else "automatically"
+            if t.when:
+                how += f" if {short_code(t.when, 60)}"
+            if t.invoke:
+                what = t.invoke.machine_id or t.invoke.action or "a call"
+                targets = [br.state or state.name for br in (t.invoke.success, t.invoke.error)
+                           if br]
+                moves.append(f"{how} invokes {what}, then {' or '.join(targets) or 'stays'}")
+            elif t.decision:
+                targets = [br.state or state.name for br in (t.decision.then,
+                                                              t.decision.otherwise) if br]
+                moves.append(f"{how} goes to {' or '.join(targets)}")
+            else:
+                delay = f" after {_delay(t)[2:]}" if t.wait else ""
+                moves.append(f"{how}{delay} goes to {t.target or state.name}")
+        end = " (final)" if state.is_terminal else ""
+        parts.append(f"{state.display}{end}" + (": " + "; ".join(moves) if moves else "") + ".")
+    if path and path.current:
+        parts.append(f"Now in {states[path.current].display}, {path.status}.")
+    return " ".join(parts)
