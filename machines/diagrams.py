@@ -121,7 +121,9 @@ def _delay(transition: Transition) -> str:
 
 
 def _esc(text: str) -> str:
-    return html.escape(text, quote=False)
+    """Text for an HTML-like label: XML-escaped, and backslashes doubled because dot
+    still expands escString sequences (\\N = node name, \\G = graph name) inside them."""
+    return html.escape(text, quote=False).replace("\\", "\\\\")
 
 
 def _html(*lines: str) -> str:

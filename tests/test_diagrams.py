@@ -1,0 +1,251 @@
+"""Diagrams: every state and edge carries a stable id/class, the path shows, input is escaped."""
+import xml.etree.ElementTree as ET
+
+import graphviz
+import pytest
+
+from machines import diagrams
+from machines.definition import (
+    Branch,
+    Decision,
+    Expr,
+    Invoke,
+    Machine,
+    Retry,
+    State,
+    Transition,
+    Wait,
+)
+from machines.diagrams import DiagramPath, edge_id, render_svg, state_id, step_mark, to_dot
+
+SVG = "{http://www.w3.org/2000/svg}"
+XLINK = "{http://www.w3.org/1999/xlink}"
+
+
+# The spec's two examples, built directly (machines.language was not ready when written).
+def code(source):
+    return Expr(path="test", source=source)
+
+
+def t(tid, on=(), target=None, when=None, **kw):
+    on = (on,) if isinstance(on, str) else tuple(on)
+    return Transition(id=tid, path=f"actions.{tid}", on=on, target=target,
+                      when=code(when) if when else None, **kw)
+
+
+def s(name, *transitions, label=None, terminal=False, returns=None):
+    return State(name=name, label=label, transitions=transitions, is_terminal=terminal,
+                 returns=Expr(path="return", literal=returns) if terminal else None)
+
+
+def machine(mid, start, *states, **kw):
+    return Machine(id=mid, start_at=start, states={st.name: st for st in states}, version=1, **kw)
+
+
+FIVE_SECONDS = Wait(seconds=Expr(path="wait", literal=5))
+
+ORDER = machine(
+    "order", "create",
+    s("create", t("created", target="cart")),
+    s("cart", t("add", on="add"), t("remove", on="remove"),
+      t("place", on="place", target="submitted"), label="Shopping cart"),
+    s("submitted", t("fraud-approve", on="fraud-approve", target="fraud-approved"),
+      t("fraud-reject", on="fraud-reject", target="fraud-rejected")),
+    s("fraud-approved", t("release", target="released")),
+    s("fraud-rejected", t("cancel", on="cancel", target="canceled")),
+    s("released", t("ship", invoke=Invoke(kind="machine", machine_id="shipment",
+                                         success=Branch(state="ship-finished"),
+                                         error=Branch(state="canceled")))),
+    s("ship-finished", t("fulfilled", when="ctx['delivered']", target="shipped"),
+      t("not-delivered", target="canceled")),
+    s("shipped", terminal=True, returns=True),
+    s("canceled", terminal=True, returns=False),
+    title="Order",
+)
+
+SHIPMENT = machine(
+    "shipment", "created",
+    s("created", t("fulfilled", target="outstanding")),
+    s("outstanding", t("cancel", on="cancel", target="canceled"),
+      t("fetch", when="ctx['attempt'] <= 3", invoke=Invoke(
+          kind="call", call=code("io('http.request.json', 'POST', ctx['courier_url'])"),
+          ok_if=code("200 <= output['status'] < 300"), retry=Retry(max_attempts=3),
+          success=Branch(state="fetched"), error=Branch(state="failed"))),
+      t("too-many-attempts", target="canceled")),
+    s("failed", t("retry", wait=FIVE_SECONDS, target="outstanding")),
+    s("fetched", t("deliver", when="ctx['n'] < 3", target="delivered"),
+      t("retry", wait=FIVE_SECONDS, target="outstanding")),
+    s("canceled", terminal=True, returns={"delivered": False}),
+    s("delivered", terminal=True, returns={"delivered": True}),
+)
+
+DECIDER = machine(
+    "decider", "a",
+    s("a", t("check", on="check", decision=Decision(
+        condition=code("input['big']"), then=Branch(state="b"), otherwise=Branch(state="c"))),
+      t("poke", on="poke", invoke=Invoke(kind="trigger", action="approve",
+                                         success=Branch()))),
+    s("b", t("later", wait=Wait(until=code("ctx['deadline']")), target="c")),
+    s("c", terminal=True),
+)
+
+
+def groups(svg):
+    """id -> class of every node and edge group in the SVG (which must be well-formed XML)."""
+    root = ET.fromstring(svg)
+    return {g.get("id"): g.get("class") for g in root.iter(f"{SVG}g")
+            if g.get("class") in ("node", "edge") or " " in (g.get("class") or "")}
+
+
+def expected_edges(m):
+    """The edge ids a machine's diagram must hold, derived from the definition."""
+    ids = {"edge-start"}
+    for st in m.states.values():
+        for tr in st.transitions:
+            ids.add(edge_id(st.name, tr.id))
+            if tr.invoke:
+                ids |= {edge_id(st.name, tr.id, b) for b in ("success", "error")
+                        if getattr(tr.invoke, b)}
+            if tr.decision:
+                ids.add(edge_id(st.name, tr.id, "then"))
+                if tr.decision.otherwise:
+                    ids.add(edge_id(st.name, tr.id, "else"))
+    return ids
+
+
+@pytest.mark.parametrize("m", [ORDER, SHIPMENT, DECIDER], ids=lambda m: m.id)
+def test_every_state_and_edge_has_a_stable_id_and_class(m):
+    found = groups(render_svg(m))
+    for st in m.states.values():
+        classes = found[state_id(st.name)].split()
+        assert classes[:2] == ["node", "state"]
+        assert ("terminal" in classes) == st.is_terminal
+    edges = {i for i, c in found.items() if c.startswith("edge")}
+    assert edges == expected_edges(m)
+
+
+def test_edge_classes_say_what_moves_the_execution():
+    found = groups(render_svg(ORDER))
+    assert found["edge-cart-place"] == "edge action"
+    assert found["edge-create-created"] == "edge auto"
+    assert found["edge-released-ship"] == "edge invoke"
+    assert found["edge-released-ship-success"] == "edge success"
+    assert found["edge-released-ship-error"] == "edge error"
+    shipment = groups(render_svg(SHIPMENT))
+    assert shipment["edge-failed-retry"] == "edge timer"
+    decider = groups(render_svg(DECIDER))
+    assert decider["decision-a-check"] == "node decision"
+    assert decider["edge-a-check-then"] == "edge then"
+    assert decider["invoke-a-poke"] == "node invoke trigger"
+
+
+def test_terminal_states_have_a_double_border():
+    root = ET.fromstring(render_svg(ORDER))
+    borders = {g.get("id"): len(g.findall(f".//{SVG}path")) for g in root.iter(f"{SVG}g")}
+    assert borders["state-shipped"] == 2
+    assert borders["state-cart"] == 1
+
+
+def test_invoked_machine_is_a_linked_component_node():
+    svg = render_svg(ORDER, machine_url=lambda mid: f"/machines/{mid}/?a=1&b=2")
+    root = ET.fromstring(svg)
+    node = next(g for g in root.iter(f"{SVG}g") if g.get("id") == "invoke-released-ship")
+    assert node.get("class") == "node invoke machine"
+    link = node.find(f".//{SVG}a")
+    assert link.get(f"{XLINK}href") == "/machines/shipment/?a=1&b=2"
+    assert "shipment" in "".join(node.itertext())
+    assert len(node.findall(f".//{SVG}polyline")) == 2  # the component shape's two tabs
+
+
+def test_guards_read_briefly_and_otherwise_follows_a_guard():
+    dot = to_dot(ORDER)
+    assert "<I>if delivered</I>" in dot
+    assert "<I>otherwise</I>" in dot
+    assert "rankdir=LR" in dot
+    call = to_dot(SHIPMENT)
+    assert "io http.request.json" in call and "retry ×3" in call
+    assert f"{diagrams.CLOCK} 5 s" in call
+
+
+ORDER_PATH = DiagramPath(
+    state_visits={"create": 1, "cart": 1, "submitted": 1},
+    edge_steps={"edge-create-created": (1,), "edge-cart-add": (2, 3),
+                "edge-cart-remove": (4,), "edge-cart-place": (5,)},
+    current="submitted", status="waiting",
+)
+
+
+def test_path_marks_visited_taken_current_and_fades_the_rest():
+    svg = render_svg(ORDER, ORDER_PATH)
+    found = groups(svg)
+    assert found["state-cart"] == "node state visited"
+    assert found["state-submitted"] == "node state visited current status-waiting"
+    assert found["state-shipped"] == "node state terminal faded"
+    assert found["edge-cart-add"] == "edge action taken"
+    assert found["edge-start"] == "edge start taken"
+    assert found["edge-submitted-fraud-approve"] == "edge action faded"
+    root = ET.fromstring(svg)
+    add = next(g for g in root.iter(f"{SVG}g") if g.get("id") == "edge-cart-add")
+    texts = [el.text for el in add.iter(f"{SVG}text")]
+    assert "②" in texts and "③" in texts  # one text element per number, for the step control
+
+
+def test_many_steps_on_one_edge_are_summarised():
+    path = DiagramPath({"cart": 1}, {"edge-cart-add": tuple(range(2, 26))}, "cart", "waiting")
+    svg = render_svg(ORDER, path)
+    assert "×24" in svg and step_mark(25) in svg and step_mark(10) not in svg
+
+
+def test_step_marks():
+    assert [step_mark(n) for n in (1, 2, 20, 21)] == ["①", "②", "⑳", "(21)"]
+
+
+def test_invoke_being_worked_on_is_current():
+    path = DiagramPath({"create": 1, "released": 1},
+                       {"edge-released-ship": (1,)}, "released", "invoking")
+    found = groups(render_svg(ORDER, path))
+    assert found["invoke-released-ship"] == "node invoke machine visited current status-invoking"
+
+
+def test_definition_text_is_escaped():
+    evil = "<script>alert(1)</script>"
+    m = machine(
+        "evil", 'a"&<b>',
+        s('a"&<b>', t("x</text>", on="go<img src=x>", when="ctx['<i>'] and '\\N'",
+                      target="z"), label=evil),
+        State(name="z", label="\\N \\G <b>", description=evil, is_terminal=True,
+              returns=Expr(path="r", literal=evil)),
+    )
+    svg = render_svg(m)
+    root = ET.fromstring(svg)  # still well-formed XML
+    assert "<script" not in svg and "<img" not in svg and "<b>" not in svg
+    text = " ".join(root.itertext())
+    assert evil in text and "\\N \\G <b>" in text and "▶ go<img src=x>" in text
+    assert state_id('a"&<b>') in groups(svg)
+
+
+def test_svg_is_ready_to_inline():
+    svg = render_svg(ORDER)
+    assert svg.startswith("<svg ") and "<!--" not in svg and "<?xml" not in svg
+    assert 'width="100%"' in svg and "viewBox=" in svg and "&#45;" not in svg
+
+
+def test_plain_diagram_is_cached_without_calling_dot(monkeypatch):
+    first = render_svg(SHIPMENT)
+    monkeypatch.setenv("PATH", "")  # dot cannot be found any more
+    assert render_svg(SHIPMENT) is first
+    with pytest.raises(graphviz.ExecutableNotFound):
+        render_svg(SHIPMENT, DiagramPath({"created": 1}, {}, "created", "running"))
+
+
+def test_a_changed_definition_under_the_same_version_is_rendered_again():
+    renamed = machine("shipment", "created", s("created", label="Renamed"))
+    assert "Renamed" in render_svg(renamed) and "Renamed" not in render_svg(SHIPMENT)
+
+
+def test_text_alternative_reads_the_machine():
+    text = diagrams.describe(ORDER, ORDER_PATH)
+    assert text.startswith("Order: 9 states, starting at create.")
+    assert "Shopping cart: on add goes to cart" in text
+    assert "automatically invokes shipment, then ship-finished or canceled" in text
+    assert text.endswith("Now in submitted, waiting.")
