@@ -116,7 +116,11 @@ def evaluate(expr: Expr, names: dict, *, time_limit: float = 1.0,
                               column=column, exception=exception)
     symtable = dict(_SAFE_BUILTINS)
     if program.may_mutate:
-        symtable.update({name: _copy_data(value) for name, value in names.items()})
+        try:
+            symtable.update({name: _copy_data(value) for name, value in names.items()})
+        except RecursionError:
+            raise ExpressionError("the values given to the expression are nested too deeply",
+                                  kind="resource", path=expr.path) from None
     else:
         symtable.update(names)
     with _borrowed_interpreter() as interpreter:
@@ -704,25 +708,29 @@ def _weight(value, limit: int) -> int:
         if kind is str or kind is bytes:
             return len(item) + 3
         if kind not in CONTAINERS:
-            if kind is int:
-                return item.bit_length() // 3 + 2
-            return 8
+            return item.bit_length() // 3 + 2 if kind is int else 8
         known = memo.get(id(item))
         if known is not None:
             return known
         if depth > MAX_NESTING:
             _too_big(f"values nested deeper than {MAX_NESTING} levels")
+        if kind is not dict:
+            kinds = set(map(type, item))  # at C speed: most lists hold no containers
+            if kinds.isdisjoint(CONTAINERS):
+                total = 2 + 8 * len(item)
+                if str in kinds or bytes in kinds:
+                    total += sum(len(x) for x in item if type(x) is str or type(x) is bytes)
+                memo[id(item)] = total
+                return total
         total = 2
         children = item.items() if kind is dict else item
         for child in children:
             if kind is dict:
                 total += weigh(child[0], depth + 1) + weigh(child[1], depth + 1)
-            else:
-                child_kind = type(child)
-                total += (len(child) + 3 if child_kind is str
-                          else 8 if child_kind not in CONTAINERS and child_kind is not bytes
-                          and child_kind is not int
-                          else weigh(child, depth + 1))
+            elif type(child) in CONTAINERS:
+                total += weigh(child, depth + 1)
+            else:  # inline for speed: long flat lists are the common case
+                total += len(child) + 3 if type(child) is str else 8
             if total > limit:
                 return total
         memo[id(item)] = total
@@ -911,11 +919,14 @@ def _to_json(value, max_bytes: int):
     stops as soon as it passes the bound."""
     budget = [max_bytes]
 
+    def at(path: str) -> str:
+        return path if len(path) <= 80 else f"{path[:40]}…{path[-30:]}"
+
     def spend(amount: int, path: str):
         budget[0] -= amount
         if budget[0] < 0:
             raise _ResultProblem(f"the result is larger than {max_bytes:,} bytes of JSON "
-                                 f"(reached at {path})")
+                                 f"(reached at {at(path)})")
 
     def convert(item, path: str, depth: int):
         kind = type(item)
@@ -930,19 +941,19 @@ def _to_json(value, max_bytes: int):
             return item
         if kind is float:
             if math.isnan(item):
-                raise _ResultProblem(f"{path} is NaN, not JSON")
+                raise _ResultProblem(f"{at(path)} is NaN, not JSON")
             if math.isinf(item):
-                raise _ResultProblem(f"{path} is infinite, not JSON")
+                raise _ResultProblem(f"{at(path)} is infinite, not JSON")
             spend(8, path)
             return item
         if depth >= MAX_NESTING:
-            raise _ResultProblem(f"{path} is nested deeper than {MAX_NESTING} levels")
+            raise _ResultProblem(f"{at(path)} is nested deeper than {MAX_NESTING} levels")
         if kind is dict:
             out = {}
             spend(2, path)
             for key, child in item.items():
                 if type(key) is not str:
-                    raise _ResultProblem(f"{path} has the key {key!r:.40}, not a string")
+                    raise _ResultProblem(f"{at(path)} has the key {key!r:.40}, not a string")
                 child_path = f"{path}[{key!r:.40}]"
                 spend(len(key) + 4, child_path)
                 out[key] = convert(child, child_path, depth + 1)
@@ -951,7 +962,7 @@ def _to_json(value, max_bytes: int):
             spend(2, path)
             return [convert(child, f"{path}[{index}]", depth + 1)
                     for index, child in enumerate(item)]
-        raise _ResultProblem(f"{path} is {_describe(item)}, not JSON")
+        raise _ResultProblem(f"{at(path)} is {_describe(item)}, not JSON")
 
     result = convert(value, "result", 0)
     if budget[0] < max_bytes * 5 // 6:  # strings may grow when escaped: measure exactly
