@@ -1,0 +1,46 @@
+"""The three roles of api.md, as Django groups, and the checks every surface uses.
+
+viewer reads everything; operator also starts, triggers, cancels and retries executions;
+editor also saves machine versions and may start executions with mocks. Superusers can
+do everything. Roles are groups (created by a migration), so the admin assigns them.
+"""
+VIEWER, OPERATOR, EDITOR = "viewer", "operator", "editor"
+
+VIEW_PERMISSIONS = [
+    "machines.view_machine",
+    "machines.view_machineversion",
+    "executions.view_execution",
+    "executions.view_historyentry",
+]
+OPERATE_PERMISSIONS = ["executions.operate_execution"]
+EDIT_PERMISSIONS = ["machines.add_machine", "machines.add_machineversion"]
+
+ROLE_PERMISSIONS = {
+    VIEWER: VIEW_PERMISSIONS,
+    OPERATOR: VIEW_PERMISSIONS + OPERATE_PERMISSIONS,
+    EDITOR: VIEW_PERMISSIONS + OPERATE_PERMISSIONS + EDIT_PERMISSIONS,
+}
+
+
+def can_view(user) -> bool:
+    return user.is_authenticated and user.has_perm("executions.view_execution")
+
+
+def can_operate(user) -> bool:
+    return user.is_authenticated and user.has_perm("executions.operate_execution")
+
+
+def can_edit(user) -> bool:
+    return user.is_authenticated and user.has_perm("machines.add_machineversion")
+
+
+def role_of(user) -> str:
+    """The highest role a user has, for display."""
+    if not user.is_authenticated:
+        return "anonymous"
+    if user.is_superuser:
+        return "admin"
+    for role, check in ((EDITOR, can_edit), (OPERATOR, can_operate), (VIEWER, can_view)):
+        if check(user):
+            return role
+    return "no role"

@@ -1,0 +1,52 @@
+"""Helpers shared by the execution commands: JSON arguments and a plain-text view."""
+import json
+
+from django.core.management.base import CommandError
+
+from executions import runner
+from executions.models import Execution
+
+
+def json_object(text, what="--input"):
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise CommandError(f"{what} is not valid JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise CommandError(f"{what} must be a JSON object, like '{{\"sku\": \"x9\"}}'")
+    return value
+
+
+def find_execution(prefix):
+    """An execution by full id or unique prefix of its id (as shown by show_execution)."""
+    matches = Execution.objects.filter(id__startswith=prefix.lower()) if len(prefix) < 36 else \
+        Execution.objects.filter(id=prefix)
+    try:
+        found = list(matches[:2])
+    except Exception as exc:  # e.g. a malformed UUID
+        raise CommandError(f"{prefix!r} is not an execution id") from exc
+    if not found:
+        raise CommandError(f"no execution {prefix!r}")
+    if len(found) > 1:
+        raise CommandError(f"{prefix!r} matches several executions; give more of the id")
+    return found[0]
+
+
+def describe(execution, stdout):
+    execution.refresh_from_db()
+    actions = ", ".join(execution.available_actions()) or "none"
+    stdout.write(f"execution {execution.id}")
+    stdout.write(f"  machine  {execution.machine_id} v{execution.machine_version.version}")
+    stdout.write(f"  status   {execution.status}")
+    stdout.write(f"  state    {execution.state}")
+    stdout.write(f"  actions  {actions}")
+    stdout.write(f"  context  {json.dumps(execution.context)}")
+    if execution.result is not None or execution.status == "finished":
+        stdout.write(f"  result   {json.dumps(execution.result)}")
+    if execution.error:
+        stdout.write(f"  error    {execution.error.get('message', execution.error)}")
+
+
+def not_available(exc: runner.NotAvailable):
+    available = ", ".join(exc.available_actions) or "none"
+    return CommandError(f"{exc.reason} (available now: {available})")

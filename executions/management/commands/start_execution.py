@@ -1,0 +1,27 @@
+from django.core.management.base import BaseCommand, CommandError
+
+from executions import runner
+from executions.management.commands._common import describe, json_object
+from machines.models import MachineVersion
+
+
+class Command(BaseCommand):
+    help = "Start an execution of a machine and show where it paused."
+
+    def add_arguments(self, parser):
+        parser.add_argument("machine", help="machine id")
+        parser.add_argument("--input", default="{}", help="start input as a JSON object")
+        parser.add_argument("--version", type=int, help="machine version (default: latest)")
+        parser.add_argument("--wait", type=float, default=10,
+                            help="seconds to wait for the first pause (default 10)")
+
+    def handle(self, *args, machine, input, version, wait, **options):
+        try:
+            outcome = runner.start(machine, input=json_object(input), version=version,
+                                   actor="cli", wait=True, timeout=wait)
+        except MachineVersion.DoesNotExist as exc:
+            which = f" version {version}" if version else ""
+            raise CommandError(f"no machine {machine!r}{which}") from exc
+        except runner.InvalidRequest as exc:
+            raise CommandError(str(exc)) from exc
+        describe(outcome.execution, self.stdout)

@@ -1,0 +1,31 @@
+from django.core.management.base import BaseCommand, CommandError
+
+from executions import runner
+from executions.management.commands._common import (
+    describe,
+    find_execution,
+    json_object,
+    not_available,
+)
+
+
+class Command(BaseCommand):
+    help = "Send an action to an execution and show where it paused next."
+
+    def add_arguments(self, parser):
+        parser.add_argument("execution", help="execution id (or a unique prefix)")
+        parser.add_argument("action", help="action name")
+        parser.add_argument("--input", default="{}", help="action input as a JSON object")
+        parser.add_argument("--wait", type=float, default=10,
+                            help="seconds to wait for the next pause (default 10)")
+
+    def handle(self, *args, execution, action, input, wait, **options):
+        found = find_execution(execution)
+        try:
+            outcome = runner.trigger(found.pk, action, input=json_object(input), actor="cli",
+                                     wait=True, timeout=wait)
+        except runner.NotAvailable as exc:
+            raise not_available(exc) from exc
+        except runner.InvalidRequest as exc:
+            raise CommandError(str(exc)) from exc
+        describe(outcome.execution, self.stdout)

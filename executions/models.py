@@ -1,0 +1,207 @@
+"""Durable executions: the snapshot, its history, and the rows that make work durable.
+
+Only executions/runner.py writes these; every surface calls the runner's functions.
+- Execution: the engine snapshot, queryable columns + the engine's bookkeeping (`engine`).
+- HistoryEntry: append-only, `seq` gap-free per execution.
+- InboxItem: every start/action/timer/result/cancel/retry is stored here first
+  (durable acceptance, idempotency key, order), then applied by an advance.
+- Timer: armed timers; the timer loop turns due ones into inbox items.
+- Work: effects that leave the process (IO, child starts, actions sent, parent notices),
+  recorded in the advance that asked for them and performed after its commit.
+"""
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.urls import reverse
+
+from executions import engine
+from machines.models import Machine, MachineVersion
+
+STATUS_CHOICES = [(s, s) for s in engine.STATUSES]
+
+
+class Execution(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    machine = models.ForeignKey(Machine, on_delete=models.PROTECT, related_name="executions")
+    machine_version = models.ForeignKey(
+        MachineVersion, on_delete=models.PROTECT, related_name="executions"
+    )
+    execution_mode = models.CharField(max_length=20)
+    status = models.CharField(max_length=10, choices=STATUS_CHOICES)
+    state = models.CharField(max_length=200)
+    context = models.JSONField(default=dict)
+    input = models.JSONField(null=True, blank=True)
+    result = models.JSONField(null=True, blank=True)
+    error = models.JSONField(null=True, blank=True)
+    engine_state = models.JSONField(default=dict, help_text="seq, timer, work, queued")
+    version = models.PositiveIntegerField(default=0, help_text="compare-and-swap counter")
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children"
+    )
+    parent_token = models.CharField(max_length=200, blank=True)
+    idempotency_key = models.CharField(max_length=200, null=True, blank=True)
+    mocks = models.JSONField(default=dict, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    actor = models.CharField(max_length=200, blank=True, help_text="who started it")
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        permissions = [("operate_execution", "Can start, trigger, cancel and retry executions")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["machine", "idempotency_key"],
+                condition=Q(idempotency_key__isnull=False),
+                name="unique_execution_idempotency_key",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["machine", "status"]),
+            models.Index(fields=["machine_version", "state"]),
+            models.Index(fields=["status", "created_at"]),
+            models.Index(fields=["parent", "parent_token"]),
+        ]
+
+    def __str__(self):
+        return f"{self.machine_id} {str(self.id)[:8]}"
+
+    def get_absolute_url(self):
+        return reverse("explorer:execution", args=[self.id])
+
+    @property
+    def short_id(self):
+        return str(self.id)[:8]
+
+    def snapshot(self) -> engine.Snapshot:
+        return engine.Snapshot.from_dict(
+            {
+                "status": self.status,
+                "state": self.state,
+                "context": self.context,
+                "input": self.input,
+                "result": self.result,
+                "error": self.error,
+                **self.engine_state,
+            }
+        )
+
+    def available_actions(self):
+        return engine.available_actions(self.machine_version.parsed(), self.snapshot())
+
+
+class HistoryEntry(models.Model):
+    execution = models.ForeignKey(Execution, on_delete=models.CASCADE, related_name="history")
+    machine_version = models.ForeignKey(MachineVersion, on_delete=models.CASCADE, related_name="+")
+    seq = models.PositiveIntegerField()
+    kind = models.CharField(max_length=40)
+    at = models.DateTimeField()
+    actor = models.CharField(max_length=200, blank=True)
+    transition = models.CharField(max_length=200, blank=True)
+    branch = models.CharField(max_length=20, blank=True)
+    from_state = models.CharField(max_length=200, blank=True)
+    to_state = models.CharField(max_length=200, blank=True)
+    action = models.CharField(max_length=200, blank=True)
+    input = models.JSONField(null=True, blank=True)
+    context = models.JSONField(null=True, blank=True)
+    output = models.JSONField(null=True, blank=True)
+    error = models.JSONField(null=True, blank=True)
+    guards = models.JSONField(null=True, blank=True)
+    detail = models.JSONField(null=True, blank=True)
+    duration_ms = models.FloatField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["execution", "seq"]
+        constraints = [
+            models.UniqueConstraint(fields=["execution", "seq"], name="unique_history_seq"),
+        ]
+        indexes = [
+            models.Index(fields=["machine_version", "kind", "transition"]),
+        ]
+        verbose_name_plural = "history entries"
+
+    def __str__(self):
+        return f"{self.execution_id} #{self.seq} {self.kind}"
+
+
+class InboxItem(models.Model):
+    START, ACTION, TIMER, RESULT, CANCEL, RETRY, CONTINUE = (
+        "start", "action", "timer", "result", "cancel", "retry", "continue",
+    )
+    KIND_CHOICES = [(k, k) for k in (START, ACTION, TIMER, RESULT, CANCEL, RETRY, CONTINUE)]
+    APPLIED, REJECTED, IGNORED = "applied", "rejected", "ignored"
+
+    execution = models.ForeignKey(Execution, on_delete=models.CASCADE, related_name="inbox")
+    kind = models.CharField(max_length=10, choices=KIND_CHOICES)
+    payload = models.JSONField(default=dict)
+    idempotency_key = models.CharField(max_length=200, null=True, blank=True)
+    actor = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    processed_at = models.DateTimeField(null=True, blank=True)
+    outcome = models.CharField(max_length=10, blank=True)
+    reason = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["execution", "idempotency_key"],
+                condition=Q(idempotency_key__isnull=False),
+                name="unique_inbox_idempotency_key",
+            ),
+        ]
+        indexes = [
+            models.Index(
+                fields=["execution", "id"],
+                condition=Q(processed_at__isnull=True),
+                name="inbox_pending",
+            ),
+            models.Index(
+                fields=["created_at"],
+                condition=Q(processed_at__isnull=True),
+                name="inbox_pending_age",
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.kind} for {self.execution_id}"
+
+
+class Timer(models.Model):
+    execution = models.ForeignKey(Execution, on_delete=models.CASCADE, related_name="timers")
+    token = models.CharField(max_length=200, unique=True)
+    due_at = models.FloatField(db_index=True, help_text="epoch seconds")
+    purpose = models.CharField(max_length=10)
+
+    class Meta:
+        ordering = ["due_at"]
+
+    def __str__(self):
+        return f"{self.purpose} timer {self.token} due {self.due_at}"
+
+
+class Work(models.Model):
+    PENDING, RUNNING, DONE, CANCELED = "pending", "running", "done", "canceled"
+    CALL, CHILD, SEND, NOTIFY = "call", "machine", "trigger", "notify"
+
+    execution = models.ForeignKey(Execution, on_delete=models.CASCADE, related_name="work")
+    token = models.CharField(max_length=200, unique=True)
+    kind = models.CharField(max_length=10)
+    payload = models.JSONField(default=dict)
+    status = models.CharField(max_length=10, default=PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    lease_seconds = models.FloatField(default=60)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["status", "claimed_at"])]
+
+    def __str__(self):
+        return f"{self.kind} work {self.token} ({self.status})"

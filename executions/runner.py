@@ -1,0 +1,751 @@
+"""The runner: durable executions on top of the pure engine.
+
+Every surface (API, explorer, admin, commands) calls the functions here: `start`,
+`trigger`, `cancel`, `retry`; workers call `advance`, `perform_work`, `fire_due_timers`
+and `sweep`. The guarantees (docs/runtime.md):
+
+- Everything that comes in is first stored as an InboxItem (durable acceptance, idempotency
+  key, order), then applied by `advance`.
+- One advance is ONE transaction: the new snapshot, all its history rows, the inbox items
+  it consumed, the timers and work it asked for. The execution row is updated with
+  compare-and-swap on `version`; a lost race is retried from a fresh read.
+- Work that leaves the process (IO, child starts, actions sent, parent notices) is recorded
+  as a Work row in that transaction and performed after the commit; its result comes back
+  as an inbox item with an idempotency key, so it applies at most once.
+- A sweeper re-enqueues what a dead process left behind.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from executions import engine, sandbox
+from executions.io import IOFailure, operation
+from executions.models import Execution, HistoryEntry, InboxItem, Timer, Work
+from machines.definition import Expr
+from machines.models import MachineVersion
+
+log = logging.getLogger(__name__)
+
+CAS_RETRIES = 50
+INBOX_BATCH = 100
+POLL_SECONDS = 0.01
+
+
+class NotAvailable(Exception):
+    """The action cannot be taken now; nothing was changed."""
+
+    def __init__(self, reason: str, available_actions=()):
+        super().__init__(reason)
+        self.reason = reason
+        self.available_actions = list(available_actions)
+
+
+class InvalidRequest(ValueError):
+    """The request itself is wrong (e.g. input that is not a JSON object)."""
+
+
+@dataclass
+class Outcome:
+    execution: Execution
+    created: bool = True  # False when an idempotency key returned earlier work
+    settled: bool = True  # False when `wait` timed out before the next pause
+
+
+# Settings and environment ----------------------------------------------------------------
+def _config(name):
+    return settings.DATA_MACHINES[name]
+
+
+def _evaluate(expr: Expr, names: dict, time_limit: float | None = None):
+    return sandbox.evaluate(
+        expr,
+        names,
+        time_limit=time_limit or _config("EXPRESSION_TIME_LIMIT"),
+        max_result_bytes=_config("EXPRESSION_MAX_RESULT_BYTES"),
+    )
+
+
+def _env(execution: Execution, *, max_steps=None) -> engine.Env:
+    return engine.Env(
+        now=time.time(),
+        evaluate=_evaluate,
+        seed=random.getrandbits(32),
+        execution=_facts(execution),
+        step_limit=_config("STEP_LIMIT"),
+        max_steps=max_steps,
+    )
+
+
+def _facts(execution: Execution) -> dict:
+    """The read-only `execution` object expressions see."""
+    return {
+        "id": str(execution.id),
+        "machine": execution.machine_id,
+        "version": execution.machine_version.version,
+        "started_at": (execution.created_at or timezone.now()).isoformat(),
+    }
+
+
+def _as_datetime(epoch: float) -> datetime:
+    return datetime.fromtimestamp(epoch, tz=UTC)
+
+
+# Public service functions ----------------------------------------------------------------
+def start(machine_id, *, input=None, version=None, idempotency_key=None, mocks=None, mode=None,
+          actor="system", user=None, wait=False, timeout=None, parent=None, parent_token=""):
+    """Start an execution of a machine (latest version unless `version` is given)."""
+    input = {} if input is None else input
+    if not isinstance(input, dict):
+        raise InvalidRequest("input must be a JSON object")
+    if mocks is not None and not isinstance(mocks, dict):
+        raise InvalidRequest("mocks must be an object of operation name -> expression")
+    machine_version = _machine_version(machine_id, version)
+    definition = machine_version.parsed()
+    mode = mode or definition.execution_mode
+    with transaction.atomic():
+        try:
+            with transaction.atomic():
+                execution = Execution.objects.create(
+                    machine_id=machine_version.machine_id,
+                    machine_version=machine_version,
+                    execution_mode=mode,
+                    status=engine.RUNNING,
+                    state=definition.start_at,
+                    input=input,
+                    parent=parent,
+                    parent_token=parent_token,
+                    idempotency_key=idempotency_key,
+                    mocks=mocks or {},
+                    created_by=user,
+                    actor=actor,
+                )
+        except IntegrityError:
+            if idempotency_key is None:
+                raise
+            existing = Execution.objects.get(machine_id=machine_id, idempotency_key=idempotency_key)
+            return Outcome(existing, created=False)
+        InboxItem.objects.create(
+            execution=execution, kind=InboxItem.START, payload={"input": input}, actor=actor
+        )
+    execution.machine_version = machine_version
+    settled = _after_accept(execution, wait=wait, timeout=timeout)
+    execution.refresh_from_db()
+    return Outcome(execution, settled=settled)
+
+
+def trigger(execution_id, action, *, input=None, idempotency_key=None, actor="system",
+            wait=False, timeout=None):
+    """Accept an action for an execution; with `wait`, return once it was applied.
+
+    When nothing else is pending, the action is tried on the current snapshot first (the
+    engine is pure, so this changes nothing): a certain rejection raises NotAvailable and
+    stores nothing. Otherwise the action is queued in order and applied by an advance.
+    """
+    input = {} if input is None else input
+    if not isinstance(input, dict):
+        raise InvalidRequest("input must be a JSON object")
+    if not isinstance(action, str) or not action:
+        raise InvalidRequest("action must be a non-empty string")
+    with transaction.atomic():
+        execution = _locked(execution_id)
+        if idempotency_key is not None:
+            earlier = execution.inbox.filter(idempotency_key=idempotency_key).first()
+            if earlier is not None:
+                return _settle_earlier(execution, earlier, wait=wait, timeout=timeout)
+        if not execution.inbox.filter(processed_at__isnull=True).exists():
+            _check_available(execution, action, input, actor)
+        item = InboxItem.objects.create(
+            execution=execution, kind=InboxItem.ACTION, idempotency_key=idempotency_key,
+            payload={"action": action, "input": input}, actor=actor,
+        )
+    settled = _after_accept(execution, wait=wait, timeout=timeout)
+    if wait:
+        item.refresh_from_db()
+        if item.outcome == InboxItem.REJECTED:
+            execution.refresh_from_db()
+            raise NotAvailable(item.reason, execution.available_actions())
+    execution.refresh_from_db()
+    return Outcome(execution, settled=settled)
+
+
+def cancel(execution_id, *, actor="system", reason=None):
+    """Cancel an execution (and the children it invoked synchronously)."""
+    return _control(execution_id, InboxItem.CANCEL, {"reason": reason}, actor,
+                    allowed=lambda s: s not in engine.TERMINAL_STATUSES,
+                    refusal="it has already {status}")
+
+
+def retry(execution_id, *, actor="system"):
+    """Resume a failed execution from where it failed."""
+    return _control(execution_id, InboxItem.RETRY, {}, actor,
+                    allowed=lambda s: s == engine.FAILED,
+                    refusal="only a failed execution can be retried; this one is {status}")
+
+
+def _control(execution_id, kind, payload, actor, *, allowed, refusal):
+    with transaction.atomic():
+        execution = _locked(execution_id)
+        if not allowed(execution.status):
+            raise NotAvailable(refusal.format(status=execution.status),
+                               execution.available_actions())
+        InboxItem.objects.create(execution=execution, kind=kind, payload=payload, actor=actor)
+    _after_accept(execution, wait=True, timeout=None)
+    execution.refresh_from_db()
+    return Outcome(execution)
+
+
+def _machine_version(machine_id, version):
+    versions = MachineVersion.objects.filter(machine_id=machine_id)
+    if version is not None:
+        return versions.get(version=version)
+    found = versions.order_by("-version").first()
+    if found is None:
+        raise MachineVersion.DoesNotExist(f"no machine named {machine_id!r}")
+    return found
+
+
+def _locked(execution_id) -> Execution:
+    """The execution, row-locked on PostgreSQL so inbox order matches acceptance order."""
+    locked = Execution.objects.select_for_update().select_related("machine_version")
+    return locked.get(pk=execution_id)
+
+
+def _check_available(execution: Execution, action, input, actor):
+    machine = execution.machine_version.parsed()
+    snapshot = execution.snapshot()
+    if snapshot.status == engine.INVOKING:
+        return  # it will be queued and applied once the work reports back
+    result = engine.transition(machine, snapshot, engine.Action(action, input, actor),
+                               _env(execution))
+    if result.rejected:
+        raise NotAvailable(result.rejected, result.available_actions)
+
+
+def _settle_earlier(execution, item, *, wait, timeout):
+    """The same idempotency key again: report on the first acceptance, apply nothing."""
+    settled = True
+    if wait and item.processed_at is None:
+        settled = _wait_processed(execution, [item.pk], timeout)
+        item.refresh_from_db()
+    if item.outcome == InboxItem.REJECTED:
+        raise NotAvailable(item.reason, execution.available_actions())
+    execution.refresh_from_db()
+    return Outcome(execution, created=False, settled=settled)
+
+
+# Accepting and dispatching ---------------------------------------------------------------
+_inline = threading.local()
+
+
+def _after_accept(execution: Execution, *, wait, timeout) -> bool:
+    """Get what was just accepted applied: inline for sync mode and for callers that wait."""
+    if execution.execution_mode == "sync":
+        limit = timeout
+        if limit is None:
+            limit = execution.machine_version.parsed().timeout_seconds
+        return run_inline(execution.pk, deadline=time.monotonic() + limit, perform=True)
+    if wait:
+        limit = timeout if timeout is not None else 30
+        return run_inline(execution.pk, deadline=time.monotonic() + limit, perform=False)
+    schedule(execution.pk, execution.execution_mode)
+    return False
+
+
+def schedule(execution_id, mode=None):
+    """Make sure someone advances the execution: inline (sync mode) or a queued task."""
+    if execution_id in _running_inline():
+        return  # the loop on this thread's stack will pick the new item up
+    if mode is None:
+        mode = Execution.objects.values_list("execution_mode", flat=True).get(pk=execution_id)
+    if mode == "sync":
+        run_inline(execution_id, deadline=time.monotonic() + _sync_budget(execution_id),
+                   perform=True)
+    else:
+        from executions import tasks
+
+        transaction.on_commit(lambda: tasks.enqueue_advance(execution_id))
+
+
+def _sync_budget(execution_id) -> float:
+    execution = Execution.objects.select_related("machine_version").get(pk=execution_id)
+    return execution.machine_version.parsed().timeout_seconds
+
+
+def _running_inline() -> set:
+    if not hasattr(_inline, "ids"):
+        _inline.ids = set()
+    return _inline.ids
+
+
+def run_inline(execution_id, *, deadline: float, perform: bool) -> bool:
+    """Advance in this process until the next pause (and, with `perform`, do the work too).
+
+    Returns True when the execution paused before the deadline; past it, what is left goes
+    on asynchronously through the queue.
+    """
+    from executions import tasks
+
+    active = _running_inline()
+    active.add(execution_id)
+    try:
+        while True:
+            advanced = advance(execution_id)
+            pending_work = advanced.work if perform else []
+            for work in pending_work:
+                if time.monotonic() >= deadline:
+                    break
+                perform_work(work.pk, report=False)
+            execution = advanced.execution
+            unfinished_work = Work.objects.filter(
+                execution_id=execution_id, status=Work.PENDING
+            ).values_list("pk", flat=True)
+            more_inbox = InboxItem.objects.filter(
+                execution_id=execution_id, processed_at__isnull=True
+            ).exists()
+            still_running = execution.status == engine.RUNNING
+            if time.monotonic() >= deadline:
+                for work_id in unfinished_work:
+                    tasks.enqueue_work(work_id)
+                if more_inbox or still_running:
+                    tasks.enqueue_advance(execution_id)
+                return False
+            if not (more_inbox or still_running or (perform and unfinished_work.exists())):
+                if not perform:
+                    for work_id in unfinished_work:
+                        tasks.enqueue_work(work_id)
+                return True
+    finally:
+        active.discard(execution_id)
+
+
+def wait_until_settled(execution_id, timeout: float) -> bool:
+    """Poll until nothing is pending and the execution is not running (or time is up)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = Execution.objects.values_list("status", flat=True).get(pk=execution_id)
+        pending = InboxItem.objects.filter(execution_id=execution_id, processed_at__isnull=True)
+        if status != engine.RUNNING and not pending.exists():
+            return True
+        time.sleep(POLL_SECONDS)
+    return False
+
+
+def _wait_processed(execution, item_ids, timeout) -> bool:
+    deadline = time.monotonic() + (timeout if timeout is not None else 30)
+    while time.monotonic() < deadline:
+        if not InboxItem.objects.filter(pk__in=item_ids, processed_at__isnull=True).exists():
+            return True
+        time.sleep(POLL_SECONDS)
+    return False
+
+
+# Advancing -------------------------------------------------------------------------------
+@dataclass
+class Advanced:
+    execution: Execution
+    work: list  # Work rows created by this advance, to perform after the commit
+    applied: int = 0
+
+
+class _Conflict(Exception):
+    """Another process advanced the execution between our read and our write."""
+
+
+def advance(execution_id, *, max_items=INBOX_BATCH) -> Advanced:
+    """Apply pending inbox items in one transaction (retried on a compare-and-swap miss)."""
+    for _ in range(CAS_RETRIES):
+        try:
+            with transaction.atomic():
+                return _advance_once(execution_id, max_items)
+        except _Conflict:
+            time.sleep(random.uniform(0, 0.005))
+    raise RuntimeError(f"could not advance {execution_id}: too many concurrent writers")
+
+
+def _advance_once(execution_id, max_items) -> Advanced:
+    execution = Execution.objects.select_related("machine_version").get(pk=execution_id)
+    machine = execution.machine_version.parsed()
+    latency_mode = execution.execution_mode == "async-latency"
+    env = _env(execution, max_steps=1 if latency_mode else None)
+    snapshot = execution.snapshot() if execution.engine_state else None
+    history, effects, processed = [], [], []
+
+    def apply(event):
+        nonlocal snapshot
+        result = engine.transition(machine, snapshot, event, env)
+        snapshot = result.snapshot
+        history.extend(result.history)
+        effects.extend(result.effects)
+        return result
+
+    if snapshot is not None and snapshot.status == engine.RUNNING:
+        apply(engine.Continue())
+    if snapshot is None or snapshot.status != engine.RUNNING:
+        items = list(
+            InboxItem.objects.filter(execution_id=execution_id, processed_at__isnull=True)
+            .order_by("id")[: 1 if latency_mode else max_items]
+        )
+        for item in items:
+            result = apply(_event(item))
+            item.outcome = (
+                InboxItem.APPLIED if not result.rejected
+                else InboxItem.REJECTED if result.history else InboxItem.IGNORED
+            )
+            item.reason = result.rejected or ""
+            _attach_duration(item, result.history)
+            processed.append(item)
+            if snapshot.status == engine.RUNNING:
+                break  # async-latency: one step per task; the rest waits for the next one
+    if not history and not processed:
+        return Advanced(execution, [])
+    work = _persist(execution, snapshot, history, effects, processed)
+    return Advanced(execution, work, applied=len(processed))
+
+
+def _event(item: InboxItem):
+    payload, actor = item.payload, item.actor or None
+    if item.kind == InboxItem.START:
+        return engine.Start(payload.get("input"), actor)
+    if item.kind == InboxItem.ACTION:
+        return engine.Action(payload["action"], payload.get("input"), actor)
+    if item.kind == InboxItem.TIMER:
+        return engine.TimerFired(payload["token"])
+    if item.kind == InboxItem.RESULT:
+        if payload["ok"]:
+            return engine.WorkSucceeded(payload["token"], payload.get("output"), actor)
+        return engine.WorkFailed(payload["token"], payload.get("error") or {}, actor)
+    if item.kind == InboxItem.CANCEL:
+        return engine.Cancel(actor, payload.get("reason"))
+    if item.kind == InboxItem.RETRY:
+        return engine.Retry(actor)
+    raise ValueError(f"unknown inbox kind {item.kind!r}")
+
+
+def _attach_duration(item: InboxItem, entries):
+    """Work results carry how long the work took; put it on the history entry they made."""
+    duration = item.payload.get("duration_ms") if item.kind == InboxItem.RESULT else None
+    if duration is None:
+        return
+    for entry in entries:
+        if entry["kind"] in (engine.WORK_SUCCEEDED, engine.WORK_FAILED):
+            entry["duration_ms"] = duration
+
+
+SNAPSHOT_COLUMNS = ("status", "state", "context", "input", "result", "error")
+HISTORY_FIELDS = ("transition", "from_state", "to_state", "action", "actor")
+HISTORY_JSON_FIELDS = ("input", "context", "output", "error", "guards", "detail")
+
+
+def _persist(execution: Execution, snapshot: engine.Snapshot, history, effects, processed):
+    now = timezone.now()
+    data = snapshot.to_dict()
+    columns = {key: data.pop(key) for key in SNAPSHOT_COLUMNS}
+    updated = Execution.objects.filter(pk=execution.pk, version=execution.version).update(
+        **columns,
+        engine_state=data,
+        version=F("version") + 1,
+        updated_at=now,
+        finished_at=now if snapshot.status in engine.TERMINAL_STATUSES else None,
+    )
+    if updated != 1:
+        raise _Conflict()
+    for key, value in columns.items():
+        setattr(execution, key, value)
+    execution.engine_state, execution.updated_at = data, now
+    execution.version += 1
+
+    HistoryEntry.objects.bulk_create(
+        [_history_row(execution, entry) for entry in history], batch_size=500
+    )
+    for item in processed:
+        item.processed_at = now
+    InboxItem.objects.bulk_update(processed, ["processed_at", "outcome", "reason"])
+    return _record_effects(execution, effects)
+
+
+def _history_row(execution, entry) -> HistoryEntry:
+    row = HistoryEntry(
+        execution_id=execution.pk,
+        machine_version_id=execution.machine_version_id,
+        seq=entry["seq"],
+        kind=entry["kind"],
+        at=_as_datetime(entry["at"]),
+        duration_ms=entry.get("duration_ms"),
+        branch=(entry.get("detail") or {}).get("branch") or "",
+    )
+    for key in HISTORY_FIELDS:
+        setattr(row, key, entry.get(key) or "")
+    for key in HISTORY_JSON_FIELDS:
+        setattr(row, key, entry.get(key))
+    return row
+
+
+def _record_effects(execution: Execution, effects) -> list:
+    """Store timers and outgoing work in the advance's transaction; return the new work."""
+    timers, work, cancel_timers = [], [], []
+    for effect in effects:
+        if isinstance(effect, engine.ArmTimer):
+            timers.append(Timer(execution_id=execution.pk, token=effect.token, due_at=effect.due,
+                                purpose=effect.purpose))
+        elif isinstance(effect, engine.CancelTimer):
+            cancel_timers.append(effect.token)
+        elif isinstance(effect, engine.CallIO):
+            work.append(Work(
+                execution_id=execution.pk, token=effect.token, kind=Work.CALL,
+                lease_seconds=(effect.timeout_seconds or 300) + 30,
+                payload={"path": effect.call.path, "source": effect.call.source,
+                         "literal": effect.call.literal, "names": effect.names,
+                         "attempt": effect.attempt, "timeout_seconds": effect.timeout_seconds},
+            ))
+        elif isinstance(effect, engine.StartChild):
+            work.append(Work(
+                execution_id=execution.pk, token=effect.token, kind=Work.CHILD,
+                payload={"machine": effect.machine_id, "version": effect.machine_version,
+                         "input": effect.input, "async": effect.is_async},
+            ))
+        elif isinstance(effect, engine.SendAction):
+            work.append(Work(
+                execution_id=execution.pk, token=effect.token, kind=Work.SEND,
+                payload={"execution": effect.execution_id, "action": effect.action,
+                         "input": effect.input, "async": effect.is_async},
+            ))
+        elif isinstance(effect, engine.CancelWork):
+            unwanted = Work.objects.filter(token=effect.token, status=Work.PENDING)
+            unwanted.update(status=Work.CANCELED)
+            if effect.kind == Work.CHILD:
+                work.append(Work(execution_id=execution.pk, token=f"cancel:{effect.token}",
+                                 kind="cancel", payload={"token": effect.token}))
+        elif isinstance(effect, engine.NotifyParent) and execution.parent_id:
+            work.append(Work(
+                execution_id=execution.pk, token=f"notify:{execution.pk}:{execution.version}",
+                kind=Work.NOTIFY,
+                payload={"status": effect.status, "output": effect.output, "error": effect.error},
+            ))
+    if cancel_timers:
+        Timer.objects.filter(token__in=cancel_timers).delete()
+    Timer.objects.bulk_create(timers)
+    return Work.objects.bulk_create(work)
+
+
+# Timers ----------------------------------------------------------------------------------
+def fire_due_timers(now: float | None = None, limit: int = 200) -> int:
+    """Turn due timers into inbox items, exactly once each, and get them applied.
+
+    Deleting the timer row is the claim: when several timer loops run, only the one whose
+    delete removed the row records the firing.
+    """
+    from executions import tasks
+
+    now = time.time() if now is None else now
+    due = list(
+        Timer.objects.filter(due_at__lte=now).order_by("due_at")
+        .values_list("pk", "execution_id", "token")[:limit]
+    )
+    fired = 0
+    for pk, execution_id, token in due:
+        with transaction.atomic():
+            if Timer.objects.filter(pk=pk).delete()[0] == 0:
+                continue
+            _store_once(execution_id, InboxItem.TIMER, {"token": token}, f"timer:{token}", "timer")
+        fired += 1
+        mode = Execution.objects.values_list("execution_mode", flat=True).get(pk=execution_id)
+        if mode == "sync":
+            tasks.enqueue_advance(execution_id)  # a worker, not the timer loop, runs it
+        else:
+            schedule(execution_id, mode)
+    return fired
+
+
+def next_timer_due() -> float | None:
+    return Timer.objects.order_by("due_at").values_list("due_at", flat=True).first()
+
+
+def _store_once(execution_id, kind, payload, key, actor) -> bool:
+    """Insert an inbox item unless one with the same key exists (inside a transaction)."""
+    try:
+        with transaction.atomic():
+            InboxItem.objects.create(execution_id=execution_id, kind=kind, payload=payload,
+                                     idempotency_key=key, actor=actor)
+        return True
+    except IntegrityError:
+        return False
+
+
+# Work ------------------------------------------------------------------------------------
+def perform_work(work_id, *, report=True):
+    """Perform one piece of outgoing work, outside any transaction, and report its result.
+
+    `report=False` is used by the inline loop, which advances the execution itself.
+    """
+    claimed = Work.objects.filter(pk=work_id, status=Work.PENDING).update(
+        status=Work.RUNNING, claimed_at=timezone.now(), attempts=F("attempts") + 1
+    )
+    if not claimed:
+        return
+    work = Work.objects.select_related("execution__machine_version").get(pk=work_id)
+    started = time.monotonic()
+    performer = PERFORMERS[work.kind]
+    try:
+        outcome = performer(work)
+    except Exception as exc:  # a bug or an unreachable database must not lose the work
+        log.exception("work %s failed unexpectedly", work.token)
+        outcome = (False, None, {"type": "internal_error", "message": str(exc)})
+    if outcome is None:
+        Work.objects.filter(pk=work_id).update(status=Work.DONE)
+        return
+    ok, output, error = outcome
+    deliver_result(work, ok=ok, output=output, error=error,
+                   duration_ms=(time.monotonic() - started) * 1000, schedule_it=report)
+
+
+def deliver_result(work: Work, *, ok, output=None, error=None, duration_ms=None,
+                   schedule_it=True, execution_id=None, token=None):
+    """Store a work result as an inbox item (once per token) and mark the work done."""
+    execution_id = execution_id or work.execution_id
+    token = token or work.token
+    payload = {"token": token, "ok": ok, "output": output, "error": error,
+               "duration_ms": duration_ms}
+    with transaction.atomic():
+        _store_once(execution_id, InboxItem.RESULT, payload, f"result:{token}",
+                    f"execution:{work.execution_id}" if work.kind == Work.NOTIFY else "work")
+        Work.objects.filter(pk=work.pk).update(status=Work.DONE)
+    if schedule_it:
+        schedule(execution_id)
+
+
+def _perform_call(work: Work):
+    payload = work.payload
+    execution = work.execution
+    failures = []
+
+    def io(op, *args, **kwargs):
+        try:
+            if op in execution.mocks:
+                return _evaluate(Expr(path=f"mocks.{op}", source=execution.mocks[op])
+                                 if isinstance(execution.mocks[op], str)
+                                 else Expr(path=f"mocks.{op}", literal=execution.mocks[op]),
+                                 {"args": list(args), "kwargs": kwargs, **payload["names"]})
+            return operation(op)(*args, idempotency_key=work.token, **kwargs)
+        except IOFailure as failure:
+            failures.append(failure.error)
+            raise
+
+    expr = Expr(path=payload["path"], source=payload["source"], literal=payload["literal"])
+    names = {**payload["names"], "io": io, **engine.helpers(time.time(), random.getrandbits(32))}
+    try:
+        output = _evaluate(expr, names, time_limit=(payload.get("timeout_seconds") or 300) + 1)
+    except sandbox.ExpressionError as exc:
+        return False, None, failures[-1] if failures else exc.to_dict()
+    return True, output, None
+
+
+def _perform_child(work: Work):
+    payload = work.payload
+    parent = work.execution
+    try:
+        outcome = start(
+            payload["machine"], input=payload["input"], version=payload["version"],
+            idempotency_key=f"child:{work.token}", mocks=parent.mocks,
+            actor=f"execution:{parent.pk}", parent=parent, parent_token=work.token,
+            wait=False,
+        )
+    except MachineVersion.DoesNotExist:
+        version = f" version {payload['version']}" if payload["version"] else ""
+        return False, None, {"type": "unknown_machine",
+                             "message": f"no machine {payload['machine']!r}{version}"}
+    except InvalidRequest as exc:
+        return False, None, {"type": "invalid_input", "message": str(exc)}
+    if payload["async"]:
+        return True, {"execution_id": str(outcome.execution.pk)}, None
+    return None  # the child reports back when it finishes, fails or is canceled
+
+
+def _perform_send(work: Work):
+    payload = work.payload
+    try:
+        outcome = trigger(payload["execution"], payload["action"], input=payload["input"],
+                          idempotency_key=f"send:{work.token}",
+                          actor=f"execution:{work.execution_id}", wait=not payload["async"])
+    except NotAvailable as exc:
+        target = Execution.objects.get(pk=payload["execution"])
+        return True, {"accepted": False, "status": target.status, "state": target.state,
+                      "reason": exc.reason}, None
+    except (Execution.DoesNotExist, InvalidRequest, ValueError) as exc:
+        return False, None, {"type": "unknown_execution",
+                             "message": f"cannot send to {payload['execution']!r}: {exc}"}
+    target = outcome.execution
+    return True, {"accepted": True, "status": target.status, "state": target.state}, None
+
+
+def _perform_notify(work: Work):
+    child = work.execution
+    payload = work.payload
+    ok = payload["status"] == engine.FINISHED
+    error = payload["error"] or {
+        "type": f"child_{payload['status']}",
+        "message": f"{child.machine_id} execution {child.short_id} {payload['status']}",
+    }
+    if not ok:
+        error = {**error, "execution_id": str(child.pk)}
+    deliver_result(work, ok=ok, output=payload["output"] if ok else None,
+                   error=None if ok else error, execution_id=child.parent_id,
+                   token=child.parent_token)
+    return None
+
+
+def _perform_cancel(work: Work):
+    children = Execution.objects.filter(parent_id=work.execution_id,
+                                        parent_token=work.payload["token"])
+    for child in children:
+        with contextlib.suppress(NotAvailable):
+            cancel(child.pk, actor=f"execution:{work.execution_id}",
+                   reason="the parent execution was canceled")
+    return None
+
+
+PERFORMERS = {
+    Work.CALL: _perform_call,
+    Work.CHILD: _perform_child,
+    Work.SEND: _perform_send,
+    Work.NOTIFY: _perform_notify,
+    "cancel": _perform_cancel,
+}
+
+
+# Recovery --------------------------------------------------------------------------------
+def sweep(stale_after: float = 5.0) -> dict:
+    """Re-enqueue what a dead process left: unapplied inbox items, unfinished work and runs."""
+    from executions import tasks
+
+    cutoff = timezone.now() - timedelta(seconds=stale_after)
+    stale_inbox = set(
+        InboxItem.objects.filter(processed_at__isnull=True, created_at__lt=cutoff)
+        .values_list("execution_id", flat=True).distinct()
+    )
+    stale_runs = set(
+        Execution.objects.filter(status=engine.RUNNING, updated_at__lt=cutoff)
+        .values_list("pk", flat=True)
+    )
+    for execution_id in stale_inbox | stale_runs:
+        tasks.enqueue_advance(execution_id)
+    expired = []
+    for work in Work.objects.filter(status=Work.RUNNING, claimed_at__lt=cutoff):
+        if work.claimed_at + timedelta(seconds=work.lease_seconds) < timezone.now():
+            expired.append(work.pk)
+    Work.objects.filter(pk__in=expired, status=Work.RUNNING).update(status=Work.PENDING)
+    pending = list(Work.objects.filter(status=Work.PENDING, created_at__lt=cutoff)
+                   .values_list("pk", flat=True))
+    for work_id in pending:
+        tasks.enqueue_work(work_id)
+    return {"executions": len(stale_inbox | stale_runs), "work": len(pending)}

@@ -1,0 +1,261 @@
+"""The runner in-process: persistence, idempotency, rejection, concurrency, sync mode."""
+import threading
+
+import pytest
+from django.db import connection
+
+from executions import engine, runner
+from executions.models import Execution, HistoryEntry, InboxItem, Timer, Work
+
+LOOP = """
+id: loop
+execution_mode: sync
+start_at: counting
+context: {n: 0}
+states:
+  counting:
+    actions:
+      - {id: step, when: "ctx['n'] < 900", assign: {n: "ctx['n'] + 1"}}
+      - {id: done, state: done}
+  done: {return: "ctx['n']"}
+"""
+
+CART = """
+id: cart
+execution_mode: sync
+start_at: open
+context: {items: []}
+states:
+  open:
+    actions:
+      - {id: add, on: add, assign: {items: "ctx['items'] + [input['sku']]"}}
+      - {id: close, on: close, when: "len(ctx['items']) > 0", state: closed}
+      - id: nap
+        on: nap
+        state: napping
+  napping:
+    actions:
+      - {id: wake, on: wake, state: open}
+      - {id: doze, wait: {seconds: 60}, state: open}
+  closed: {return: "ctx['items']"}
+"""
+
+
+def gap_free(execution):
+    seqs = list(execution.history.order_by("seq").values_list("seq", flat=True))
+    assert seqs == list(range(1, len(seqs) + 1))
+    return seqs
+
+
+@pytest.mark.django_db(transaction=True)
+def test_sync_run_of_900_automatic_steps_is_persisted_in_one_advance(save_machine):
+    save_machine(LOOP)
+    outcome = runner.start("loop", actor="test")
+    execution = outcome.execution
+    assert execution.status == engine.FINISHED
+    assert execution.result == 900
+    assert execution.finished_at is not None
+    seqs = gap_free(execution)
+    taken = execution.history.filter(kind=engine.TRANSITION_TAKEN)
+    assert taken.filter(transition="step").count() == 900
+    assert len(seqs) == execution.engine_state["seq"]
+    assert InboxItem.objects.get(execution=execution).outcome == InboxItem.APPLIED
+
+
+@pytest.mark.django_db(transaction=True)
+def test_actions_apply_and_unavailable_ones_change_nothing(save_machine):
+    save_machine(CART)
+    execution = runner.start("cart", actor="alice").execution
+    assert execution.status == engine.WAITING
+    runner.trigger(execution.pk, "add", input={"sku": "x9"}, actor="alice", wait=True)
+    before = list(execution.history.values_list("seq", "kind"))
+
+    with pytest.raises(runner.NotAvailable) as refused:
+        runner.trigger(execution.pk, "wake", actor="alice", wait=True)
+    assert "wake" in refused.value.reason
+    assert set(refused.value.available_actions) == {"add", "close", "nap"}
+    execution.refresh_from_db()
+    assert list(execution.history.values_list("seq", "kind")) == before
+    assert execution.context == {"items": ["x9"]}
+    assert not InboxItem.objects.filter(payload__action="wake").exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_false_guard_is_a_rejection_with_the_reason(save_machine):
+    save_machine(CART)
+    execution = runner.start("cart").execution
+    with pytest.raises(runner.NotAvailable):
+        runner.trigger(execution.pk, "close", wait=True)
+    execution.refresh_from_db()
+    assert execution.state == "open"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_bad_input_is_refused_before_anything_is_stored(save_machine):
+    save_machine(CART)
+    execution = runner.start("cart").execution
+    count = InboxItem.objects.count()
+    with pytest.raises(runner.InvalidRequest):
+        runner.trigger(execution.pk, "add", input=["not", "an", "object"])
+    with pytest.raises(runner.InvalidRequest):
+        runner.start("cart", input="text")
+    assert InboxItem.objects.count() == count
+
+
+@pytest.mark.django_db(transaction=True)
+def test_same_idempotency_key_applies_once(save_machine):
+    save_machine(CART)
+    first = runner.start("cart", idempotency_key="order-1")
+    again = runner.start("cart", idempotency_key="order-1")
+    assert again.created is False and again.execution.pk == first.execution.pk
+    assert Execution.objects.count() == 1
+
+    execution = first.execution
+    for _ in range(3):
+        runner.trigger(execution.pk, "add", input={"sku": "a"}, idempotency_key="add-a", wait=True)
+    execution.refresh_from_db()
+    assert execution.context["items"] == ["a"]
+    assert execution.history.filter(kind=engine.ACTION_RECEIVED).count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_fifty_concurrent_triggers_each_apply_exactly_once(save_machine):
+    save_machine(CART)
+    execution = runner.start("cart").execution
+    errors = []
+
+    def send(i):
+        try:
+            runner.trigger(execution.pk, "add", input={"sku": f"s{i}"}, wait=True,
+                           idempotency_key=f"k{i}", actor=f"client-{i}")
+        except Exception as exc:  # collected and asserted below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(50)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    execution.refresh_from_db()
+    assert sorted(execution.context["items"]) == sorted(f"s{i}" for i in range(50))
+    assert execution.history.filter(kind=engine.ACTION_RECEIVED).count() == 50
+    gap_free(execution)
+    assert not InboxItem.objects.filter(processed_at__isnull=True).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_sleeping_timer_is_stored_and_canceled_by_an_action(save_machine):
+    save_machine(CART)
+    execution = runner.start("cart").execution
+    runner.trigger(execution.pk, "nap", wait=True)
+    execution.refresh_from_db()
+    assert execution.status == engine.SLEEPING
+    timer = Timer.objects.get(execution=execution)
+    assert timer.purpose == "wait"
+    runner.trigger(execution.pk, "wake", wait=True)
+    execution.refresh_from_db()
+    assert execution.status == engine.WAITING and execution.state == "open"
+    assert not Timer.objects.filter(execution=execution).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_due_timer_fires_exactly_once(save_machine):
+    save_machine(CART)
+    execution = runner.start("cart").execution
+    runner.trigger(execution.pk, "nap", wait=True)
+    due = Timer.objects.get(execution=execution).due_at
+    assert runner.fire_due_timers(now=due - 1) == 0
+    assert runner.fire_due_timers(now=due + 1) == 1  # sync mode: enqueued for a worker
+    assert runner.fire_due_timers(now=due + 2) == 0
+    item = InboxItem.objects.get(execution=execution, kind=InboxItem.TIMER)
+    runner.advance(execution.pk)
+    execution.refresh_from_db()
+    assert execution.state == "open" and execution.status == engine.WAITING
+    item.refresh_from_db()
+    assert item.outcome == InboxItem.APPLIED
+    assert execution.history.filter(kind=engine.TIMER_FIRED).count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_cancel_and_retry(save_machine):
+    save_machine("""
+id: fragile
+execution_mode: sync
+start_at: s
+states:
+  s:
+    actions:
+      - {id: go, on: go, assign: {x: "input['needed']"}, state: t}
+  t: {return: "ctx['x']"}
+""")
+    execution = runner.start("fragile").execution
+    runner.trigger(execution.pk, "go", input={}, wait=True)
+    execution.refresh_from_db()
+    assert execution.status == engine.FAILED
+    assert execution.error["type"] == "expression_error"
+    assert "needed" in execution.error["message"]
+    assert execution.state == "s"
+
+    runner.retry(execution.pk, actor="ops")
+    execution.refresh_from_db()
+    assert execution.status == engine.WAITING and execution.error is None
+    with pytest.raises(runner.NotAvailable):
+        runner.retry(execution.pk)
+
+    runner.cancel(execution.pk, actor="ops")
+    execution.refresh_from_db()
+    assert execution.status == engine.CANCELED
+    with pytest.raises(runner.NotAvailable):
+        runner.cancel(execution.pk)
+    kinds = list(execution.history.order_by("seq").values_list("kind", flat=True))
+    assert engine.EXECUTION_RETRIED in kinds and kinds[-1] == engine.EXECUTION_CANCELED
+    gap_free(execution)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_sync_call_with_mock_runs_inline_and_records_the_work(save_machine):
+    save_machine("""
+id: caller
+execution_mode: sync
+start_at: calling
+states:
+  calling:
+    actions:
+      - id: fetch
+        invoke:
+          call: "io('http.request.json', 'GET', 'http://127.0.0.1:9/never')"
+          ok_if: "output['status'] == 200"
+          success: {state: done, assign: {n: "output['body']['n']"}}
+          error: {state: broken}
+  done: {return: "ctx['n']"}
+  broken: {return: null}
+""")
+    mocked = runner.start(
+        "caller", mocks={"http.request.json": "{'status': 200, 'headers': {}, 'body': {'n': 7}}"}
+    ).execution
+    assert mocked.status == engine.FINISHED and mocked.result == 7
+    assert Work.objects.get(execution=mocked).status == Work.DONE
+    succeeded = mocked.history.get(kind=engine.WORK_SUCCEEDED)
+    assert succeeded.duration_ms is not None
+
+    unmocked = runner.start("caller").execution  # port 9: connection refused
+    assert unmocked.status == engine.FINISHED and unmocked.state == "broken"
+    failed = unmocked.history.get(kind=engine.WORK_FAILED)
+    assert failed.error["type"] == "network_error"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_history_rows_carry_what_the_explorer_needs(save_machine):
+    save_machine(CART)
+    execution = runner.start("cart", actor="user:alice").execution
+    runner.trigger(execution.pk, "add", input={"sku": "x"}, actor="user:alice", wait=True)
+    started = execution.history.get(seq=1)
+    assert started.kind == engine.STARTED and started.actor == "user:alice"
+    assert started.context == {"items": []}
+    taken = HistoryEntry.objects.filter(execution=execution, transition="add").get()
+    assert taken.from_state == "open" and taken.to_state == "open"
+    assert taken.context == {"items": ["x"]}
+    assert taken.machine_version_id == execution.machine_version_id
