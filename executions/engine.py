@@ -277,19 +277,20 @@ def _epoch(value, path: str) -> float:
     raise ValueError(f"{path} must be epoch seconds or an ISO-8601 string, not {value!r}")
 
 
-def _helpers(env: Env, seq: int) -> dict:
-    """time(), now() and seeded randomness, so that a replayed step computes the same values."""
+def helpers(now: float, seed: int) -> dict:
+    """time(), now(), uuid4(), randint(), random() for expressions: fixed by `now` and `seed`,
+    so a replayed step computes the same values. The generator is made on first use."""
     rng = None
 
     def generator() -> random.Random:
         nonlocal rng
         if rng is None:
-            rng = random.Random(env.seed + seq)
+            rng = random.Random(seed)
         return rng
 
     return {
-        "time": lambda: env.now,
-        "now": lambda: _iso(env.now),
+        "time": lambda: now,
+        "now": lambda: _iso(now),
         "uuid4": lambda: str(uuid.UUID(int=generator().getrandbits(128), version=4)),
         "randint": lambda a, b: generator().randint(a, b),
         "random": lambda: generator().random(),
@@ -315,7 +316,7 @@ class _Run:
         self.effects: list = []
         self.guards: list[dict] = []  # guard results waiting for the next entry
         self.steps_this_call = 0
-        self.helpers = _helpers(env, snapshot.seq)
+        self.helpers = helpers(env.now, env.seed + snapshot.seq)
         self.execution_id = env.execution.get("id")
         self.facts: dict[str, dict] = {}  # `execution` as bound in each state
 
@@ -357,12 +358,10 @@ class _Run:
         try:
             return self.env.evaluate(expr, self.names(extra))
         except ExpressionError as exc:
-            details = exc.to_dict()
-            raise _Failed(self.expression_error(
-                details.get("message") or str(exc), transition_id,
-                getattr(exc, "path", None) or expr.path,
-                getattr(exc, "line", None), getattr(exc, "column", None),
-            )) from None
+            raise _Failed({
+                **exc.to_dict(), "type": "expression_error", "path": exc.path or expr.path,
+                "machine": self.machine.id, "state": self.state, "transition": transition_id,
+            }) from None
 
     def expression_error(self, message, transition_id, path, line=None, column=None) -> dict:
         return {
@@ -457,7 +456,8 @@ class _Run:
 
     def settle(self) -> None:
         """After a transition: run automatic ones until a pause, then apply queued actions."""
-        self.advance()
+        if self.status == RUNNING:
+            self.advance()
         while self.status in (WAITING, SLEEPING) and self.queued:
             queued = self.queued.pop(0)
             self.actor = queued.get("actor")
