@@ -203,15 +203,9 @@ def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict:
     return result
 
 
-def _refuse_constant(name: str):
-    raise json.JSONDecodeError(f"{name} is not a JSON number", name, 0)
-
-
 def _load_json(text: str) -> Any:
     try:
-        return json.loads(
-            text, object_pairs_hook=_no_duplicate_keys, parse_constant=_refuse_constant
-        )
+        return json.loads(text, object_pairs_hook=_no_duplicate_keys)
     except RecursionError:
         raise DefinitionError([Problem("", "the definition is nested too deeply")]) from None
 
@@ -303,6 +297,7 @@ def _did_you_mean(name: Any, choices) -> str | None:
     if not isinstance(name, str):
         return None
     close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
+    close = close or [c for c in choices if len(name) >= 3 and c.startswith(name)]  # "delay"
     return f"did you mean '{close[0]}'?" if close else None
 
 
