@@ -54,6 +54,7 @@ STATUS_LOOKS = {
 
 CLOCK = "◷"  # U+23F1 (stopwatch) is missing from common fonts (DejaVu, Liberation)
 MANY_STEPS = 5  # more numbers than this on one edge: "①② … ⑨ ×9"
+MIN_SCALE = 0.7  # a page never shows the diagram smaller than this unless zoomed out
 
 
 def state_id(name: str) -> str:
@@ -176,16 +177,16 @@ def _new_graph(machine: Machine) -> graphviz.Digraph:
         name="machine",
         graph_attr={
             "rankdir": "LR", "bgcolor": "transparent", "pad": "0.3", "nodesep": "0.32",
-            "ranksep": "0.5", "fontname": FONT, "outputorder": "edgesfirst",
+            "ranksep": "0.42", "fontname": FONT, "outputorder": "edgesfirst",
             "tooltip": _tooltip(machine.display, machine.description),
         },
         node_attr={
-            "fontname": FONT, "fontsize": "11", "shape": "box", "style": "rounded,filled",
+            "fontname": FONT, "fontsize": "12", "shape": "box", "style": "rounded,filled",
             "fillcolor": "white", "color": FAINT, "fontcolor": INK, "penwidth": "1.2",
             "height": "0.4", "margin": "0.16,0.07",
         },
         edge_attr={
-            "fontname": FONT, "fontsize": "9", "arrowsize": "0.65", "penwidth": "1.2",
+            "fontname": FONT, "fontsize": "10", "arrowsize": "0.65", "penwidth": "1.2",
             "arrowhead": "vee",
         },
     )
@@ -399,11 +400,13 @@ _TITLE = re.compile(r'<title>[^<]*</title>(\n<g id="a_[^"]*"><a (?:[^>]*? )?xlin
 
 
 def _inline(svg: str) -> str:
-    """SVG ready to inline in HTML: no prolog/doctype/comments, scales to its container
-    (never above its natural size), tooltips in <title> where browsers show them."""
+    """SVG ready to inline in HTML: no prolog/doctype/comments; it shrinks to fit its
+    container down to MIN_SCALE (below that the text is too small: the box scrolls
+    instead); tooltips in <title> where browsers show them."""
     svg = _COMMENT.sub("", _PROLOG.sub("", svg)).replace("&#45;", "-")
     svg = _SIZE.sub(
-        lambda m: f'<svg width="100%" style="max-width:{m.group(1)}pt" class="dm-svg" '
+        lambda m: f'<svg width="100%" style="max-width:{m.group(1)}pt;'
+                  f'min-width:{float(m.group(1)) * MIN_SCALE:.0f}pt" class="dm-svg" '
                   f'data-width="{m.group(1)}" data-height="{m.group(2)}"', svg, count=1)
     return _TITLE.sub(r"<title>\2</title>\1", svg)
 
