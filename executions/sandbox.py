@@ -123,8 +123,15 @@ def evaluate(expr: Expr, names: dict, *, time_limit: float = 1.0,
                                   kind="resource", path=expr.path) from None
     else:
         symtable.update(names)
-    with _borrowed_interpreter() as interpreter:
-        value = interpreter.execute(program.tree, symtable, expr.path, time_limit)
+    idle = _idle_interpreters()
+    interpreter = idle.pop() if idle else _Interpreter()
+    try:
+        value = interpreter.execute(program.body, symtable, expr.path, time_limit)
+    finally:
+        idle.append(interpreter)
+    kind = type(value)
+    if kind is bool or kind is int or value is None:  # guards: skip the walk
+        return value
     try:
         return _to_json(value, max_result_bytes)
     except _ResultProblem as problem:
@@ -133,7 +140,7 @@ def evaluate(expr: Expr, names: dict, *, time_limit: float = 1.0,
 
 @dataclass(frozen=True)
 class _Program:
-    tree: ast.Module | None
+    body: ast.AST | None  # the module, or its only expression (two nodes fewer to run)
     may_mutate: bool = False
     problem: tuple | None = None  # (message, line, column, exception) when it cannot run
 
@@ -149,7 +156,10 @@ def _program(source: str) -> _Program:
     if problems:
         first = problems[0]
         return _Program(None, problem=(first.message, first.line, first.column, None))
-    return _Program(tree, may_mutate=_may_mutate(tree))
+    body = tree
+    if len(tree.body) == 1 and isinstance(tree.body[0], ast.Expr):
+        body = tree.body[0].value
+    return _Program(body, may_mutate=_may_mutate(tree))
 
 
 def _may_mutate(tree: ast.AST) -> bool:
@@ -176,19 +186,14 @@ def _copy_data(value):
 _local = threading.local()
 
 
-class _borrowed_interpreter:
-    """An idle interpreter of this thread (nested evaluations, e.g. io mocks, get another)."""
-
-    def __enter__(self) -> _Interpreter:
-        idle = getattr(_local, "idle", None)
-        if idle is None:
-            idle = _local.idle = []
-        self.interpreter = idle.pop() if idle else _Interpreter()
-        return self.interpreter
-
-    def __exit__(self, *exc_info):
-        self.interpreter.symtable = {}
-        _local.idle.append(self.interpreter)
+def _idle_interpreters() -> list:
+    """This thread's interpreters not in use (a nested evaluation, e.g. an io mock, takes
+    another one)."""
+    try:
+        return _local.idle
+    except AttributeError:
+        _local.idle = []
+        return _local.idle
 
 
 _FORMATTERS = ("format", "format_map")  # '{0.attr}' would reach attributes by name
@@ -201,7 +206,6 @@ class _Interpreter(Interpreter):
         super().__init__(symtable={}, use_numpy=False, builtins_readonly=False)
         self.readonly_symbols = frozenset(SAFE_BUILTIN_NAMES)
         self.handlers_by_type = self._handlers_by_type()
-        self.reset()
 
     def _handlers_by_type(self) -> dict:
         allowed = (set(self.node_handlers) - {"import", "importfrom", "with"}
@@ -213,20 +217,12 @@ class _Interpreter(Interpreter):
                     handlers[cls] = getattr(self, f"on_{name.lower()}", self.unimplemented)
         return handlers
 
-    def reset(self):
-        self.error = []
-        self.error_msg = None
-        self.retval = None
-        self._interrupt = None
-        self._calldepth = 0
-        self.code_text = []
-        self.steps = 0
-        self.depth = 0
-        self.allocated = 0
-
-    def execute(self, tree: ast.Module, symtable: dict, path: str, time_limit: float):
+    def execute(self, tree: ast.AST, symtable: dict, path: str, time_limit: float):
         """Run `tree`; translate every way it can fail into an ExpressionError."""
-        self.reset()
+        self.error = []
+        self.error_msg = self.retval = self._interrupt = None
+        self._calldepth = self.steps = self.depth = self.allocated = 0
+        self.code_text = []
         self.symtable = symtable
         self.expr = tree
         self.time_limit = time_limit
@@ -257,14 +253,17 @@ class _Interpreter(Interpreter):
 
     # Dispatch with budgets: every node passes here -----------------------------------------
     def run(self, node, expr=None, lineno=None, with_raise=True):
-        if node is None or self.error:
+        if self.error or self.retval is not None or self._interrupt is not None:
+            if self.error:
+                return None
+            if self.retval is not None:
+                return self.retval
+            if isinstance(self._interrupt, (ast.Break, ast.Continue)):
+                return self._interrupt
+        if node is None:
             return None
-        if self.retval is not None:
-            return self.retval
-        if isinstance(self._interrupt, (ast.Break, ast.Continue)):
-            return self._interrupt
-        if isinstance(node, str):  # asteval's `del` support evaluates a name by source
-            return self.symtable[node]
+        if node.__class__ is ast.Constant:
+            return node.value
         self.steps += 1
         if not self.steps & 127:
             if time.monotonic() > self.deadline:
@@ -457,7 +456,8 @@ class _Interpreter(Interpreter):
         result = True
         for op, right_node in zip(node.ops, node.comparators, strict=True):
             right = self.run(right_node)
-            _guard_comparison(left, right, op)
+            if type(left) in CONTAINERS:
+                _guard_comparison(left, right, op)
             result = _COMPARISONS[op.__class__](left, right)
             if not result:
                 return result
@@ -467,7 +467,8 @@ class _Interpreter(Interpreter):
     def on_subscript(self, node):
         value = self.run(node.value)
         key = self.run(node.slice)
-        _guard_key(key)
+        if type(key) is tuple:
+            _guard_key(key)
         return value[key]
 
     def on_formattedvalue(self, node):
@@ -565,7 +566,9 @@ def _describe(value) -> str:
         return "a function"
     if kind.__name__ == "generator":
         return "a generator"
-    if kind in (list, tuple, dict, str, int, float, bool, bytes):
+    if kind is bytes:
+        return "bytes"
+    if kind in (list, tuple, dict, str, int, float, bool):
         article = "an" if kind.__name__[0] in "aeiou" else "a"
         return f"{article} {kind.__name__}"
     if value is None:
@@ -910,65 +913,107 @@ _COMPARISONS = {
 
 # The result: JSON only, bounded in size -----------------------------------------------------
 class _ResultProblem(Exception):
-    pass
+    """Why the result is not acceptable; `where` collects the path on the way out."""
+
+    def __init__(self, problem: str):
+        super().__init__(problem)
+        self.problem = problem
+        self.where: list = []
+
+    def __str__(self):
+        path = "result" + "".join(
+            f"[{key!r:.40}]" if isinstance(key, str) else f"[{key}]" for key in self.where)
+        if len(path) > 80:
+            path = f"{path[:40]}…{path[-30:]}"
+        return self.problem.format(path=path)
+
+
+_SCALARS = (str, int, bool, type(None))
 
 
 def _to_json(value, max_bytes: int):
     """A fresh JSON copy of `value` (tuples become lists), or _ResultProblem naming where
     it is not JSON or too big. The size is counted while walking, so a shared-value bomb
-    stops as soon as it passes the bound."""
-    budget = [max_bytes]
+    stops as soon as it passes the bound; scalars are handled inline, as this runs after
+    every evaluation."""
+    remaining = max_bytes
 
-    def at(path: str) -> str:
-        return path if len(path) <= 80 else f"{path[:40]}…{path[-30:]}"
-
-    def spend(amount: int, path: str):
-        budget[0] -= amount
-        if budget[0] < 0:
+    def spend(amount: int):
+        nonlocal remaining
+        remaining -= amount
+        if remaining < 0:
             raise _ResultProblem(f"the result is larger than {max_bytes:,} bytes of JSON "
-                                 f"(reached at {at(path)})")
+                                 "(reached at {path})")
 
-    def convert(item, path: str, depth: int):
+    def scalar(item) -> int:
+        """Its JSON size, or _ResultProblem when it is not a JSON scalar."""
         kind = type(item)
         if kind is str:
-            spend(len(item) + 2, path)
-            return item
-        if kind is bool or item is None:
-            spend(5, path)
-            return item
+            return len(item) + 2
         if kind is int:
-            spend(item.bit_length() // 3 + 1, path)
-            return item
+            return item.bit_length() // 3 + 1
+        if kind is bool or item is None:
+            return 5
         if kind is float:
             if math.isnan(item):
-                raise _ResultProblem(f"{at(path)} is NaN, not JSON")
+                raise _ResultProblem("{path} is NaN, not JSON")
             if math.isinf(item):
-                raise _ResultProblem(f"{at(path)} is infinite, not JSON")
-            spend(8, path)
+                raise _ResultProblem("{path} is infinite, not JSON")
+            return 8
+        raise _ResultProblem("{path} is " + _describe(item) + ", not JSON")
+
+    def convert(item, depth: int):
+        kind = type(item)
+        if kind is not dict and kind is not list and kind is not tuple:
+            spend(scalar(item))
             return item
         if depth >= MAX_NESTING:
-            raise _ResultProblem(f"{at(path)} is nested deeper than {MAX_NESTING} levels")
+            raise _ResultProblem("{path} is nested deeper than " + f"{MAX_NESTING} levels")
+        size = 2
         if kind is dict:
             out = {}
-            spend(2, path)
             for key, child in item.items():
-                if type(key) is not str:
-                    raise _ResultProblem(f"{at(path)} has the key {key!r:.40}, not a string")
-                child_path = f"{path}[{key!r:.40}]"
-                spend(len(key) + 4, child_path)
-                out[key] = convert(child, child_path, depth + 1)
-            return out
-        if kind is list or kind is tuple:
-            spend(2, path)
-            return [convert(child, f"{path}[{index}]", depth + 1)
-                    for index, child in enumerate(item)]
-        raise _ResultProblem(f"{at(path)} is {_describe(item)}, not JSON")
+                try:
+                    if type(key) is not str:
+                        raise _ResultProblem("{path} has a key that is " + _describe(key)
+                                             + f" ({key!r:.40}), not a string")
+                    if type(child) in _SCALARS:
+                        size += len(key) + 4 + scalar(child)
+                        out[key] = child
+                    else:
+                        spend(size + len(key) + 4)
+                        size = 0
+                        out[key] = convert(child, depth + 1)
+                except _ResultProblem as problem:
+                    if type(key) is str:
+                        problem.where.insert(0, key)
+                    raise
+        else:
+            out = []
+            for index, child in enumerate(item):
+                try:
+                    if type(child) in _SCALARS:
+                        size += 1 + scalar(child)
+                        out.append(child)
+                    else:
+                        spend(size + 1)
+                        size = 0
+                        out.append(convert(child, depth + 1))
+                except _ResultProblem as problem:
+                    problem.where.insert(0, index)
+                    raise
+                if size > 65536:
+                    spend(size)
+                    size = 0
+        spend(size)
+        return out
 
-    result = convert(value, "result", 0)
-    if budget[0] < max_bytes * 5 // 6:  # strings may grow when escaped: measure exactly
+    result = convert(value, 0)
+    if remaining < max_bytes // 6:  # escaped strings may be longer: measure exactly
         import json
 
         size = len(json.dumps(result, ensure_ascii=False).encode("utf-8", "surrogatepass"))
         if size > max_bytes:
-            raise _ResultProblem(f"the result is {size:,} bytes of JSON, more than {max_bytes:,}")
+            raise _ResultProblem(f"the result is {size:,} bytes of JSON, more than "
+                                 f"{max_bytes:,}")
     return result
