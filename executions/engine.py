@@ -5,7 +5,7 @@ core step. No Django, no I/O, no clock or randomness except what ``Env`` hands i
 The runner (executions/runner.py) persists what comes out and performs the effects.
 
 Semantics: ../shared/spec/machine-definition.md "How an execution moves"; the choices the
-spec leaves open are written down in docs/language.md.
+spec leaves open are written down in docs/engine.md.
 """
 from __future__ import annotations
 
@@ -197,10 +197,31 @@ class Env:
 @dataclass(frozen=True)
 class Result:
     snapshot: Snapshot
-    history: tuple = ()  # dicts, see docs/runtime.md "History"
+    history: tuple = ()  # dicts, see docs/engine.md "History"
     effects: tuple = ()
     rejected: str | None = None  # why the event was not applied (snapshot unchanged)
     available_actions: tuple = ()
+
+
+# Expression helpers ----------------------------------------------------------------------
+def helpers(now: float, seed: int) -> dict:
+    """time(), now(), uuid4(), randint(), random() for expressions: fixed by `now` and `seed`,
+    so a replayed step computes the same values. The generator is made on first use."""
+    rng = None
+
+    def generator() -> random.Random:
+        nonlocal rng
+        if rng is None:
+            rng = random.Random(seed)
+        return rng
+
+    return {
+        "time": lambda: now,
+        "now": lambda: _iso(now),
+        "uuid4": lambda: str(uuid.UUID(int=generator().getrandbits(128), version=4)),
+        "randint": lambda a, b: generator().randint(a, b),
+        "random": lambda: generator().random(),
+    }
 
 
 def transition(machine: Machine, snapshot: Snapshot | None, event, env: Env) -> Result:
@@ -277,26 +298,6 @@ def _epoch(value, path: str) -> float:
     raise ValueError(f"{path} must be epoch seconds or an ISO-8601 string, not {value!r}")
 
 
-def helpers(now: float, seed: int) -> dict:
-    """time(), now(), uuid4(), randint(), random() for expressions: fixed by `now` and `seed`,
-    so a replayed step computes the same values. The generator is made on first use."""
-    rng = None
-
-    def generator() -> random.Random:
-        nonlocal rng
-        if rng is None:
-            rng = random.Random(seed)
-        return rng
-
-    return {
-        "time": lambda: now,
-        "now": lambda: _iso(now),
-        "uuid4": lambda: str(uuid.UUID(int=generator().getrandbits(128), version=4)),
-        "randint": lambda a, b: generator().randint(a, b),
-        "random": lambda: generator().random(),
-    }
-
-
 def _shown(expr: Expr):
     return expr.source if expr.is_code else expr.literal
 
@@ -315,6 +316,7 @@ class _Run:
         self.history: list[dict] = []
         self.effects: list = []
         self.guards: list[dict] = []  # guard results waiting for the next entry
+        self.receipt: dict | None = None  # action_received fields, recorded when taken
         self.steps_this_call = 0
         self.helpers = helpers(env.now, env.seed + snapshot.seq)
         self.execution_id = env.execution.get("id")
