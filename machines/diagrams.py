@@ -361,7 +361,7 @@ def _transitions(b: _Build, state: State) -> None:
         else:
             target = t.target or state.name
             if t.wait:
-                lines = [_esc(((t.label + " ") if t.label else "") + _delay(t))]
+                lines = [_esc(t.label) if t.label else "", _esc(_delay(t))]
                 lines += _first_lines(Transition(id=t.id, path=t.path, when=t.when),
                                       after_guard, None)
                 kind = "timer"

@@ -1,93 +1,113 @@
 """Diagrams: every state and edge carries a stable id/class, the path shows, input is escaped."""
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import graphviz
 import pytest
 
-from machines import diagrams
-from machines.definition import (
-    Branch,
-    Decision,
-    Expr,
-    Invoke,
-    Machine,
-    Retry,
-    State,
-    Transition,
-    Wait,
-)
+from machines import diagrams, language
+from machines.definition import Expr, Machine, State, Transition
 from machines.diagrams import DiagramPath, edge_id, render_svg, state_id, step_mark, to_dot
 
 SVG = "{http://www.w3.org/2000/svg}"
 XLINK = "{http://www.w3.org/1999/xlink}"
 
 
-# The spec's two examples, built directly (machines.language was not ready when written).
-def code(source):
-    return Expr(path="test", source=source)
+def build(text):
+    return language.build(language.parse_text(text)[0])
 
 
-def t(tid, on=(), target=None, when=None, **kw):
-    on = (on,) if isinstance(on, str) else tuple(on)
-    return Transition(id=tid, path=f"actions.{tid}", on=on, target=target,
-                      when=code(when) if when else None, **kw)
+ORDER = build("""
+id: order
+title: Order
+start_at: create
+context: "{'order': {'id': 'R1', 'line_items': []}, 'courier_url': input.get('courier_url')}"
+states:
+  create:
+    actions:
+      - {id: created, state: cart}
+  cart:
+    label: Shopping cart
+    actions:
+      - {id: add, on: add, assign: {order: "ctx['order']"}}
+      - {id: remove, on: remove, context: "ctx"}
+      - {id: place, on: place, state: submitted}
+  submitted:
+    actions:
+      - {id: fraud-approve, on: fraud-approve, state: fraud-approved}
+      - {id: fraud-reject, on: fraud-reject, state: fraud-rejected}
+  fraud-approved:
+    actions:
+      - {id: release, state: released}
+  fraud-rejected:
+    actions:
+      - {id: cancel, on: cancel, state: canceled}
+  released:
+    actions:
+      - id: ship
+        invoke:
+          machine: shipment
+          input: "{'order': ctx['order']['id'], 'courier_url': ctx['courier_url']}"
+          success: {state: ship-finished, assign: {delivered: "output['delivered']"}}
+          error: {state: canceled}
+  ship-finished:
+    actions:
+      - {id: fulfilled, when: "ctx['delivered']", state: shipped}
+      - {id: not-delivered, state: canceled}
+  shipped: {return: true}
+  canceled: {return: false}
+""")
 
+SHIPMENT = build("""
+id: shipment
+start_at: created
+context: "{'order': input['order'], 'courier_url': input['courier_url'], 'attempt': 1}"
+states:
+  created:
+    actions:
+      - {id: fulfilled, state: outstanding}
+  outstanding:
+    actions:
+      - {id: cancel, on: cancel, state: canceled}
+      - id: fetch
+        when: "ctx['attempt'] <= 3"
+        invoke:
+          call: "io('http.request.json', 'POST', ctx['courier_url'], json={'order': ctx['order']})"
+          ok_if: "200 <= output['status'] < 300"
+          retry: {max_attempts: 3}
+          success: {state: fetched, assign: {n: "output['body']['n']"}}
+          error: {state: failed}
+      - {id: too-many-attempts, state: canceled}
+  failed:
+    actions:
+      - {id: retry, wait: {seconds: 5}, state: outstanding, assign: {attempt: "ctx['attempt'] + 1"}}
+  fetched:
+    actions:
+      - {id: deliver, when: "ctx['n'] < 3", state: delivered}
+      - {id: retry, wait: {seconds: 5}, state: outstanding, assign: {attempt: "ctx['attempt'] + 1"}}
+  canceled: {return: {delivered: false}}
+  delivered: {return: {delivered: true}}
+""")
 
-def s(name, *transitions, label=None, terminal=False, returns=None):
-    return State(name=name, label=label, transitions=transitions, is_terminal=terminal,
-                 returns=Expr(path="return", literal=returns) if terminal else None)
+DECIDER = build("""
+id: decider
+start_at: a
+states:
+  a:
+    actions:
+      - {id: check, on: check, if: "input['big']", then: {state: b}, else: {state: c}}
+      - id: poke
+        on: poke
+        invoke:
+          trigger: {execution: "ctx['other']", action: approve}
+          success: {}
+  b:
+    actions:
+      - {id: later, wait: {until: "ctx['deadline']"}, state: c}
+  c: {return: null}
+""")
 
-
-def machine(mid, start, *states, **kw):
-    return Machine(id=mid, start_at=start, states={st.name: st for st in states}, version=1, **kw)
-
-
-FIVE_SECONDS = Wait(seconds=Expr(path="wait", literal=5))
-
-ORDER = machine(
-    "order", "create",
-    s("create", t("created", target="cart")),
-    s("cart", t("add", on="add"), t("remove", on="remove"),
-      t("place", on="place", target="submitted"), label="Shopping cart"),
-    s("submitted", t("fraud-approve", on="fraud-approve", target="fraud-approved"),
-      t("fraud-reject", on="fraud-reject", target="fraud-rejected")),
-    s("fraud-approved", t("release", target="released")),
-    s("fraud-rejected", t("cancel", on="cancel", target="canceled")),
-    s("released", t("ship", invoke=Invoke(kind="machine", machine_id="shipment",
-                                         success=Branch(state="ship-finished"),
-                                         error=Branch(state="canceled")))),
-    s("ship-finished", t("fulfilled", when="ctx['delivered']", target="shipped"),
-      t("not-delivered", target="canceled")),
-    s("shipped", terminal=True, returns=True),
-    s("canceled", terminal=True, returns=False),
-    title="Order",
-)
-
-SHIPMENT = machine(
-    "shipment", "created",
-    s("created", t("fulfilled", target="outstanding")),
-    s("outstanding", t("cancel", on="cancel", target="canceled"),
-      t("fetch", when="ctx['attempt'] <= 3", invoke=Invoke(
-          kind="call", call=code("io('http.request.json', 'POST', ctx['courier_url'])"),
-          ok_if=code("200 <= output['status'] < 300"), retry=Retry(max_attempts=3),
-          success=Branch(state="fetched"), error=Branch(state="failed"))),
-      t("too-many-attempts", target="canceled")),
-    s("failed", t("retry", wait=FIVE_SECONDS, target="outstanding")),
-    s("fetched", t("deliver", when="ctx['n'] < 3", target="delivered"),
-      t("retry", wait=FIVE_SECONDS, target="outstanding")),
-    s("canceled", terminal=True, returns={"delivered": False}),
-    s("delivered", terminal=True, returns={"delivered": True}),
-)
-
-DECIDER = machine(
-    "decider", "a",
-    s("a", t("check", on="check", decision=Decision(
-        condition=code("input['big']"), then=Branch(state="b"), otherwise=Branch(state="c"))),
-      t("poke", on="poke", invoke=Invoke(kind="trigger", action="approve",
-                                         success=Branch()))),
-    s("b", t("later", wait=Wait(until=code("ctx['deadline']")), target="c")),
-    s("c", terminal=True),
-)
+EXAMPLES = sorted(Path(__file__).resolve().parent.parent.glob("examples/*.yaml"))
 
 
 def groups(svg):
@@ -115,7 +135,16 @@ def expected_edges(m):
 
 @pytest.mark.parametrize("m", [ORDER, SHIPMENT, DECIDER], ids=lambda m: m.id)
 def test_every_state_and_edge_has_a_stable_id_and_class(m):
-    found = groups(render_svg(m))
+    assert_ids_and_classes(m)
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
+def test_every_example_renders_with_ids_and_classes(path):
+    assert_ids_and_classes(build(path.read_text()))
+
+
+def assert_ids_and_classes(m):
+    found = groups(render_svg(m, machine_url=lambda mid: f"/machines/{mid}/"))
     for st in m.states.values():
         classes = found[state_id(st.name)].split()
         assert classes[:2] == ["node", "state"]
@@ -208,14 +237,15 @@ def test_invoke_being_worked_on_is_current():
 
 
 def test_definition_text_is_escaped():
+    """Built directly: the diagram must be safe whatever names the language lets through."""
     evil = "<script>alert(1)</script>"
-    m = machine(
-        "evil", 'a"&<b>',
-        s('a"&<b>', t("x</text>", on="go<img src=x>", when="ctx['<i>'] and '\\N'",
-                      target="z"), label=evil),
-        State(name="z", label="\\N \\G <b>", description=evil, is_terminal=True,
-              returns=Expr(path="r", literal=evil)),
-    )
+    go = Transition(id="x</text>", path="p", on=("go<img src=x>",), target="z",
+                    when=Expr(path="w", source="ctx['<i>'] and '\\N'"))
+    m = Machine(id="evil", start_at='a"&<b>', states={
+        'a"&<b>': State(name='a"&<b>', label=evil, transitions=(go,)),
+        "z": State(name="z", label="\\N \\G <b>", description=evil, is_terminal=True,
+                   returns=Expr(path="r", literal=evil)),
+    })
     svg = render_svg(m)
     root = ET.fromstring(svg)  # still well-formed XML
     assert "<script" not in svg and "<img" not in svg and "<b>" not in svg
@@ -239,7 +269,8 @@ def test_plain_diagram_is_cached_without_calling_dot(monkeypatch):
 
 
 def test_a_changed_definition_under_the_same_version_is_rendered_again():
-    renamed = machine("shipment", "created", s("created", label="Renamed"))
+    renamed = build("{id: shipment, start_at: created, states: {created: {label: Renamed, "
+                    "return: null}}}")
     assert "Renamed" in render_svg(renamed) and "Renamed" not in render_svg(SHIPMENT)
 
 
