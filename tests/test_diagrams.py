@@ -4,6 +4,10 @@ from pathlib import Path
 
 import graphviz
 import pytest
+from django.contrib.auth.models import User
+from django.template.loader import render_to_string
+from django.test import RequestFactory
+from django.utils.safestring import mark_safe
 
 from machines import diagrams, language
 from machines.definition import Expr, Machine, State, Transition
@@ -280,3 +284,32 @@ def test_text_alternative_reads_the_machine():
     assert "Shopping cart: on add goes to cart" in text
     assert "automatically invokes shipment, then ship-finished or canceled" in text
     assert text.endswith("Now in submitted, waiting.")
+
+
+def test_diagram_partial_shows_legend_steps_and_a_text_alternative():
+    steps = [{"seq": 1, "n": 0, "caption": "</script><script>alert(1)</script>",
+              "states": ["create"], "edges": ["edge-start"], "current": "create",
+              "status": "running", "context": {}, "changes": {}}]
+    html = render_to_string("explorer/_diagram.html", {
+        "svg": mark_safe(render_svg(ORDER, ORDER_PATH)), "steps_json": steps,
+        "status": "waiting", "diagram_text": diagrams.describe(ORDER, ORDER_PATH),
+    })
+    assert 'role="img"' in html and 'aria-describedby="diagram-text"' in html
+    assert 'id="state-submitted"' in html and "now (waiting)" in html
+    assert 'id="steps-data"' in html and "data-steps" in html
+    assert "</script><script>" not in html  # json_script escapes the step captions
+
+
+def test_diagram_partial_without_a_path_has_no_step_control():
+    html = render_to_string("explorer/_diagram.html", {"svg": mark_safe(render_svg(ORDER))})
+    assert "data-steps" not in html and "now (" not in html and "automatic" in html
+
+
+def test_base_layout_has_navigation_and_a_post_logout():
+    request = RequestFactory().get("/machines/")
+    request.user = User(username="alice", is_staff=True)
+    html = render_to_string("base.html", request=request)
+    assert 'href="#main"' in html and '<main id="main"' in html
+    assert '<form method="post" action="/logout/">' in html and "csrfmiddlewaretoken" in html
+    assert 'href="/machines/" aria-current="page"' in html and 'href="/admin/"' in html
+    assert "dm.css" in html and 'dm.js" defer' in html
