@@ -12,9 +12,10 @@ from __future__ import annotations
 import html
 import re
 import textwrap
+import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import lru_cache
 from hashlib import sha256
 
 import graphviz
@@ -415,20 +416,43 @@ def _dot_to_svg(source: str) -> str:
     return _inline(graphviz.Source(source).pipe(format="svg", encoding="utf-8"))
 
 
-@lru_cache(maxsize=512)
-def _cached_svg(machine_id: str, version: int | None, content: str, source: str) -> str:
-    return _dot_to_svg(source)
+_cache: OrderedDict[tuple, str] = OrderedDict()
+_cache_lock = threading.Lock()
+CACHE_SIZE = 256
+
+
+def _cache_key(machine: Machine, machine_url: Callable[[str], str] | None) -> tuple:
+    """(id, version, content): the definition itself, not the DOT, because building
+    the DOT of a 100-state machine takes ~100 ms and hashing its repr ~5 ms."""
+    invoked = sorted({t.invoke.machine_id for st in machine.states.values()
+                      for t in st.transitions if t.invoke and t.invoke.machine_id})
+    links = [machine_url(mid) for mid in invoked] if machine_url else []
+    content = sha256(repr((machine, links)).encode()).hexdigest()
+    return machine.id, machine.version, content
+
+
+def clear_cache() -> None:
+    with _cache_lock:
+        _cache.clear()
 
 
 def render_svg(machine: Machine, path: DiagramPath | None = None, *,
                machine_url: Callable[[str], str] | None = None) -> str:
-    """Inline-ready SVG. Without a path the result is cached per machine version and
-    content (the DOT source), so editing a draft never serves a stale picture."""
-    source = to_dot(machine, path, machine_url=machine_url)
+    """Inline-ready SVG. Without a path the result is cached (LRU) per machine id,
+    version and content, so a draft edited under the same version is never stale."""
     if path is not None:
-        return _dot_to_svg(source)
-    digest = sha256(source.encode()).hexdigest()
-    return _cached_svg(machine.id, machine.version, digest, source)
+        return _dot_to_svg(to_dot(machine, path, machine_url=machine_url))
+    key = _cache_key(machine, machine_url)
+    with _cache_lock:
+        if key in _cache:
+            _cache.move_to_end(key)
+            return _cache[key]
+    svg = _dot_to_svg(to_dot(machine, machine_url=machine_url))
+    with _cache_lock:
+        _cache[key] = svg
+        if len(_cache) > CACHE_SIZE:
+            _cache.popitem(last=False)
+    return svg
 
 
 def describe(machine: Machine, path: DiagramPath | None = None) -> str:
