@@ -36,7 +36,8 @@ MAX_COMPARE_WEIGHT = 10_000_000  # size of nested values compared, hashed or pri
 MAX_CALL_DEPTH = 30  # nested calls of functions defined in the expression
 MAX_NESTING = 100  # depth of the value an expression returns
 MAX_STEPS = 2_000_000  # AST nodes run in one evaluation
-ITEM_BYTES = 16  # estimated bytes per item of a container a call or operator produces
+# Estimated bytes per item of a container a call or operator produces (with new items)
+ITEM_BYTES = {list: 32, tuple: 32, dict: 96, set: 96, frozenset: 96}
 
 SAFE_BUILTIN_NAMES = ("len min max sum sorted abs round int float str bool list dict range "
                       "enumerate zip any all").split()
@@ -296,7 +297,7 @@ class _Interpreter(Interpreter):
         if kind is str or kind is bytes:
             self.allocated += len(value)
         elif kind in CONTAINERS:
-            self.allocated += ITEM_BYTES * len(value)
+            self.allocated += ITEM_BYTES[kind] * len(value)
         else:
             return value
         if self.allocated > MAX_ALLOCATION:
@@ -1009,7 +1010,7 @@ def _to_json(value, max_bytes: int):
         return out
 
     result = convert(value, 0)
-    if remaining < max_bytes // 6:  # escaped strings may be longer: measure exactly
+    if (max_bytes - remaining) * 6 > max_bytes:  # escapes may make it up to 6x: measure
         import json
 
         size = len(json.dumps(result, ensure_ascii=False).encode("utf-8", "surrogatepass"))

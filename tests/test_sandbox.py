@@ -1,0 +1,366 @@
+"""executions.sandbox: the spec's names work, nothing else is reachable, every bomb ends
+in a clear ExpressionError quickly and without a big allocation."""
+import math
+import resource
+import threading
+import time
+
+import pytest
+
+from executions.engine import helpers
+from executions.sandbox import ExpressionError, evaluate
+from machines.definition import Expr
+
+TIME_LIMIT = 1.0
+
+
+def run(source, names=None, **limits):
+    return evaluate(Expr(path="states.s.actions[0].context", source=source),
+                    {"ctx": {"n": 1}, "input": {}} if names is None else names, **limits)
+
+
+def failure(source, names=None, **limits) -> ExpressionError:
+    with pytest.raises(ExpressionError) as caught:
+        run(source, names, **limits)
+    return caught.value
+
+
+# The language and its names ---------------------------------------------------------------------
+def test_literals_are_returned_as_deep_copies():
+    literal = {"a": [1, {"b": 2}]}
+    expr = Expr(path="context", literal=literal)
+    value = evaluate(expr, {})
+    assert value == literal
+    value["a"][1]["b"] = 99
+    assert literal == {"a": [1, {"b": 2}]}
+
+
+def test_every_spec_name_is_bound():
+    names = {"ctx": {"n": 1}, "input": {"sku": "x"}, "output": {"status": 200},
+             "error": {"type": "timeout"}, "execution": {"id": "e1", "state": "cart"},
+             "io": lambda op, *args: {"op": op, "args": list(args)}}
+    source = ("[ctx['n'], input['sku'], output['status'], error['type'], execution['state'],"
+              " io('http.request', 'GET', 'u')]")
+    assert run(source, names) == [1, "x", 200, "timeout", "cart",
+                                  {"op": "http.request", "args": ["GET", "u"]}]
+
+
+def test_helpers_from_the_engine_work():
+    names = {"ctx": {}, **helpers(1_700_000_000.0, seed=7)}
+    value = run("[time(), now(), uuid4(), randint(1, 6), random()]", names)
+    assert value[0] == 1_700_000_000.0
+    assert value[1].startswith("2023-11-14T22:13:20")
+    assert len(value[2]) == 36 and value[2][14] == "4"
+    assert 1 <= value[3] <= 6
+    assert 0 <= value[4] < 1
+    assert run("[uuid4(), randint(1, 10**6)]", {**helpers(0.0, seed=7)}) == \
+        run("[uuid4(), randint(1, 10**6)]", {**helpers(0.0, seed=7)})
+
+
+@pytest.mark.parametrize("source, expected", [
+    ("len([1, 2, 3])", 3),
+    ("[min(3, 1, 2), max([3, 1, 2]), min([[2], [1]])]", [1, 3, [1]]),
+    ("sum([1, 2, 3]) + sum([[1], [2]], [])[1]", 8),
+    ("sorted(['b', 'a', 'c'], reverse=True)", ["c", "b", "a"]),
+    ("[abs(-2), round(2.567, 2), round(7)]", [2, 2.57, 7]),
+    ("[int('42'), int('ff', 16), float('1.5'), str(12), bool(0)]", [42, 255, 1.5, "12", False]),
+    ("[list('ab'), dict(a=1), list(range(2, 8, 2))]", [["a", "b"], {"a": 1}, [2, 4, 6]]),
+    ("[enumerate(['a', 'b'], 1), zip([1, 2], 'xy')]", [[[1, "a"], [2, "b"]], [[1, "x"], [2, "y"]]]),
+    ("[any([0, 1]), all([1, 0])]", [True, False]),
+])
+def test_safe_builtins(source, expected):
+    assert run(source) == expected
+
+
+def test_dict_unpacking_builds_the_right_dict():
+    names = {"ctx": {"order": {"id": "R1", "line_items": ["a"]}, "n": 1}, "input": {"sku": "b"}}
+    assert run("{**ctx, 'n': ctx['n'] + 1}", names) == {**names["ctx"], "n": 2}
+    assert run("{'n': 0, **ctx}", names)["n"] == 1
+    assert run("{**ctx['order'], 'line_items': ctx['order']['line_items'] + [input['sku']] * 2}",
+               names) == {"id": "R1", "line_items": ["a", "b", "b"]}
+
+
+def test_star_unpacking_in_lists_tuples_and_calls():
+    names = {"ctx": {"a": [1, 2]}}
+    assert run("[*ctx['a'], 3]", names) == [1, 2, 3]
+    assert run("(0, *ctx['a'])", names) == [0, 1, 2]
+    assert run("max(*ctx['a'], 0)", names) == 2
+    assert run("dict(**{'x': 1}, y=2)", names) == {"x": 1, "y": 2}
+
+
+def test_scripts_return_their_last_expression():
+    source = """items = list(ctx['items'])
+for _ in range(input.get('qty', 1)):
+    if input['sku'] in items:
+        items.remove(input['sku'])
+{**ctx, 'items': items}"""
+    names = {"ctx": {"items": ["a", "b", "a"]}, "input": {"sku": "a", "qty": 2}}
+    assert run(source, names) == {"items": ["b"]}
+
+
+def test_functions_comprehensions_and_formatting():
+    source = """def fact(n):
+    return 1 if n < 2 else n * fact(n - 1)
+squares = {str(i): i * i for i in range(4) if i}
+[fact(5), squares, sum(x for x in range(4)), f'{3.14159:.2f}|{7:>3}', '%05d' % 42]"""
+    assert run(source) == [120, {"1": 1, "2": 4, "3": 9}, 6, "3.14|  7", "00042"]
+
+
+def test_user_try_except_catches_ordinary_errors():
+    assert run("try:\n    ctx['missing']\nexcept KeyError:\n    r = 'caught'\nr") == "caught"
+    assert run("try:\n    [][1]\nexcept (KeyError, IndexError) as e:\n    r = str(e)\nr") == \
+        "list index out of range"
+    assert run("try:\n    a, b = 1\nexcept TypeError:\n    r = 2\nr") == 2
+    assert run("try:\n    x = 1\nexcept KeyError:\n    x = 2\nelse:\n    x = 3\nx") == 3
+
+
+# Errors are clear and say where -----------------------------------------------------------------
+def test_runtime_error_names_exception_path_line_and_column():
+    error = failure("order = ctx['order']\ntotal = order['sku']",
+                    {"ctx": {"order": {}}})
+    assert (error.kind, error.exception, error.line, error.column) == ("runtime", "KeyError", 2, 9)
+    assert str(error) == ("KeyError 'sku' in states.s.actions[0].context, line 2, column 9")
+    assert error.to_dict() == {
+        "type": "expression_error", "kind": "runtime", "message": "'sku'",
+        "path": "states.s.actions[0].context", "line": 2, "column": 9, "exception": "KeyError"}
+
+
+def test_syntax_errors_and_forbidden_constructs_do_not_run():
+    error = failure("x = (")
+    assert (error.kind, error.exception, error.line) == ("syntax", "SyntaxError", 1)
+    error = failure("ctx.__class__")
+    assert error.kind == "syntax" and "__class__" in error.message and error.column == 5
+
+
+def test_an_error_does_not_spoil_the_next_run():
+    with pytest.raises(ExpressionError):
+        run("while True:\n    pass", time_limit=0.05)
+    with pytest.raises(ExpressionError):
+        run("1 / 0")
+    assert run("ctx['n'] + 1") == 2
+
+
+def test_assert_gives_its_message():
+    error = failure("assert ctx['n'] > 5, f\"n is {ctx['n']}\"")
+    assert (error.exception, error.message) == ("AssertionError", "n is 1")
+
+
+# Isolation ---------------------------------------------------------------------------------------
+def test_mutating_inputs_does_not_reach_the_caller():
+    ctx = {"n": 1, "items": [1], "nested": {"a": 1}}
+    result = run("ctx['n'] = 99\nctx['items'].append(2)\nctx['nested']['a'] = 2\n"
+                 "del ctx['nested']\nctx", {"ctx": ctx})
+    assert result == {"n": 99, "items": [1, 2]}
+    assert ctx == {"n": 1, "items": [1], "nested": {"a": 1}}
+
+
+def test_results_share_nothing_with_the_inputs():
+    ctx = {"items": [1], "nested": {"a": 1}}
+    result = run("{**ctx, 'b': ctx['items']}", {"ctx": ctx})
+    result["items"].append(2)
+    result["b"].append(3)
+    result["nested"]["a"] = 9
+    assert ctx == {"items": [1], "nested": {"a": 1}}
+
+
+def test_variables_do_not_leak_between_runs():
+    assert run("secret = 42\nsecret") == 42
+    error = failure("secret")
+    assert (error.exception, error.message) == ("NameError", "name 'secret' is not defined")
+
+
+def test_builtins_cannot_be_replaced():
+    error = failure("len = 5")
+    assert error.exception == "NameError"
+    assert run("len([1])") == 1
+
+
+def test_nested_evaluation_from_inside_a_call_works():
+    """io mocks evaluate an expression while the outer one is still running."""
+    inner = Expr(path="mocks.http.request", source="{'status': 200, 'echo': args[0]}")
+
+    def io(op, *args):
+        return evaluate(inner, {"args": list(args)})
+
+    names = {"ctx": {"n": 1}, "io": io}
+    assert run("r = io('http.request', ctx['n'])\n[r['status'], r['echo'], ctx['n']]", names) == \
+        [200, 1, 1]
+
+
+def test_four_threads_evaluating_at_once_get_their_own_results():
+    source = "total = 0\nfor i in range(ctx['n']):\n    total += i\n{**ctx, 'total': total}"
+    wrong = []
+
+    def worker(offset):
+        for n in range(offset, offset + 100):
+            value = run(source, {"ctx": {"n": n, "who": offset}})
+            if value != {"n": n, "who": offset, "total": n * (n - 1) // 2}:
+                wrong.append(value)
+
+    threads = [threading.Thread(target=worker, args=(k * 100,)) for k in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert wrong == []
+
+
+# Results must be JSON ----------------------------------------------------------------------------
+@pytest.mark.parametrize("source, message", [
+    ("{'a': [1, 2, {3}]}", "result['a'][2] is a set, not JSON"),
+    ("{'x': float('nan')}", "result['x'] is NaN, not JSON"),
+    ("[1, float('inf')]", "result[1] is infinite, not JSON"),
+    ("{1: 'a'}", "result has a key that is an int (1), not a string"),
+    ("{'f': lambda: 1}", "result['f'] is a function, not JSON"),
+    ("def f():\n    return 1\n[f]", "result[0] is a function, not JSON"),
+    ("{'len': len}", "result['len'] is a function, not JSON"),
+    ("range(3)", "result is an object of type range, not JSON"),
+    ("try:\n    ctx['x']\nexcept KeyError as e:\n    r = e\n{'e': r}",
+     "result['e'] is an object of type KeyError, not JSON"),
+    ("{'b': b'bytes'}", "result['b'] is bytes, not JSON"),
+])
+def test_non_json_results_are_refused_naming_where(source, message):
+    error = failure(source)
+    assert error.kind == "result"
+    assert error.message == message
+
+
+def test_generators_become_lists_not_generator_objects():
+    assert run("(x * 2 for x in range(3))") == [0, 2, 4]
+
+
+def test_tuples_become_lists():
+    assert run("{'t': (1, (2, 3))}") == {"t": [1, [2, 3]]}
+
+
+def test_result_size_is_bounded():
+    assert len(run("'x' * 1000", max_result_bytes=1002)) == 1000
+    error = failure("'x' * 1000", max_result_bytes=1001)
+    assert error.kind == "result" and "1,001 bytes" in error.message
+    error = failure("['é\\n' * 100] * 10", max_result_bytes=2500)  # escapes are counted
+    assert error.kind == "result"
+
+
+# The escape and bomb corpus ---------------------------------------------------------------------
+ESCAPES = [
+    # (source, kind, fragment of the message)
+    ("().__class__.__bases__[0].__subclasses__()", "syntax", "'__class__' is not allowed"),
+    ("ctx.get.__self__", "syntax", "'__self__' is not allowed"),
+    ("[].__class__.__mro__[1]", "syntax", "'__class__' is not allowed"),
+    ("(lambda: 0).__globals__", "syntax", "'__globals__' is not allowed"),
+    ("(x for x in []).gi_frame", "runtime", "has no attribute 'gi_frame'"),
+    ("import os", "syntax", "imports are not allowed"),
+    ("from os import system", "syntax", "imports are not allowed"),
+    ("__import__('os')", "syntax", "'__import__' is not allowed"),
+    ("open('/etc/passwd').read()", "runtime", "name 'open' is not defined"),
+    ("eval('1')", "runtime", "name 'eval' is not defined"),
+    ("exec('x = 1')", "runtime", "name 'exec' is not defined"),
+    ("compile('1', 'f', 'eval')", "runtime", "name 'compile' is not defined"),
+    ("globals()", "runtime", "name 'globals' is not defined"),
+    ("vars()", "runtime", "name 'vars' is not defined"),
+    ("getattr(ctx, 'get')", "runtime", "name 'getattr' is not defined"),
+    ("type(ctx)", "runtime", "name 'type' is not defined"),
+    ("print('x')", "runtime", "name 'print' is not defined"),
+    ("'{0.__class__}'.format(1)", "syntax", "'.format()' is not allowed"),
+    ("f'{ctx.__class__}'", "syntax", "'__class__' is not allowed"),
+    ("str.mro()", "runtime", "'mro' is not available"),
+    ("def f():\n    return 1\nf.body", "runtime", "'body' is not available on a function"),
+    ("io.keywords", "runtime", "'keywords' is not available on a function"),
+    ("time.__closure__", "syntax", "'__closure__' is not allowed"),
+]
+
+BOMBS = [
+    ("'a' * 10**10", "resource", "a str of 10,000,000,000 characters"),
+    ("[0] * 10**9", "resource", "a list of 1,000,000,000 items"),
+    ("b'a' * 10**10", "resource", "a bytes of 10,000,000,000 characters"),
+    ("[[0] * 10**6] * 10**6", "result", "larger than 262,144 bytes"),
+    ("x = [0]\nfor i in range(25):\n    x = [x, x]\nstr(x)", "resource", "text of this value"),
+    ("a = [0] * 10**5\nb = [a] * 10**5\nc = [list(a)] * 10**5\nb == c", "resource",
+     "values compared are too large"),
+    ("t = (1,)\nfor i in range(60):\n    t = (t, t)\n{t: 1}", "resource", "tuple used as a key"),
+    ("2 ** 10**10", "resource", "the power would have about"),
+    ("(10**4000) ** 10000", "resource", "the power would have about"),
+    ("x = 10**30000\nx * x * x * x", "resource", "the product would have about"),
+    ("1 << 10**7", "resource", "the shifted number"),
+    ("sum(range(3 * 10**8))", "resource", "a range of 300,000,000 items"),
+    ("sum([[0] * 1000] * 10**5, [])", "resource", "sum() of these lists"),
+    ("while True:\n    pass", "timeout", "time limit of 1 s exceeded"),
+    ("try:\n    while True:\n        pass\nexcept BaseException:\n    1", "timeout",
+     "time limit"),
+    ("try:\n    while True:\n        pass\nexcept:\n    1", "timeout", "time limit"),
+    ("def f(n):\n    return f(n + 1)\nf(0)", "resource", "functions nested deeper than"),
+    ("'a'.ljust(10**10)", "resource", "a width of 10,000,000,000"),
+    ("'x'.center(10**8)", "resource", "a width of 100,000,000"),
+    ("'x'.zfill(10**9)", "resource", "a width of 1,000,000,000"),
+    ("'\\t'.expandtabs(10**9)", "resource", "characters is more than the limit"),
+    ("('x' * 1000).replace('', 'y' * 1000)", "resource", "characters is more than the limit"),
+    ("('x' * 1000).join(['y' * 1000] * 1000)", "resource", "characters is more than the limit"),
+    ("'a'.translate({97: 'b' * 10**6}) * 2", "resource", "characters is more than the limit"),
+    ("(1).to_bytes(10**10, 'big')", "resource", "10,000,000,000 bytes"),
+    ("str(10**100000)", "resource", "the power would have about"),
+    ("x = 10**5000\nstr(x)", "resource", "more than 4,300 digits cannot become text"),
+    ("int('9' * 100000)", "resource", "int() of more than 4,300 digits"),
+    ("round(5, -10**7)", "resource", "round() to more than 400 digits"),
+    ("f'{1:>1000000000}'", "resource", "a format width of 1,000,000,000"),
+    ("f'{1.5:.1000000000f}'", "resource", "a format width of 1,000,000,000"),
+    ("w = 10**9\nf'{1:{w}}'", "resource", "a format width of 1,000,000,000"),
+    ("'%*d' % (10**9, 1)", "resource", "a format width of 1,000,000,000"),
+    ("'%1000000000d' % 1", "resource", "a format width of 1,000,000,000"),
+    ("'%.999999999f' % 1.0", "resource", "a format width of 999,999,999"),
+    ("{i: 'x' * 1000 for i in range(10**6)}", ("resource", "timeout"), ""),
+    ("[list(range(10**6)) for _ in range(1000)]", "resource", "more than 64 MiB of data"),
+    ("dict.fromkeys(range(10))", "runtime", "'fromkeys' is not available on a function"),
+    ("{}.fromkeys(range(10**9))", "resource", "a range of 1,000,000,000 items"),
+    ("[{}.fromkeys(range(10**6)) for _ in range(99)]", "resource", "more than 64 MiB of data"),
+    ("l = [1]\nfor i in range(40):\n    l.extend(l)", "resource", "a list of 1,048,576 items"),
+    ("l = [1]\nfor i in range(40):\n    l[:0] = l", "resource", "a list of 1,048,576 items"),
+    ("l = [1]\nfor i in range(40):\n    l += l", "resource", "a list of 1,048,576 items"),
+    ("s = 'ab'\nwhile True:\n    s = s + s", "resource", "a str of 1,048,576 characters"),
+    ("x = []\nfor i in range(200):\n    x = [x]\nx", "result", "nested deeper than 100"),
+    ("bytearray(10**10)", "runtime", "name 'bytearray' is not defined"),
+    ("pow(2, 10**10)", "runtime", "name 'pow' is not defined"),
+    ("sorted([[[0] * 10**5] * 10**5] * 10)", "resource", "values compared are too large"),
+    ("'-'.join(str(i) for i in range(10**6))", ("resource", "timeout"), ""),
+]
+
+
+def _assert_clear_and_quick(source, kind, fragment):
+    peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    started = time.monotonic()
+    error = failure(source, {"ctx": {"n": 1}, "io": lambda *a: None, **helpers(0.0, 1)},
+                    time_limit=TIME_LIMIT)
+    elapsed = time.monotonic() - started
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak_before) / 1024
+    assert error.kind in ((kind,) if isinstance(kind, str) else kind), str(error)
+    assert fragment in error.message, str(error)
+    assert error.path == "states.s.actions[0].context"
+    assert elapsed < 2 * TIME_LIMIT, f"took {elapsed:.2f} s"
+    assert grown_mb < 400, f"peak memory grew by {grown_mb:.0f} MB"
+    return error
+
+
+@pytest.mark.parametrize("source, kind, fragment", ESCAPES)
+def test_escape_attempts_are_refused(source, kind, fragment):
+    _assert_clear_and_quick(source, kind, fragment)
+
+
+@pytest.mark.parametrize("source, kind, fragment", BOMBS)
+def test_time_and_memory_bombs_stop_quickly(source, kind, fragment):
+    error = _assert_clear_and_quick(source, kind, fragment)
+    if error.kind in ("resource", "timeout") and source.count("\n") > 0:
+        assert error.line is not None and error.column is not None
+
+
+def test_the_time_limit_is_the_callers():
+    started = time.monotonic()
+    error = failure("while True:\n    pass", time_limit=0.2)
+    assert error.kind == "timeout" and "0.2 s" in error.message
+    assert time.monotonic() - started < 0.4
+
+
+def test_big_but_allowed_work_still_runs():
+    assert run("len('x' * 10**6)") == 10**6
+    assert run("len(list(range(10**6)))") == 10**6
+    assert run("x = 2 ** 50000\nx.bit_length()") == 50001
+    assert run("len(str(10 ** 4000))") == 4001
+    assert math.isclose(run("sum(i / 7 for i in range(1000))"), 999 * 1000 / 14)
