@@ -758,3 +758,86 @@ def test_start_twice_and_events_without_a_snapshot(order):
     assert step(order, s, E.Start({})).rejected == "the execution has already started"
     with pytest.raises(ValueError):
         E.transition(order, None, E.Action("add"), env())
+
+
+def test_queued_actions_are_rejected_when_the_work_fails_the_execution():
+    m = machine(invoke_machine("""          call: "io('x')"
+          success: {state: ok}"""))
+    s = start(m).snapshot
+    s = step(m, s, E.Action("later", {"v": 1}, actor="ann")).snapshot
+    r = step(m, s, E.WorkFailed(s.work["token"], {"type": "boom", "message": "no"}))
+    assert kinds(r) == ["work_failed", "execution_failed", "action_rejected"]
+    rejected = r.history[-1]
+    assert rejected["detail"]["reason"] == "'later' was not applied: the execution has failed"
+    assert rejected["input"] == {"v": 1} and r.snapshot.queued == ()
+
+
+def test_queued_action_is_applied_after_the_error_branch():
+    m = machine("""
+id: q
+start_at: a
+states:
+  a:
+    actions:
+      - id: work
+        invoke: {call: "io('x')", error: {state: b}}
+  b:
+    actions:
+      - {id: go, on: go, state: c, assign: {by: "input['who']"}}
+  c: {return: "ctx['by']"}
+""")
+    s = start(m).snapshot
+    s = step(m, s, E.Action("go", {"who": "ann"}, actor="ann")).snapshot
+    r = step(m, s, E.WorkFailed(s.work["token"], {"type": "boom"}))
+    assert r.snapshot.result == "ann"
+    assert [e["actor"] for e in r.history[-2:]] == ["ann", "ann"]
+
+
+def test_cancel_while_waiting_to_retry_cancels_only_the_timer():
+    m = machine(invoke_machine("""          call: "io('x')"
+          retry: {max_attempts: 2, delay_seconds: 1}
+          success: {state: ok}"""))
+    s = start(m).snapshot
+    s = step(m, s, E.WorkFailed(s.work["token"], {"type": "boom"})).snapshot
+    assert s.work["token"] is None and s.timer["purpose"] == "retry"
+    r = step(m, s, E.Cancel())
+    assert r.effects == (E.CancelTimer(s.timer["token"]), E.NotifyParent("canceled"))
+
+
+def test_an_expression_error_in_a_queued_action_fails_the_execution():
+    m = machine("""
+id: q
+start_at: a
+states:
+  a:
+    actions:
+      - {id: work, on: go, invoke: {call: "io('x')", success: {}}}
+      - {id: boom, on: boom, when: "input['missing']", state: a}
+""")
+    s = step(m, start(m).snapshot, E.Action("go")).snapshot
+    s = step(m, s, E.Action("boom", {})).snapshot
+    r = step(m, s, E.WorkSucceeded(s.work["token"], 1))
+    assert r.snapshot.status == "failed" and r.snapshot.error["transition"] == "boom"
+    assert r.snapshot.error["exception"] == "KeyError"
+
+
+def test_guards_of_a_pause_do_not_leak_into_a_queued_action_applied_after_it():
+    m = machine("""
+id: leak
+start_at: a
+states:
+  a:
+    actions:
+      - {id: work, on: go, invoke: {call: "io('x')", success: {state: b}}}
+  b:
+    actions:
+      - {id: never, when: "False", state: c}
+      - {id: go, on: go, state: c}
+  c: {return: 1}
+""")
+    s = step(m, start(m).snapshot, E.Action("go")).snapshot
+    s = step(m, s, E.Action("go")).snapshot
+    r = step(m, s, E.WorkSucceeded(s.work["token"], 1))
+    queued = r.history[-2]
+    assert queued["kind"] == "transition_taken" and queued["transition"] == "go"
+    assert "guards" not in queued
