@@ -241,7 +241,7 @@ class MachineAdmin(admin.ModelAdmin):
                         f"its versions are {', '.join(map(str, sorted(versions)))}."
                     )
                     status = 404
-                else:
+                elif versions[a].source != versions[b].source:
                     table = _diff_table(versions[a], versions[b])
         else:
             form = DiffForm(
@@ -259,6 +259,7 @@ class MachineAdmin(admin.ModelAdmin):
             "selected_a": form["a"].value(),
             "selected_b": form["b"].value(),
             "table": table,
+            "identical": form.is_bound and problem is None and table is None,
             "problem": problem,
         }
         return TemplateResponse(request, "admin/machines/machine/diff.html", context, status=status)

@@ -215,6 +215,11 @@ class TestDiff:
         assert 'class="diff"' in html and "version 1" in html and "version 2" in html
         assert "closed" in html and "done" in html
 
+    def test_says_when_two_versions_have_the_same_source(self, client, viewer, two_versions):
+        client.force_login(viewer)
+        page = client.get(two_versions, {"a": 2, "b": 2})
+        assert page.status_code == 200 and "have the same source" in page.content.decode()
+
     def test_without_parameters_offers_a_choice(self, client, viewer, two_versions):
         client.force_login(viewer)
         page = client.get(two_versions)

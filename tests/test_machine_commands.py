@@ -50,6 +50,22 @@ def test_loading_a_folder_twice_creates_each_version_once(folder):
 
 
 @pytest.mark.django_db
+def test_warnings_are_reported_once_every_file_is_loaded(tmp_path):
+    parent = LAMP.replace("id: lamp", "id: a-parent").replace(
+        "- {id: switch-off, on: toggle, state: \"off\"}",
+        "- {id: run, on: toggle, invoke: {machine: z-child, success: {state: \"off\"}}}",
+    )
+    (tmp_path / "a-parent.yaml").write_text(parent)
+    (tmp_path / "z-child.yaml").write_text(LAMP.replace("id: lamp", "id: z-child"))
+    out, _ = load(tmp_path)
+    assert "created a-parent v1" in out and "does not exist" not in out
+    (tmp_path / "z-child.yaml").unlink()
+    (tmp_path / "a-parent.yaml").write_text(parent.replace("z-child", "nowhere"))
+    out, _ = load(tmp_path)
+    assert f"warning: {tmp_path / 'a-parent.yaml'}: states.on.actions[0].invoke.machine" in out
+
+
+@pytest.mark.django_db
 def test_a_changed_file_becomes_the_next_version(folder):
     load(folder / "lamp.yaml")
     (folder / "lamp.yaml").write_text(LAMP.replace("id: lamp\n", "id: lamp\ntitle: Lamp\n"))

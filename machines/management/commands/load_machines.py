@@ -37,14 +37,20 @@ class Command(BaseCommand):
 
     def handle(self, *args, paths, **options):
         files = definition_files(paths)
-        failed = [path for path in files if not self.load(path)]
+        outcomes = {path: self.load(path) for path in files}
+        # Warnings come last, once every file is in: a machine may invoke one loaded after it.
+        for path, text in outcomes.items():
+            if isinstance(text, str):
+                for problem in check_source(text).warnings:
+                    self.stdout.write(f"warning: {path}: {describe(problem)}")
+        failed = [path for path, outcome in outcomes.items() if outcome is False]
         if failed:
             raise CommandError(f"{len(failed)} of {len(files)} file(s) failed to load.")
         if not files:
             self.stdout.write("No .yaml, .yml or .json files found.")
 
-    def load(self, path: Path) -> bool:
-        """Save one file, report what happened, and say whether it worked."""
+    def load(self, path: Path) -> str | bool:
+        """Save one file and report it: False when it failed, its text when it is new."""
         try:
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as unreadable:
@@ -63,10 +69,7 @@ class Command(BaseCommand):
             return False
         verb = "created" if created else "unchanged"
         self.stdout.write(f"{verb} {stored.machine_id} v{stored.version}  ({path})")
-        if created:  # warnings are worth reading once, when the version is new
-            for problem in check_source(text).warnings:
-                self.stdout.write(f"  warning: {describe(problem)}")
-        return True
+        return text if created else True
 
 
 def describe(problem) -> str:
