@@ -841,6 +841,8 @@ def _sum(items, start=0):
             work += total
             if work > 10 * MAX_LENGTH:
                 _too_big("sum() of these lists would copy too much; use a comprehension")
+    elif sum(item.bit_length() for item in items if type(item) is int) > 1000 * MAX_INT_BITS:
+        _too_big("sum() of these numbers would take too long; they are too large")
     return sum(items, start)
 
 
