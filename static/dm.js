@@ -217,7 +217,9 @@
     // Clicking a timeline sentence selects the last step at or before it.
     document.querySelectorAll("[data-seq]").forEach(function (item) {
       item.addEventListener("click", function (event) {
-        if (event.target.closest("a, button, form")) return;
+        // Grouped items nest [data-seq]: only the innermost one answers; summaries just open.
+        if (event.target.closest("[data-seq]") !== item) return;
+        if (event.target.closest("a, button, form, summary")) return;
         var seq = parseInt(item.getAttribute("data-seq"), 10), found = 0;
         steps.forEach(function (step, i) { if (step.seq <= seq) found = i; });
         show(found, true);
