@@ -8,11 +8,9 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import pytest
-import yaml
 from django.contrib.auth import get_user_model
 from django.db import connection
 
@@ -86,7 +84,7 @@ class Cluster:
                 pass
         for process in self.processes:
             try:
-                process.wait(timeout=15)
+                process.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
@@ -114,10 +112,3 @@ def _cluster_name():
 
     return settings.Q_CLUSTER["name"]
 
-
-def load_yaml(text: str) -> dict:
-    return yaml.safe_load(text)
-
-
-def new_key() -> str:
-    return uuid.uuid4().hex

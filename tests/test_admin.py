@@ -132,6 +132,8 @@ def test_saving_a_change_makes_a_new_version_and_an_identical_save_says_so(
     response = client.post(change_url("ticket"), {"source": changed, "_save": "1"}, follow=True)
     assert "No changes: version 2 is unchanged" in response.content.decode()
     assert list(MachineVersion.objects.values_list("version", flat=True)) == [2, 1]
+    history = client.get(reverse("admin:machines_machine_history", args=["ticket"]))
+    assert "Saved version 2." in history.content.decode()
 
 
 def test_the_change_page_refuses_a_source_for_another_machine(client, editor, ticket):

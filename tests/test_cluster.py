@@ -1,0 +1,210 @@
+"""End to end with real worker processes: qcluster + the timer loop, as bin/serve runs them.
+
+A local HTTP server on 127.0.0.1 stands in for the courier of the shipment example.
+"""
+import json
+import os
+import signal
+import threading
+import time
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from unittest import mock
+
+import pytest
+import redis
+from django_q.conf import Conf
+
+from executions import engine, runner, tasks
+from executions.models import Execution
+
+pytestmark = [pytest.mark.cluster]
+
+
+class Courier(BaseHTTPRequestHandler):
+    """/ok answers 200, /flaky-* fails once then answers, /down always answers 503."""
+
+    calls: dict = {}
+    lock = threading.Lock()
+
+    def do_POST(self):
+        length = int(self.headers.get("Content-Length", 0))
+        self.rfile.read(length)
+        with self.lock:
+            count = self.calls[self.path] = self.calls.get(self.path, 0) + 1
+            Courier.keys = getattr(Courier, "keys", []) + [self.headers.get("Idempotency-Key")]
+        failing = self.path == "/down" or (self.path.startswith("/flaky") and count == 1)
+        body = json.dumps({"error": "busy"} if failing else {"n": 1}).encode()
+        self.send_response(503 if failing else 200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def courier():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Courier)
+    Courier.calls, Courier.keys = {}, []
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+
+
+def wait_for(execution_id, statuses, timeout):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        execution = Execution.objects.get(pk=execution_id)
+        if execution.status in statuses:
+            return execution
+        time.sleep(0.1)
+    raise AssertionError(f"{execution_id} still {execution.status} in {execution.state}")
+
+
+def place_order(courier_url):
+    order = runner.start("order", input={"courier_url": courier_url}, actor="test").execution
+    for action, payload in (("add", {"sku": "bns12", "qty": 2}), ("place", {}),
+                            ("fraud-approve", {})):
+        runner.trigger(order.pk, action, input=payload, actor="test", wait=True)
+    return order
+
+
+def gap_free(execution):
+    seqs = list(execution.history.order_by("seq").values_list("seq", flat=True))
+    assert seqs == list(range(1, len(seqs) + 1))
+
+
+def test_order_and_shipment_against_a_courier_that_works_flakes_and_is_down(
+    cluster, save_machine, courier
+):
+    save_machine("shipment.yaml")
+    save_machine("order.yaml")
+    ok = place_order(f"{courier}/ok")
+    flaky = place_order(f"{courier}/flaky-{uuid.uuid4().hex}")
+    down = place_order(f"{courier}/down")
+
+    ok = wait_for(ok.pk, {engine.FINISHED, engine.FAILED}, 20)
+    assert (ok.status, ok.state, ok.result) == (engine.FINISHED, "shipped", True)
+    child = ok.children.get()
+    assert child.machine_id == "shipment" and child.result == {"delivered": True}
+
+    flaky = wait_for(flaky.pk, {engine.FINISHED, engine.FAILED}, 30)
+    assert (flaky.state, flaky.result) == ("shipped", True)
+    flaky_child = flaky.children.get()
+    assert flaky_child.history.filter(kind=engine.TIMER_FIRED).count() == 1
+    assert flaky_child.context["attempt"] == 2
+
+    down = wait_for(down.pk, {engine.FINISHED, engine.FAILED}, 40)
+    assert (down.state, down.result) == ("canceled", False)
+    down_child = down.children.get()
+    assert down_child.state == "canceled" and down_child.context["attempt"] == 4
+    assert Courier.calls["/down"] == 3
+
+    for execution in (ok, flaky, down, child, flaky_child, down_child):
+        gap_free(execution)
+    keys = [k for k in Courier.keys if k]
+    assert len(keys) == len(Courier.keys) and len(set(keys)) == len(keys)
+
+
+SLOW = """
+id: slow
+start_at: counting
+context: {n: 0}
+states:
+  counting:
+    actions:
+      - id: step
+        when: "len([x * x for x in range(2000)]) > 0 and ctx['n'] < 900"
+        assign: {n: "ctx['n'] + 1"}
+      - {id: done, state: done}
+  done: {return: "ctx['n']"}
+"""
+
+
+def test_a_worker_killed_mid_advance_loses_nothing(cluster, save_machine):
+    save_machine(SLOW)
+    execution = runner.start("slow", actor="test").execution
+    time.sleep(1.5)  # the worker is now inside the long advance
+    cluster.stop(signal.SIGKILL)
+    execution.refresh_from_db()
+    assert execution.status == engine.RUNNING, "the advance finished before the kill"
+    assert execution.history.count() == 0  # nothing half-written
+    assert execution.inbox.get().processed_at is None
+
+    cluster.start()  # the sweeper finds the unapplied start and re-enqueues it
+    execution = wait_for(execution.pk, {engine.FINISHED}, 60)
+    assert execution.result == 900
+    assert execution.history.filter(kind=engine.STARTED).count() == 1
+    gap_free(execution)
+
+
+SNOOZE = """
+id: snooze
+start_at: resting
+states:
+  resting:
+    actions:
+      - {id: ring, wait: {seconds: 1}, state: awake}
+  awake: {return: "'ok'"}
+"""
+
+
+def test_a_timer_due_while_workers_were_down_fires_once_after_restart(cluster, save_machine):
+    save_machine(SNOOZE)
+    execution = runner.start("snooze", wait=True).execution
+    assert execution.status == engine.SLEEPING
+    cluster.stop()
+    time.sleep(1.5)
+    execution.refresh_from_db()
+    assert execution.status == engine.SLEEPING  # overdue, nobody to fire it
+    cluster.start()
+    execution = wait_for(execution.pk, {engine.FINISHED}, 20)
+    assert execution.history.filter(kind=engine.TIMER_FIRED).count() == 1
+    gap_free(execution)
+
+
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+def redis_reachable():
+    try:
+        return redis.from_url(REDIS_URL, socket_connect_timeout=1).ping()
+    except redis.RedisError:
+        return False
+
+
+@pytest.fixture
+def redis_cluster(transactional_db):
+    """The cluster on the Redis broker, and this process enqueueing to it."""
+    if not redis_reachable():
+        pytest.skip(f"Redis not reachable at {REDIS_URL}")
+    from tests.conftest import Cluster, test_database_url
+
+    name = f"dmtest{uuid.uuid4().hex[:8]}"
+    env = {**os.environ, "DATABASE_URL": test_database_url(), "REDIS_URL": REDIS_URL,
+           "DM_Q_CLUSTER_NAME": name}
+    with mock.patch.object(Conf, "ORM", None), mock.patch.object(Conf, "REDIS", REDIS_URL), \
+            mock.patch.object(Conf, "CLUSTER_NAME", name):
+        tasks._broker.cache_clear()
+        cluster = Cluster(env)
+        cluster.start()
+        try:
+            yield cluster
+        finally:
+            cluster.stop()
+            tasks._broker.cache_clear()
+
+
+def test_redis_broker_runs_async_executions(redis_cluster, save_machine):
+    save_machine(SNOOZE)
+    save_machine(SLOW.replace("id: slow", "id: quick").replace("range(1000)", "range(2)"))
+    assert type(tasks._broker()).__name__ == "Redis"
+    quick = [runner.start("quick").execution for _ in range(5)]
+    snooze = runner.start("snooze").execution
+    for execution in quick:
+        assert wait_for(execution.pk, {engine.FINISHED}, 30).result == 900
+    assert wait_for(snooze.pk, {engine.FINISHED}, 20).result == "ok"
