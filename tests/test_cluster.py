@@ -118,7 +118,7 @@ states:
   counting:
     actions:
       - id: step
-        when: "len([x * x for x in range(2000)]) > 0 and ctx['n'] < 900"
+        when: "len([x * x for x in range(1000)]) > 0 and ctx['n'] < 900"
         assign: {n: "ctx['n'] + 1"}
       - {id: done, state: done}
   done: {return: "ctx['n']"}
