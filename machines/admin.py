@@ -197,6 +197,11 @@ class MachineAdmin(admin.ModelAdmin):
             return [_problem("version", str(conflict), "Remove the `version` line (or set it "
                              "to a free number) to save the next version.")], []
         if created:
+            note = f"Saved version {stored.version}."
+            if machine is None:
+                self.log_addition(request, stored.machine, note)
+            else:
+                self.log_change(request, stored.machine, note)
             messages.success(request, f"Saved {stored.machine_id} version {stored.version}.")
         else:
             messages.info(request, f"No changes: version {stored.version} is unchanged.")
