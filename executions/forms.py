@@ -1,0 +1,58 @@
+"""Forms of the explorer pages: an action's JSON input, cancel, and the list filters."""
+import json
+
+from django import forms
+
+from executions import engine
+
+
+class ActionForm(forms.Form):
+    """Trigger an action; its input is a JSON object typed in a textarea (default {})."""
+
+    action = forms.CharField(max_length=200)
+    input = forms.CharField(
+        required=False, initial="{}",
+        widget=forms.Textarea(attrs={"rows": 4, "class": "code-input", "spellcheck": "false"}),
+        help_text="A JSON object, for example {\"sku\": \"x9\", \"qty\": 2}.",
+    )
+
+    def clean_input(self):
+        text = (self.cleaned_data.get("input") or "").strip() or "{}"
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise forms.ValidationError(
+                f"This is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}."
+            ) from None
+        if not isinstance(value, dict):
+            raise forms.ValidationError(
+                f"The input must be a JSON object like {{\"key\": \"value\"}}, "
+                f"not {type(value).__name__ if value is not None else 'null'}."
+            )
+        return value
+
+
+class CancelForm(forms.Form):
+    reason = forms.CharField(max_length=500, required=False)
+
+
+class ExecutionFilter(forms.Form):
+    """Filters of the execution lists; every field is optional."""
+
+    machine = forms.CharField(required=False, max_length=100)
+    status = forms.ChoiceField(
+        required=False, choices=[("", "any status")] + [(s, s) for s in engine.STATUSES])
+    state = forms.CharField(required=False, max_length=200)
+    version = forms.IntegerField(required=False, min_value=1)
+
+    def apply(self, queryset):
+        if not self.is_valid():
+            return queryset
+        data = self.cleaned_data
+        for field in ("machine", "status", "state"):
+            if data.get(field):
+                queryset = queryset.filter(**{f"{field}_id" if field == "machine" else field:
+                                              data[field]})
+        if data.get("version"):
+            queryset = queryset.filter(machine_version__version=data["version"])
+        return queryset
