@@ -12,6 +12,7 @@ No Django here: the runner passes the limits from settings.
 from __future__ import annotations
 
 import ast
+import json
 import math
 import re
 import threading
@@ -115,15 +116,14 @@ def evaluate(expr: Expr, names: dict, *, time_limit: float = 1.0,
         message, line, column, exception = program.problem
         raise ExpressionError(message, kind="syntax", path=expr.path, line=line,
                               column=column, exception=exception)
-    symtable = dict(_SAFE_BUILTINS)
     if program.may_mutate:
         try:
-            symtable.update({name: _copy_data(value) for name, value in names.items()})
+            symtable = {name: _copy_data(value) for name, value in names.items()}
         except RecursionError:
             raise ExpressionError("the values given to the expression are nested too deeply",
                                   kind="resource", path=expr.path) from None
     else:
-        symtable.update(names)
+        symtable = dict(names)
     idle = _idle_interpreters()
     interpreter = idle.pop() if idle else _Interpreter()
     try:
@@ -197,6 +197,7 @@ def _idle_interpreters() -> list:
         return _local.idle
 
 
+_MISSING = object()
 _FORMATTERS = ("format", "format_map")  # '{0.attr}' would reach attributes by name
 
 
@@ -298,6 +299,8 @@ class _Interpreter(Interpreter):
             self.allocated += len(value)
         elif kind in CONTAINERS:
             self.allocated += ITEM_BYTES[kind] * len(value)
+        elif kind is int:
+            self.allocated += value.bit_length() >> 3
         else:
             return value
         if self.allocated > MAX_ALLOCATION:
@@ -305,16 +308,32 @@ class _Interpreter(Interpreter):
         return value
 
     # Names, attributes, assignment ---------------------------------------------------------
+    def value(self, node):
+        """run(), without its bookkeeping for the leaves (names, constants) that most nodes
+        are: they cannot loop or allocate."""
+        kind = node.__class__
+        if kind is ast.Name:
+            found = self.symtable.get(node.id, _MISSING)
+            if found is _MISSING:
+                found = _SAFE_BUILTINS.get(node.id, _MISSING)
+            if found is not _MISSING:
+                return found
+        elif kind is ast.Constant:
+            return node.value
+        return self.run(node)
+
     def on_name(self, node):
-        try:
-            return self.symtable[node.id]
-        except KeyError:
-            raise NameError(f"name '{node.id}' is not defined") from None
+        found = self.symtable.get(node.id, _MISSING)
+        if found is _MISSING:
+            found = _SAFE_BUILTINS.get(node.id, _MISSING)
+            if found is _MISSING:
+                raise NameError(f"name '{node.id}' is not defined")
+        return found
 
     def on_attribute(self, node):
         if not isinstance(node.ctx, ast.Load):
             raise AttributeError(f"cannot assign or delete attribute '{node.attr}'")
-        value = self.run(node.value)
+        value = self.value(node.value)
         attr = node.attr
         if type(value) not in DATA_TYPES or attr.startswith("_") or attr in _FORMATTERS:
             raise AttributeError(f"'{attr}' is not available on {_describe(value)}")
@@ -330,8 +349,8 @@ class _Interpreter(Interpreter):
                 raise NameError(f"'{node.id}' is a built-in name and cannot be assigned")
             self.symtable[node.id] = val
         elif kind is ast.Subscript:
-            target = self.run(node.value)
-            key = self.run(node.slice)
+            target = self.value(node.value)
+            key = self.value(node.slice)
             if isinstance(key, slice) and isinstance(target, list):
                 _check_length(len(target) + _length(val), "list")
             _guard_key(key)
@@ -363,11 +382,11 @@ class _Interpreter(Interpreter):
         out = []
         for item in nodes:
             if item.__class__ is ast.Starred:
-                values = self.run(item.value)
+                values = self.value(item.value)
                 _check_length(len(out) + _length(values), "list")
                 out.extend(values)
             else:
-                out.append(self.run(item))
+                out.append(self.value(item))
         return out
 
     def on_list(self, node):
@@ -386,18 +405,18 @@ class _Interpreter(Interpreter):
         out = {}
         for key_node, value_node in zip(node.keys, node.values, strict=True):
             if key_node is None:  # {**other}
-                other = self.run(value_node)
+                other = self.value(value_node)
                 _check_length(len(out) + _length(other), "dict")
                 out.update(other)
             else:
-                key = self.run(key_node)
+                key = self.value(key_node)
                 _guard_key(key)
-                out[key] = self.run(value_node)
+                out[key] = self.value(value_node)
         return out
 
     def on_assert(self, node):
-        if not self.run(node.test):
-            message = "" if node.msg is None else self.run(node.msg)
+        if not self.value(node.test):
+            message = "" if node.msg is None else self.value(node.msg)
             raise AssertionError(message)
 
     def on_delete(self, node):
@@ -440,23 +459,23 @@ class _Interpreter(Interpreter):
                 if len(gnodes) > 1:
                     self.do_generator(gnodes[1:], node, out)
                 elif isinstance(out, list):
-                    out.append(self.run(node.elt))
+                    out.append(self.value(node.elt))
                 else:
-                    key = self.run(node.key)
+                    key = self.value(node.key)
                     _guard_key(key)
-                    out[key] = self.run(node.value)
+                    out[key] = self.value(node.value)
 
     # Operators ------------------------------------------------------------------------------
     def on_binop(self, node):
-        left = self.run(node.left)
-        right = self.run(node.right)
+        left = self.value(node.left)
+        right = self.value(node.right)
         return self.charge(_BINARY_OPERATORS[node.op.__class__](left, right))
 
     def on_compare(self, node):
-        left = self.run(node.left)
+        left = self.value(node.left)
         result = True
         for op, right_node in zip(node.ops, node.comparators, strict=True):
-            right = self.run(right_node)
+            right = self.value(right_node)
             if type(left) in CONTAINERS:
                 _guard_comparison(left, right, op)
             result = _COMPARISONS[op.__class__](left, right)
@@ -466,14 +485,14 @@ class _Interpreter(Interpreter):
         return result
 
     def on_subscript(self, node):
-        value = self.run(node.value)
-        key = self.run(node.slice)
+        value = self.value(node.value)
+        key = self.value(node.slice)
         if type(key) is tuple:
             _guard_key(key)
         return value[key]
 
     def on_formattedvalue(self, node):
-        value = self.run(node.value)
+        value = self.value(node.value)
         if node.conversion in (114, 115, 97) or node.format_spec is None:
             _guard_text(value)
         if node.conversion == 114:
@@ -482,7 +501,7 @@ class _Interpreter(Interpreter):
             value = str(value)
         elif node.conversion == 97:
             value = ascii(value)
-        spec = "" if node.format_spec is None else self.run(node.format_spec)
+        spec = "" if node.format_spec is None else self.value(node.format_spec)
         _guard_format_spec(spec)
         return format(value, spec)
 
@@ -491,18 +510,18 @@ class _Interpreter(Interpreter):
 
     # Calls ----------------------------------------------------------------------------------
     def on_call(self, node):
-        func = self.run(node.func)
+        func = self.value(node.func)
         if not callable(func):
             raise TypeError(f"{_describe(func)} is not callable")
         args = self._items(node.args)
         kwargs = {}
         for keyword in node.keywords:
             if keyword.arg is None:
-                kwargs.update(self.run(keyword.value))
+                kwargs.update(self.value(keyword.value))
             elif keyword.arg in kwargs:
                 raise SyntaxError(f"keyword argument repeated: {keyword.arg}")
             else:
-                kwargs[keyword.arg] = self.run(keyword.value)
+                kwargs[keyword.arg] = self.value(keyword.value)
         if isinstance(func, Procedure):
             self.depth += 1
             if self.depth > MAX_CALL_DEPTH:
@@ -704,8 +723,15 @@ def _guard_items(items):
 
 def _weight(value, limit: int) -> int:
     """Size of `value` written out as text (shared parts counted every time), computed in
-    time linear in its distinct parts; stops early once above `limit`."""
+    time linear in its distinct parts; stops early once above `limit`. Containers without
+    nested containers, the common case, are measured at C speed."""
     memo: dict[int, int] = {}
+
+    def flat(items, kinds) -> int:
+        total = 8 * len(items)
+        if str in kinds or bytes in kinds:
+            total += sum(len(x) for x in items if type(x) is str or type(x) is bytes)
+        return total
 
     def weigh(item, depth: int) -> int:
         kind = type(item)
@@ -718,25 +744,26 @@ def _weight(value, limit: int) -> int:
             return known
         if depth > MAX_NESTING:
             _too_big(f"values nested deeper than {MAX_NESTING} levels")
-        if kind is not dict:
-            kinds = set(map(type, item))  # at C speed: most lists hold no containers
-            if kinds.isdisjoint(CONTAINERS):
-                total = 2 + 8 * len(item)
-                if str in kinds or bytes in kinds:
-                    total += sum(len(x) for x in item if type(x) is str or type(x) is bytes)
-                memo[id(item)] = total
-                return total
         total = 2
-        children = item.items() if kind is dict else item
-        for child in children:
-            if kind is dict:
-                total += weigh(child[0], depth + 1) + weigh(child[1], depth + 1)
-            elif type(child) in CONTAINERS:
-                total += weigh(child, depth + 1)
-            else:  # inline for speed: long flat lists are the common case
-                total += len(child) + 3 if type(child) is str else 8
-            if total > limit:
-                return total
+        children = item
+        if kind is dict:
+            key_kinds = set(map(type, item))
+            if key_kinds.isdisjoint(CONTAINERS):
+                total += flat(item, key_kinds)
+            else:
+                total += sum(weigh(key, depth + 1) for key in item)
+            children = item.values()
+        kinds = set(map(type, children))
+        if kinds.isdisjoint(CONTAINERS):
+            total += flat(children, kinds)
+        else:
+            for child in children:
+                if type(child) in CONTAINERS:
+                    total += weigh(child, depth + 1)
+                else:
+                    total += len(child) + 3 if type(child) is str else 8
+                if total > limit:
+                    return total
         memo[id(item)] = total
         return total
 
@@ -931,14 +958,16 @@ class _ResultProblem(Exception):
         return self.problem.format(path=path)
 
 
-_SCALARS = (str, int, bool, type(None))
+_SCALARS = (str, int, bool, type(None), float)
+_SMALL_INT_BITS = 64  # at most 20 digits
+_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False)  # for exact sizes
 
 
 def _to_json(value, max_bytes: int):
     """A fresh JSON copy of `value` (tuples become lists), or _ResultProblem naming where
     it is not JSON or too big. The size is counted while walking, so a shared-value bomb
-    stops as soon as it passes the bound; scalars are handled inline, as this runs after
-    every evaluation."""
+    stops as soon as it passes the bound. (Faster than json.dumps + loads for small
+    results, which is what guards and assigns return.)"""
     remaining = max_bytes
 
     def spend(amount: int):
@@ -949,27 +978,31 @@ def _to_json(value, max_bytes: int):
                                  "(reached at {path})")
 
     def scalar(item) -> int:
-        """Its JSON size, or _ResultProblem when it is not a JSON scalar."""
+        """The JSON size of one of _SCALARS, or _ResultProblem when it cannot be JSON."""
         kind = type(item)
         if kind is str:
             return len(item) + 2
         if kind is int:
-            return item.bit_length() // 3 + 1
-        if kind is bool or item is None:
-            return 5
+            bits = item.bit_length()
+            if bits > MAX_INT_DIGITS * 3.32:
+                raise _ResultProblem("{path} is a number of more than " +
+                                     f"{MAX_INT_DIGITS:,} digits")
+            return bits // 3 + 1
         if kind is float:
             if math.isnan(item):
                 raise _ResultProblem("{path} is NaN, not JSON")
             if math.isinf(item):
                 raise _ResultProblem("{path} is infinite, not JSON")
             return 8
-        raise _ResultProblem("{path} is " + _describe(item) + ", not JSON")
+        return 5  # bool, None
 
     def convert(item, depth: int):
         kind = type(item)
-        if kind is not dict and kind is not list and kind is not tuple:
+        if kind in _SCALARS:
             spend(scalar(item))
             return item
+        if kind is not dict and kind is not list and kind is not tuple:
+            raise _ResultProblem("{path} is " + _describe(item) + ", not JSON")
         if depth >= MAX_NESTING:
             raise _ResultProblem("{path} is nested deeper than " + f"{MAX_NESTING} levels")
         size = 2
@@ -980,7 +1013,14 @@ def _to_json(value, max_bytes: int):
                     if type(key) is not str:
                         raise _ResultProblem("{path} has a key that is " + _describe(key)
                                              + f" ({key!r:.40}), not a string")
-                    if type(child) in _SCALARS:
+                    child_kind = type(child)
+                    if child_kind is str:  # inline: the common cases, and this runs a lot
+                        size += len(key) + len(child) + 6
+                        out[key] = child
+                    elif child_kind is int and child.bit_length() < _SMALL_INT_BITS:
+                        size += len(key) + 24
+                        out[key] = child
+                    elif child_kind in _SCALARS:
                         size += len(key) + 4 + scalar(child)
                         out[key] = child
                     else:
@@ -995,7 +1035,14 @@ def _to_json(value, max_bytes: int):
             out = []
             for index, child in enumerate(item):
                 try:
-                    if type(child) in _SCALARS:
+                    child_kind = type(child)
+                    if child_kind is str:
+                        size += len(child) + 3
+                        out.append(child)
+                    elif child_kind is int and child.bit_length() < _SMALL_INT_BITS:
+                        size += 20
+                        out.append(child)
+                    elif child_kind in _SCALARS:
                         size += 1 + scalar(child)
                         out.append(child)
                     else:
@@ -1013,9 +1060,7 @@ def _to_json(value, max_bytes: int):
 
     result = convert(value, 0)
     if (max_bytes - remaining) * 6 > max_bytes:  # escapes may make it up to 6x: measure
-        import json
-
-        size = len(json.dumps(result, ensure_ascii=False).encode("utf-8", "surrogatepass"))
+        size = len(_ENCODER.encode(result).encode("utf-8", "surrogatepass"))
         if size > max_bytes:
             raise _ResultProblem(f"the result is {size:,} bytes of JSON, more than "
                                  f"{max_bytes:,}")
