@@ -364,6 +364,26 @@ class _Interpreter(Interpreter):
         else:
             raise SyntaxError(f"cannot assign to {kind.__name__}")
 
+    def on_expr(self, node):
+        return self.value(node.value)
+
+    def on_assign(self, node):
+        value = self.value(node.value)
+        for target in node.targets:
+            self.node_assign(target, value)
+
+    def on_augassign(self, node):
+        """`x += y` as `x = x + y` (never in place), without building new AST nodes."""
+        target = node.target
+        if target.__class__ is ast.Name:
+            current = self.on_name(target)
+        elif target.__class__ is ast.Subscript:
+            current = self.value(target.value)[self.value(target.slice)]
+        else:
+            raise SyntaxError(f"cannot assign to {target.__class__.__name__}")
+        operator = _BINARY_OPERATORS[node.op.__class__]
+        self.node_assign(target, self.charge(operator(current, self.value(node.value))))
+
     def _comp_save_syms(self, node):
         """Names a comprehension rebinds, to restore after it (asteval deep-copies them)."""
         saved, deleted = {}, set()
