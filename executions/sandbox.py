@@ -289,8 +289,6 @@ class _Interpreter(Interpreter):
                     self.raise_exception(node, expr=self.expr)
                 except Exception:
                     pass
-        except (KeyboardInterrupt, SystemExit, GeneratorExit) as exc:
-            self.raise_exception(node, exc=RuntimeError, msg=f"{type(exc).__name__} refused")
 
     def charge(self, value):
         """Count what a call or operator produced against the run's allocation budget."""
