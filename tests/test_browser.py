@@ -1,0 +1,143 @@
+"""The explorer in a real browser: Playwright driving Debian Chromium against a live server.
+
+Logs in, acts on an execution, checks that the diagram and timeline follow, uses the step
+control, and takes a screenshot of every page into screenshots/ (docs/screenshot.png is
+copied from the execution page).
+"""
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from executions import runner
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parent.parent
+SHOTS = ROOT / "screenshots"
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"]
+MOCKS = {"http.request.json": "{'status': 200, 'body': {'n': 1}}"}
+
+
+@pytest.fixture
+def browser(monkeypatch):
+    if not os.path.exists(CHROMIUM):
+        pytest.skip("no Chromium at /usr/bin/chromium")
+    from playwright.sync_api import sync_playwright
+
+    # Playwright's sync API runs an event loop in this thread; the ORM calls the test makes
+    # between page actions are still plain synchronous calls.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    SHOTS.mkdir(exist_ok=True)
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def orders(transactional_db, save_machine, admin_user):
+    """A few order executions in different places; the first waits for fraud review."""
+    save_machine("order.yaml")
+    save_machine("shipment.yaml")
+    waiting = runner.start("order", mode="sync", actor="alice", mocks=MOCKS).execution
+    for sku, qty in (("bns12", 2), ("x9", 1)):
+        runner.trigger(waiting.id, "add", input={"sku": sku, "qty": qty}, actor="alice")
+    runner.trigger(waiting.id, "remove", input={"sku": "bns12"}, actor="alice")
+    runner.trigger(waiting.id, "place", actor="alice")
+    for _ in range(3):
+        runner.start("order", mode="sync", actor="bob")
+    rejected = runner.start("order", mode="sync", actor="bob").execution
+    runner.trigger(rejected.id, "place", actor="bob")
+    runner.trigger(rejected.id, "fraud-reject", actor="carol")
+    runner.trigger(rejected.id, "cancel", actor="carol")
+    return waiting
+
+
+def log_in(page, base):
+    page.goto(f"{base}/login/")
+    page.screenshot(path=SHOTS / "login.png")
+    page.fill("#id_username", "admin")
+    page.fill("#id_password", "admin-pass-123")
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{base}/")
+
+
+def classes(page, selector):
+    return page.get_attribute(selector, "class").split()
+
+
+def test_act_on_an_execution_and_step_through_its_history(browser, live_server, orders):
+    base = live_server.url
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    log_in(page, base)
+    page.screenshot(path=SHOTS / "machines.png", full_page=True)
+
+    page.goto(f"{base}/executions/{orders.id}/")
+    assert "current" in classes(page, "#state-submitted")
+    assert page.locator(".banner-text").inner_text().startswith("Waiting for: fraud approve")
+    before = page.locator(".timeline > li").count()
+
+    page.click("button[data-action='fraud-approve']")
+    page.wait_for_selector(".message.success")
+    assert "current" not in classes(page, "#state-submitted")
+    assert "visited" in classes(page, "#state-released")
+    assert "taken" in classes(page, "#edge-submitted-fraud-approve")
+    assert page.locator(".timeline > li").count() > before
+    assert "chose fraud approve" in page.locator(".timeline").inner_text()
+    page.screenshot(path=SHOTS / "execution-after-action.png", full_page=True)
+
+    # The step control: back to the start, the diagram, timeline and context follow.
+    page.focus("#step-range")
+    page.keyboard.press("Home")
+    assert "current" in classes(page, "#state-create")
+    assert "faded" in classes(page, "#state-submitted")
+    assert page.text_content("[data-step-context-title]") == "at the start"
+    assert "is-selected" in classes(page, ".timeline > li[data-seq='1']")
+    page.click("button[data-step='1']")
+    assert "current" in classes(page, "#state-cart")
+    assert page.text_content("[data-step-context-title]") == "after step 1"
+
+
+def test_screenshots_of_every_page(browser, live_server, orders):
+    base = live_server.url
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    log_in(page, base)
+    for name, path in (("machine", "/machines/order/"), ("executions", "/executions/"),
+                       ("admin-editor", "/admin/machines/machine/order/change/")):
+        response = page.goto(base + path)
+        assert response.status == 200, path
+        page.screenshot(path=SHOTS / f"{name}.png", full_page=True)
+
+    page.goto(f"{base}/executions/{orders.id}/")
+    page.screenshot(path=SHOTS / "execution.png", full_page=True)
+    page.set_viewport_size({"width": 1400, "height": 1120})
+    page.screenshot(path=SHOTS / "execution-top.png", type="png")
+    shutil.copy(SHOTS / "execution-top.png", ROOT / "docs" / "screenshot.png")
+    assert (ROOT / "docs" / "screenshot.png").stat().st_size < 300_000
+
+    phone = browser.new_page(viewport={"width": 375, "height": 812}, device_scale_factor=2)
+    phone.context.add_cookies(page.context.cookies())
+    phone.goto(f"{base}/executions/{orders.id}/")
+    width = phone.evaluate("document.documentElement.scrollWidth")
+    assert width <= 375, "the page scrolls sideways at phone width; only the diagram may"
+    phone.screenshot(path=SHOTS / "execution-phone.png", full_page=True)
+
+
+def test_keyboard_reaches_the_actions_with_a_visible_focus(browser, live_server, orders):
+    base = live_server.url
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    log_in(page, base)
+    page.goto(f"{base}/executions/{orders.id}/")
+    for _ in range(40):
+        page.keyboard.press("Tab")
+        if page.evaluate("document.activeElement.dataset.action") == "fraud-approve":
+            break
+    else:
+        pytest.fail("Tab never reached the first action button")
+    shadow = page.evaluate("getComputedStyle(document.activeElement).boxShadow")
+    outline = page.evaluate("getComputedStyle(document.activeElement).outlineStyle")
+    assert shadow != "none" or outline != "none"
