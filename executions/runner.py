@@ -17,16 +17,18 @@ and `sweep`. The guarantees (docs/runtime.md):
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import random
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db.models import Exists, F, OuterRef
 from django.utils import timezone
 
 from executions import engine, sandbox
@@ -104,7 +106,11 @@ def _as_datetime(epoch: float) -> datetime:
 # Public service functions ----------------------------------------------------------------
 def start(machine_id, *, input=None, version=None, idempotency_key=None, mocks=None, mode=None,
           actor="system", user=None, wait=False, timeout=None, parent=None, parent_token=""):
-    """Start an execution of a machine (latest version unless `version` is given)."""
+    """Start an execution of a machine (latest version unless `version` is given).
+
+    Sync mode and callers that wait apply the start in the same transaction that stores it;
+    otherwise it is stored and a worker applies it.
+    """
     input = {} if input is None else input
     if not isinstance(input, dict):
         raise InvalidRequest("input must be a JSON object")
@@ -113,6 +119,7 @@ def start(machine_id, *, input=None, version=None, idempotency_key=None, mocks=N
     machine_version = _machine_version(machine_id, version)
     definition = machine_version.parsed()
     mode = mode or definition.execution_mode
+    inline = mode == "sync" or wait
     with transaction.atomic():
         try:
             with transaction.atomic():
@@ -135,41 +142,154 @@ def start(machine_id, *, input=None, version=None, idempotency_key=None, mocks=N
                 raise
             existing = Execution.objects.get(machine_id=machine_id, idempotency_key=idempotency_key)
             return Outcome(existing, created=False)
-        InboxItem.objects.create(
-            execution=execution, kind=InboxItem.START, payload={"input": input}, actor=actor
-        )
-    execution.machine_version = machine_version
-    settled = _after_accept(execution, wait=wait, timeout=timeout)
-    execution.refresh_from_db()
-    return Outcome(execution, settled=settled)
+        item = InboxItem(execution=execution, kind=InboxItem.START, payload={"input": input},
+                         actor=actor)
+        if inline:
+            advanced = _apply(execution, [item])
+        else:
+            item.save()
+    if not inline:
+        schedule(execution.pk, mode)
+        return Outcome(execution, settled=False)
+    _recent.remember(advanced.execution)
+    settled = _continue_inline(advanced, timeout)
+    return Outcome(_fresh(execution, advanced), settled=settled)
 
 
 def trigger(execution_id, action, *, input=None, idempotency_key=None, actor="system",
             wait=False, timeout=None):
-    """Accept an action for an execution; with `wait`, return once it was applied.
+    """Accept an action for an execution; with `wait` (or in sync mode), apply it now.
 
-    When nothing else is pending, the action is tried on the current snapshot first (the
-    engine is pure, so this changes nothing): a certain rejection raises NotAvailable and
-    stores nothing. Otherwise the action is queued in order and applied by an advance.
+    When nothing is pending before it, an action that is applied now is stored and applied
+    in ONE transaction, and a rejection raises NotAvailable and stores nothing. Otherwise it
+    is queued in order; an advance applies it, or records why it was rejected.
     """
     input = {} if input is None else input
     if not isinstance(input, dict):
         raise InvalidRequest("input must be a JSON object")
     if not isinstance(action, str) or not action:
         raise InvalidRequest("action must be a non-empty string")
-    with transaction.atomic():
-        execution = _locked(execution_id)
-        if idempotency_key is not None:
-            earlier = execution.inbox.filter(idempotency_key=idempotency_key).first()
-            if earlier is not None:
-                return _settle_earlier(execution, earlier, wait=wait, timeout=timeout)
-        if not execution.inbox.filter(processed_at__isnull=True).exists():
-            _check_available(execution, action, input, actor)
-        item = InboxItem.objects.create(
-            execution=execution, kind=InboxItem.ACTION, idempotency_key=idempotency_key,
-            payload={"action": action, "input": input}, actor=actor,
-        )
+    payload = {"action": action, "input": input}
+    accepted = _accept(execution_id, InboxItem.ACTION, payload, actor, wait=wait,
+                       idempotency_key=idempotency_key)
+    if accepted.earlier is not None:
+        return _settle_earlier(accepted.execution, accepted.earlier, wait=wait, timeout=timeout)
+    return _settle(accepted, wait=wait, timeout=timeout)
+
+
+def cancel(execution_id, *, actor="system", reason=None):
+    """Cancel an execution (and the children it invoked synchronously)."""
+    accepted = _accept(execution_id, InboxItem.CANCEL, {"reason": reason}, actor, wait=True,
+                       allowed=lambda s: s not in engine.TERMINAL_STATUSES,
+                       refusal="it has already {status}")
+    return _settle(accepted, wait=True, timeout=None)
+
+
+def retry(execution_id, *, actor="system"):
+    """Resume a failed execution from where it failed."""
+    accepted = _accept(execution_id, InboxItem.RETRY, {}, actor, wait=True,
+                       allowed=lambda s: s == engine.FAILED,
+                       refusal="only a failed execution can be retried; this one is {status}")
+    return _settle(accepted, wait=True, timeout=None)
+
+
+@dataclass
+class _Accepted:
+    execution: Execution
+    item: InboxItem | None = None
+    advanced: Advanced | None = None  # set when it was applied in the accepting transaction
+    earlier: InboxItem | None = None  # set when the idempotency key was seen before
+
+
+def _accept(execution_id, kind, payload, actor, *, wait, idempotency_key=None,
+            allowed=None, refusal=""):
+    if idempotency_key is None and allowed is None:
+        accepted = _accept_on_recent(execution_id, kind, payload, actor, wait=wait)
+        if accepted is not None:
+            return accepted
+    for _ in range(CAS_RETRIES):
+        try:
+            with transaction.atomic():
+                execution = _locked(execution_id)
+                if idempotency_key is not None:
+                    earlier = execution.inbox.filter(idempotency_key=idempotency_key).first()
+                    if earlier is not None:
+                        return _Accepted(execution, earlier=earlier)
+                if allowed is not None and not allowed(execution.status):
+                    raise NotAvailable(refusal.format(status=execution.status),
+                                       execution.available_actions())
+                item = InboxItem(execution=execution, kind=kind, payload=payload, actor=actor,
+                                 idempotency_key=idempotency_key)
+                now = (wait or execution.execution_mode == "sync") and \
+                    execution.status != engine.RUNNING and not execution.has_pending
+                if not now:
+                    item.save()
+                    return _Accepted(execution, item)
+                advanced = _apply(execution, [item], reject=True)
+            _recent.remember(advanced.execution)
+            return _Accepted(execution, item, advanced=advanced)
+        except _Conflict:
+            time.sleep(random.uniform(0, 0.005))
+    raise RuntimeError(f"could not update {execution_id}: too many concurrent writers")
+
+
+def _accept_on_recent(execution_id, kind, payload, actor, *, wait):
+    """The interactive fast path: apply on the snapshot this process persisted last.
+
+    No read: the compare-and-swap update (which also requires that nothing waits in the
+    inbox) proves the remembered snapshot is still current. Any doubt — a lost race, a
+    rejection that might stem from a stale copy — falls back to the locked path.
+    """
+    execution = _recent.get(execution_id)
+    if execution is None or execution.status == engine.RUNNING:
+        return None
+    if not (wait or execution.execution_mode == "sync"):
+        return None
+    item = InboxItem(execution=execution, kind=kind, payload=payload, actor=actor)
+    try:
+        with transaction.atomic():
+            advanced = _apply(execution, [item], reject=True, nothing_pending=True)
+    except (_Conflict, NotAvailable):
+        _recent.forget(execution_id)
+        return None
+    _recent.remember(advanced.execution)
+    return _Accepted(advanced.execution, item, advanced=advanced)
+
+
+class _RecentExecutions:
+    """Executions this process persisted last, by id (bounded; copies in and out)."""
+
+    def __init__(self, size=4096):
+        self.size, self.items, self.lock = size, OrderedDict(), threading.Lock()
+
+    def get(self, execution_id):
+        with self.lock:
+            found = self.items.get(str(execution_id))
+            return copy.copy(found) if found is not None else None
+
+    def remember(self, execution):
+        with self.lock:
+            self.items[str(execution.pk)] = copy.copy(execution)
+            self.items.move_to_end(str(execution.pk))
+            while len(self.items) > self.size:
+                self.items.popitem(last=False)
+
+    def forget(self, execution_id):
+        with self.lock:
+            self.items.pop(str(execution_id), None)
+
+
+_recent = _RecentExecutions()
+
+
+def _settle(accepted: _Accepted, *, wait, timeout) -> Outcome:
+    """After acceptance: finish inline, wait for a worker, or leave it to the queue."""
+    execution = accepted.execution
+    if accepted.advanced is not None:
+        settled = _continue_inline(accepted.advanced, timeout)
+        return Outcome(_fresh(execution, accepted.advanced), settled=settled)
     settled = _after_accept(execution, wait=wait, timeout=timeout)
+    item = accepted.item
     if wait:
         item.refresh_from_db()
         if item.outcome == InboxItem.REJECTED:
@@ -179,30 +299,12 @@ def trigger(execution_id, action, *, input=None, idempotency_key=None, actor="sy
     return Outcome(execution, settled=settled)
 
 
-def cancel(execution_id, *, actor="system", reason=None):
-    """Cancel an execution (and the children it invoked synchronously)."""
-    return _control(execution_id, InboxItem.CANCEL, {"reason": reason}, actor,
-                    allowed=lambda s: s not in engine.TERMINAL_STATUSES,
-                    refusal="it has already {status}")
-
-
-def retry(execution_id, *, actor="system"):
-    """Resume a failed execution from where it failed."""
-    return _control(execution_id, InboxItem.RETRY, {}, actor,
-                    allowed=lambda s: s == engine.FAILED,
-                    refusal="only a failed execution can be retried; this one is {status}")
-
-
-def _control(execution_id, kind, payload, actor, *, allowed, refusal):
-    with transaction.atomic():
-        execution = _locked(execution_id)
-        if not allowed(execution.status):
-            raise NotAvailable(refusal.format(status=execution.status),
-                               execution.available_actions())
-        InboxItem.objects.create(execution=execution, kind=kind, payload=payload, actor=actor)
-    _after_accept(execution, wait=True, timeout=None)
-    execution.refresh_from_db()
-    return Outcome(execution)
+def _fresh(execution, advanced):
+    """The execution as the inline run left it (re-read only when work ran since)."""
+    if advanced.execution.status == engine.RUNNING or advanced.work:
+        execution.refresh_from_db()
+        return execution
+    return advanced.execution
 
 
 def _machine_version(machine_id, version):
@@ -216,20 +318,13 @@ def _machine_version(machine_id, version):
 
 
 def _locked(execution_id) -> Execution:
-    """The execution, row-locked on PostgreSQL so inbox order matches acceptance order."""
-    locked = Execution.objects.select_for_update().select_related("machine_version")
-    return locked.get(pk=execution_id)
+    """The execution, row-locked on PostgreSQL so inbox order matches acceptance order.
 
-
-def _check_available(execution: Execution, action, input, actor):
-    machine = execution.machine_version.parsed()
-    snapshot = execution.snapshot()
-    if snapshot.status == engine.INVOKING:
-        return  # it will be queued and applied once the work reports back
-    result = engine.transition(machine, snapshot, engine.Action(action, input, actor),
-                               _env(execution))
-    if result.rejected:
-        raise NotAvailable(result.rejected, result.available_actions)
+    `has_pending` says whether inbox items wait to be applied before anything new.
+    """
+    pending = InboxItem.objects.filter(execution=OuterRef("pk"), processed_at__isnull=True)
+    locked = Execution.objects.select_for_update(of=("self",)).select_related("machine_version")
+    return locked.annotate(has_pending=Exists(pending)).get(pk=execution_id)
 
 
 def _settle_earlier(execution, item, *, wait, timeout):
@@ -249,17 +344,27 @@ _inline = threading.local()
 
 
 def _after_accept(execution: Execution, *, wait, timeout) -> bool:
-    """Get what was just accepted applied: inline for sync mode and for callers that wait."""
-    if execution.execution_mode == "sync":
-        limit = timeout
-        if limit is None:
-            limit = execution.machine_version.parsed().timeout_seconds
-        return run_inline(execution.pk, deadline=time.monotonic() + limit, perform=True)
-    if wait:
-        limit = timeout if timeout is not None else 30
-        return run_inline(execution.pk, deadline=time.monotonic() + limit, perform=False)
+    """Get what was queued applied: inline for sync mode and for callers that wait."""
+    if execution.execution_mode == "sync" or wait:
+        return run_inline(execution.pk, deadline=_deadline(execution, timeout),
+                          perform=execution.execution_mode == "sync")
     schedule(execution.pk, execution.execution_mode)
     return False
+
+
+def _deadline(execution, timeout) -> float:
+    """Sync callers wait up to the machine's timeout_seconds; others up to `timeout` (30 s)."""
+    if timeout is None:
+        timeout = execution.machine_version.parsed().timeout_seconds
+    return time.monotonic() + timeout
+
+
+def _continue_inline(advanced: Advanced, timeout) -> bool:
+    execution = advanced.execution
+    if not advanced.work and execution.status != engine.RUNNING:
+        return True  # paused already: nothing more to do (the common interactive case)
+    return run_inline(execution.pk, deadline=_deadline(execution, timeout),
+                      perform=execution.execution_mode == "sync", first=advanced)
 
 
 def schedule(execution_id, mode=None):
@@ -269,17 +374,12 @@ def schedule(execution_id, mode=None):
     if mode is None:
         mode = Execution.objects.values_list("execution_mode", flat=True).get(pk=execution_id)
     if mode == "sync":
-        run_inline(execution_id, deadline=time.monotonic() + _sync_budget(execution_id),
-                   perform=True)
+        execution = Execution.objects.select_related("machine_version").get(pk=execution_id)
+        run_inline(execution_id, deadline=_deadline(execution, None), perform=True)
     else:
         from executions import tasks
 
         transaction.on_commit(lambda: tasks.enqueue_advance(execution_id))
-
-
-def _sync_budget(execution_id) -> float:
-    execution = Execution.objects.select_related("machine_version").get(pk=execution_id)
-    return execution.machine_version.parsed().timeout_seconds
 
 
 def _running_inline() -> set:
@@ -288,7 +388,7 @@ def _running_inline() -> set:
     return _inline.ids
 
 
-def run_inline(execution_id, *, deadline: float, perform: bool) -> bool:
+def run_inline(execution_id, *, deadline: float, perform: bool, first=None) -> bool:
     """Advance in this process until the next pause (and, with `perform`, do the work too).
 
     Returns True when the execution paused before the deadline; past it, what is left goes
@@ -299,46 +399,25 @@ def run_inline(execution_id, *, deadline: float, perform: bool) -> bool:
     active = _running_inline()
     active.add(execution_id)
     try:
+        advanced = first or advance(execution_id)
         while True:
-            advanced = advance(execution_id)
-            pending_work = advanced.work if perform else []
-            for work in pending_work:
-                if time.monotonic() >= deadline:
-                    break
-                perform_work(work.pk, report=False)
-            execution = advanced.execution
-            unfinished_work = Work.objects.filter(
-                execution_id=execution_id, status=Work.PENDING
-            ).values_list("pk", flat=True)
-            more_inbox = InboxItem.objects.filter(
-                execution_id=execution_id, processed_at__isnull=True
-            ).exists()
-            still_running = execution.status == engine.RUNNING
+            performed = False
+            for work in advanced.work:
+                if perform and time.monotonic() < deadline:
+                    perform_work(work.pk, report=False)
+                    performed = True
+                else:
+                    tasks.enqueue_work(work.pk)
+            running = advanced.execution.status == engine.RUNNING
             if time.monotonic() >= deadline:
-                for work_id in unfinished_work:
-                    tasks.enqueue_work(work_id)
-                if more_inbox or still_running:
+                if running or performed:
                     tasks.enqueue_advance(execution_id)
                 return False
-            if not (more_inbox or still_running or (perform and unfinished_work.exists())):
-                if not perform:
-                    for work_id in unfinished_work:
-                        tasks.enqueue_work(work_id)
+            if not (running or performed or advanced.applied == INBOX_BATCH):
                 return True
+            advanced = advance(execution_id)
     finally:
         active.discard(execution_id)
-
-
-def wait_until_settled(execution_id, timeout: float) -> bool:
-    """Poll until nothing is pending and the execution is not running (or time is up)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        status = Execution.objects.values_list("status", flat=True).get(pk=execution_id)
-        pending = InboxItem.objects.filter(execution_id=execution_id, processed_at__isnull=True)
-        if status != engine.RUNNING and not pending.exists():
-            return True
-        time.sleep(POLL_SECONDS)
-    return False
 
 
 def _wait_processed(execution, item_ids, timeout) -> bool:
@@ -367,14 +446,30 @@ def advance(execution_id, *, max_items=INBOX_BATCH) -> Advanced:
     for _ in range(CAS_RETRIES):
         try:
             with transaction.atomic():
-                return _advance_once(execution_id, max_items)
+                execution = Execution.objects.select_related("machine_version").get(
+                    pk=execution_id)
+                items = []
+                if execution.status != engine.RUNNING or not execution.engine_state:
+                    latency = execution.execution_mode == "async-latency"
+                    items = list(
+                        InboxItem.objects.filter(execution_id=execution_id,
+                                                 processed_at__isnull=True)
+                        .order_by("id")[: 1 if latency else max_items]
+                    )
+                advanced = _apply(execution, items)
+            _recent.remember(advanced.execution)
+            return advanced
         except _Conflict:
             time.sleep(random.uniform(0, 0.005))
     raise RuntimeError(f"could not advance {execution_id}: too many concurrent writers")
 
 
-def _advance_once(execution_id, max_items) -> Advanced:
-    execution = Execution.objects.select_related("machine_version").get(pk=execution_id)
+def _apply(execution: Execution, items, *, reject=False, nothing_pending=False) -> Advanced:
+    """Feed items to the engine and persist the outcome (inside the caller's transaction).
+
+    Items not yet saved are stored with it, already processed. With `reject`, a rejected
+    item raises NotAvailable, which rolls the whole transaction back: nothing changes.
+    """
     machine = execution.machine_version.parsed()
     latency_mode = execution.execution_mode == "async-latency"
     env = _env(execution, max_steps=1 if latency_mode else None)
@@ -392,12 +487,10 @@ def _advance_once(execution_id, max_items) -> Advanced:
     if snapshot is not None and snapshot.status == engine.RUNNING:
         apply(engine.Continue())
     if snapshot is None or snapshot.status != engine.RUNNING:
-        items = list(
-            InboxItem.objects.filter(execution_id=execution_id, processed_at__isnull=True)
-            .order_by("id")[: 1 if latency_mode else max_items]
-        )
         for item in items:
             result = apply(_event(item))
+            if reject and result.rejected:
+                raise NotAvailable(result.rejected, result.available_actions)
             item.outcome = (
                 InboxItem.APPLIED if not result.rejected
                 else InboxItem.REJECTED if result.history else InboxItem.IGNORED
@@ -409,7 +502,8 @@ def _advance_once(execution_id, max_items) -> Advanced:
                 break  # async-latency: one step per task; the rest waits for the next one
     if not history and not processed:
         return Advanced(execution, [])
-    work = _persist(execution, snapshot, history, effects, processed)
+    work = _persist(execution, snapshot, history, effects, processed,
+                    nothing_pending=nothing_pending)
     return Advanced(execution, work, applied=len(processed))
 
 
@@ -447,22 +541,25 @@ HISTORY_FIELDS = ("transition", "from_state", "to_state", "action", "actor")
 HISTORY_JSON_FIELDS = ("input", "context", "output", "error", "guards", "detail")
 
 
-def _persist(execution: Execution, snapshot: engine.Snapshot, history, effects, processed):
+def _persist(execution: Execution, snapshot: engine.Snapshot, history, effects, processed, *,
+             nothing_pending=False):
     now = timezone.now()
     data = snapshot.to_dict()
     columns = {key: data.pop(key) for key in SNAPSHOT_COLUMNS}
-    updated = Execution.objects.filter(pk=execution.pk, version=execution.version).update(
-        **columns,
+    columns.update(
         engine_state=data,
-        version=F("version") + 1,
         updated_at=now,
         finished_at=now if snapshot.status in engine.TERMINAL_STATUSES else None,
     )
+    current = Execution.objects.filter(pk=execution.pk, version=execution.version)
+    if nothing_pending:
+        current = current.exclude(Exists(
+            InboxItem.objects.filter(execution=OuterRef("pk"), processed_at__isnull=True)))
+    updated = current.update(**columns, version=F("version") + 1)
     if updated != 1:
         raise _Conflict()
     for key, value in columns.items():
         setattr(execution, key, value)
-    execution.engine_state, execution.updated_at = data, now
     execution.version += 1
 
     HistoryEntry.objects.bulk_create(
@@ -470,8 +567,18 @@ def _persist(execution: Execution, snapshot: engine.Snapshot, history, effects, 
     )
     for item in processed:
         item.processed_at = now
-    InboxItem.objects.bulk_update(processed, ["processed_at", "outcome", "reason"])
+    stored = [item for item in processed if item.pk is not None]
+    InboxItem.objects.bulk_update(stored, ["processed_at", "outcome", "reason"])
+    # Applied in the transaction that accepted them: the history is their record, but an
+    # idempotency key must be kept to recognise a repeat.
+    InboxItem.objects.bulk_create(
+        [item for item in processed if item.pk is None and _worth_keeping(item)]
+    )
     return _record_effects(execution, effects)
+
+
+def _worth_keeping(item: InboxItem) -> bool:
+    return item.idempotency_key is not None or item.kind == InboxItem.START
 
 
 def _history_row(execution, entry) -> HistoryEntry:
