@@ -98,11 +98,12 @@ def machine_detail(request, machine_id, version=None):
         raise Http404(f"No machine {machine_id!r} version {version or 'latest'}") from None
     machine = machine_version.parsed()
     all_versions = list(MachineVersion.objects.filter(machine_id=machine_id)
-                        .order_by("-version").values("version", "title", "created_at"))
-    per_version = dict(Execution.objects.filter(machine_id=machine_id).order_by()
-                       .values_list("machine_version__version").annotate(n=Count("pk")))
+                        .order_by("-version").values("id", "version", "title", "created_at"))
+    per_version = dict(Execution.objects.filter(
+        machine_version_id__in=[item["id"] for item in all_versions]).order_by()
+        .values_list("machine_version_id").annotate(n=Count("pk")))
     for item in all_versions:
-        item["executions"] = per_version.get(item["version"], 0)
+        item["executions"] = per_version.get(item["id"], 0)
 
     compare = _compare(request, machine_id, all_versions)
     if compare:
@@ -119,9 +120,8 @@ def machine_detail(request, machine_id, version=None):
     shown_machine = shown.parsed()
 
     filters = ExecutionFilter(request.GET or None)
-    executions = filters.apply(Execution.objects.filter(machine_id=machine_id)
-                               .select_related("machine_version"))
-    page = Paginator(executions, PAGE_SIZE).get_page(request.GET.get("page"))
+    page = _page(filters.apply(Execution.objects.filter(machine_id=machine_id)),
+                 request.GET.get("page"))
     status_counts = dict(Execution.objects.filter(machine_id=machine_id).order_by()
                          .values_list("status").annotate(n=Count("pk")))
     return render(request, "explorer/machine.html", {
@@ -168,6 +168,17 @@ def _heat_rows(machine, heat: paths.Heat) -> list[dict]:
 
 
 # Executions ------------------------------------------------------------------------------
+def _page(executions, number):
+    """A page of executions, newest first. The ids are paged first and the rows fetched
+    after: sorting narrow id rows is several times faster than sorting whole rows."""
+    page = Paginator(executions.order_by("-created_at").values_list("pk", flat=True),
+                     PAGE_SIZE).get_page(number)
+    ids = list(page.object_list)
+    found = Execution.objects.select_related("machine_version").in_bulk(ids)
+    page.object_list = [found[pk] for pk in ids if pk in found]
+    return page
+
+
 def _execution_rows(page) -> list[dict]:
     rows = []
     for execution in page.object_list:
@@ -187,8 +198,7 @@ def _query_without_page(request) -> str:
 @viewer
 def execution_list(request):
     filters = ExecutionFilter(request.GET or None)
-    executions = filters.apply(Execution.objects.select_related("machine_version"))
-    page = Paginator(executions, PAGE_SIZE).get_page(request.GET.get("page"))
+    page = _page(filters.apply(Execution.objects.all()), request.GET.get("page"))
     return render(request, "explorer/executions.html", {
         "filters": filters, "page": page, "rows": _execution_rows(page),
         "machines": Machine.objects.values_list("id", flat=True),

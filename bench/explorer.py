@@ -1,0 +1,218 @@
+"""Explorer benchmark: the execution page with 10,000 history rows and the machine page
+with 100,000 executions, each next to the time of the bare queries it needs.
+
+    .venv/bin/python bench/explorer.py            # a fresh temporary SQLite database
+    .venv/bin/python bench/explorer.py --postgres  # the PostgreSQL database dm_bench_explorer
+
+Rows are bulk-inserted directly (the runner would take minutes to write them). Pages are
+fetched with Django's test client as a logged-in viewer; each figure is the median of
+several requests after one warm-up (the diagram cache, the parsed definition).
+"""
+import argparse
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+HISTORY_ROWS = 10_000
+EXECUTIONS = 100_000
+ROUNDS = 5
+
+
+def configure(postgres: bool):
+    if postgres:
+        os.environ["DATABASE_URL"] = os.environ.get(
+            "BENCH_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/dm_bench_explorer")
+    else:
+        path = Path(tempfile.mkdtemp()) / "explorer-bench.sqlite3"
+        os.environ["DATABASE_URL"] = f"sqlite:///{path}"
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "workflow_site.settings")
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+    from django.db import connection
+
+    if postgres:
+        with connection.cursor() as cursor:  # start clean: drop our tables
+            cursor.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public;")
+    call_command("migrate", verbosity=0)
+
+
+def timed(fn, rounds=ROUNDS) -> tuple[float, object]:
+    fn()  # warm-up
+    times, result = [], None
+    for _ in range(rounds):
+        started = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times) * 1000, result
+
+
+def long_execution(version, user):
+    """An order sitting in its cart after 5,000 add actions: 10,000 history rows."""
+    from executions.models import Execution, HistoryEntry
+
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    execution = Execution.objects.create(
+        machine_id="order", machine_version=version, execution_mode="sync", status="waiting",
+        state="cart", context={"order": {"id": "R1", "line_items": []}, "n": 0},
+        engine_state={"seq": HISTORY_ROWS}, actor="bench", created_by=user)
+    rows = [HistoryEntry(execution=execution, machine_version=version, seq=1,
+                         kind="execution_started", at=start, actor="bench",
+                         context={"order": {"id": "R1", "line_items": []}, "n": 0})]
+    rows.append(HistoryEntry(execution=execution, machine_version=version, seq=2,
+                             kind="transition_taken", at=start, transition="created",
+                             from_state="create", to_state="cart"))
+    seq = 2
+    while seq < HISTORY_ROWS:
+        at = start + timedelta(seconds=seq)
+        rows.append(HistoryEntry(execution=execution, machine_version=version, seq=seq + 1,
+                                 kind="action_received", at=at, actor="alice", action="add",
+                                 input={"sku": "x9"}))
+        rows.append(HistoryEntry(execution=execution, machine_version=version, seq=seq + 2,
+                                 kind="transition_taken", at=at, actor="alice", action="add",
+                                 transition="add", from_state="cart", to_state="cart",
+                                 input={"sku": "x9"}, context={"n": seq}))
+        seq += 2
+    HistoryEntry.objects.bulk_create(rows[:HISTORY_ROWS], batch_size=2000)
+    return execution
+
+
+# Where the 100,000 executions stop: (weight, status, moves after "create -> cart")
+ROUTES = [
+    (30, "waiting", []),
+    (25, "waiting", [("place", "cart", "submitted")]),
+    (30, "finished", [("place", "cart", "submitted"),
+                      ("fraud-reject", "submitted", "fraud-rejected"),
+                      ("cancel", "fraud-rejected", "canceled")]),
+    (15, "invoking", [("place", "cart", "submitted"),
+                      ("fraud-approve", "submitted", "fraud-approved"),
+                      ("release", "fraud-approved", "released")]),
+]
+
+
+def many_executions(version):
+    from executions.models import Execution, HistoryEntry
+
+    rng = random.Random(7)
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    weights = [w for w, _, _ in ROUTES]
+    batch_size = 5000
+    for offset in range(0, EXECUTIONS, batch_size):
+        executions, routes = [], []
+        for i in range(offset, offset + batch_size):
+            _, status, moves = rng.choices(ROUTES, weights)[0]
+            state = moves[-1][2] if moves else "cart"
+            executions.append(Execution(
+                machine_id="order", machine_version=version, execution_mode="sync",
+                status=status, state=state, context={"n": i}, engine_state={},
+                actor="bench"))
+            routes.append(moves)
+        Execution.objects.bulk_create(executions, batch_size=batch_size)
+        rows = []
+        for execution, moves in zip(executions, routes, strict=True):
+            at = start + timedelta(seconds=rng.randint(0, 86400 * 30))
+            rows.append(HistoryEntry(execution=execution, machine_version=version, seq=1,
+                                     kind="execution_started", at=at, context={}))
+            steps = [("created", "create", "cart"), *moves]
+            for seq, (tid, source, target) in enumerate(steps, start=2):
+                at += timedelta(seconds=rng.randint(1, 3600))
+                rows.append(HistoryEntry(execution=execution, machine_version=version,
+                                         seq=seq, kind="transition_taken", at=at,
+                                         transition=tid, from_state=source, to_state=target))
+            if moves and moves[-1][0] == "release":
+                rows.append(HistoryEntry(execution=execution, machine_version=version,
+                                         seq=len(steps) + 2, kind="work_started", at=at,
+                                         transition="ship", from_state="released",
+                                         detail={"kind": "machine"}))
+        HistoryEntry.objects.bulk_create(rows, batch_size=5000)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--postgres", action="store_true")
+    args = parser.parse_args()
+    configure(args.postgres)
+
+    from django.contrib.auth import get_user_model
+    from django.db import connection, reset_queries
+    from django.test import Client
+    from django.test.utils import CaptureQueriesContext, setup_test_environment
+
+    from executions import paths
+    from executions.models import Execution
+    from machines.services import save_version
+
+    setup_test_environment()
+    version = save_version((ROOT / "examples" / "order.yaml").read_text())[0]
+    save_version((ROOT / "examples" / "shipment.yaml").read_text())
+    user = get_user_model().objects.create_superuser("bench", "b@example.com", "bench-pass-1")
+    client = Client()
+    client.force_login(user)
+
+    started = time.perf_counter()
+    execution = long_execution(version, user)
+    many_executions(version)
+    print(f"inserted {HISTORY_ROWS:,} history rows for one execution and "
+          f"{EXECUTIONS:,} executions in {time.perf_counter() - started:.0f} s "
+          f"({connection.vendor})\n")
+
+    def page(url):
+        def fetch():
+            response = client.get(url)
+            assert response.status_code == 200, (url, response.status_code)
+            return response
+        return fetch
+
+    def count_queries(fn):
+        reset_queries()
+        with CaptureQueriesContext(connection) as captured:
+            fn()
+        return len(captured)
+
+    def execution_queries():
+        rows = list(paths.path_rows(execution))
+        page_rows = list(execution.history.filter(seq__gt=HISTORY_ROWS - 200).values())
+        return len(rows) + len(page_rows)
+
+    def machine_queries():
+        paths.executions_in_states(version)
+        paths.edge_counts(version.parsed(), version)
+        paths.median_stays(version)
+        list(Execution.objects.filter(machine_id="order").order_by()
+             .values_list("status").annotate())
+        return list(Execution.objects.filter(machine_id="order")[:50])
+
+    results = []
+    for name, url, bare in (
+        (f"execution page, {HISTORY_ROWS:,} history rows", f"/executions/{execution.id}/",
+         execution_queries),
+        (f"machine page, {EXECUTIONS:,} executions", "/machines/order/", machine_queries),
+        ("machine list", "/machines/", None),
+        (f"execution list, {EXECUTIONS:,} executions", "/executions/", None),
+    ):
+        page_ms, response = timed(page(url))
+        bare_ms = timed(bare)[0] if bare else None
+        results.append((name, page_ms, bare_ms, count_queries(page(url)),
+                        len(response.content) // 1024))
+        if "execution page" in name:
+            steps = response.content.decode().split('id="steps-data"')[1].split("</script>")[0]
+            print(f"execution page: steps JSON {len(steps) // 1024} KB, "
+                  f"{response.content.decode().count('<li data-seq')} timeline items\n")
+
+    print(f"{'page':44} {'page ms':>9} {'bare queries ms':>16} {'queries':>8} {'KB':>6}")
+    for name, page_ms, bare_ms, queries, size in results:
+        bare = f"{bare_ms:.1f}" if bare_ms is not None else "—"
+        print(f"{name:44} {page_ms:9.1f} {bare:>16} {queries:8d} {size:6d}")
+
+
+if __name__ == "__main__":
+    main()
