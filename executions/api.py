@@ -128,11 +128,20 @@ class HistoryEntrySerializer(serializers.ModelSerializer):
         return {key: None if value == "" else value for key, value in row.items()}
 
 
+class TextField(serializers.CharField):
+    """A JSON string: DRF's CharField would also take 5 and make it "5"."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
 class StartSerializer(serializers.Serializer):
     input = serializers.DictField(required=False, help_text="The execution's input object.")
     version = serializers.IntegerField(required=False, min_value=1, max_value=MAX_VERSION,
                                        help_text="Default: the latest version.")
-    idempotency_key = serializers.CharField(
+    idempotency_key = TextField(
         required=False, max_length=200,
         help_text="The same key for the same machine returns the first execution (200).")
     mocks = serializers.DictField(
@@ -148,9 +157,9 @@ class StartSerializer(serializers.Serializer):
 
 
 class TriggerSerializer(serializers.Serializer):
-    action = serializers.CharField(max_length=200)
+    action = TextField(max_length=200)
     input = serializers.DictField(required=False)
-    idempotency_key = serializers.CharField(
+    idempotency_key = TextField(
         required=False, max_length=200,
         help_text="The same key again for this execution applies nothing and answers as "
                   "the first time.")
@@ -164,7 +173,7 @@ class NoBodySerializer(serializers.Serializer):
 
 
 class CancelSerializer(serializers.Serializer):
-    reason = serializers.CharField(required=False, max_length=1000)
+    reason = TextField(required=False, max_length=1000)
 
 
 class ExecutionFilterSerializer(serializers.Serializer):

@@ -369,8 +369,10 @@ def _continue_inline(advanced: Advanced, timeout) -> bool:
 
 def schedule(execution_id, mode=None):
     """Make sure someone advances the execution: inline (sync mode) or a queued task."""
-    if execution_id in _running_inline():
-        return  # the loop on this thread's stack will pick the new item up
+    active = _running_inline()
+    if execution_id in active:
+        active[execution_id] = True  # the loop on this thread's stack advances again
+        return
     if mode is None:
         mode = Execution.objects.values_list("execution_mode", flat=True).get(pk=execution_id)
     if mode == "sync":
@@ -382,9 +384,10 @@ def schedule(execution_id, mode=None):
         transaction.on_commit(lambda: tasks.enqueue_advance(execution_id))
 
 
-def _running_inline() -> set:
+def _running_inline() -> dict:
+    """Executions advanced by a loop on this thread -> whether new input arrived meanwhile."""
     if not hasattr(_inline, "ids"):
-        _inline.ids = set()
+        _inline.ids = {}
     return _inline.ids
 
 
@@ -397,7 +400,10 @@ def run_inline(execution_id, *, deadline: float, perform: bool, first=None) -> b
     from executions import tasks
 
     active = _running_inline()
-    active.add(execution_id)
+    if execution_id in active:  # re-entered through the queue's sync mode: let the outer loop
+        active[execution_id] = True
+        return True
+    active[execution_id] = False
     try:
         advanced = first or advance(execution_id)
         while True:
@@ -409,15 +415,17 @@ def run_inline(execution_id, *, deadline: float, perform: bool, first=None) -> b
                 else:
                     tasks.enqueue_work(work.pk)
             running = advanced.execution.status == engine.RUNNING
+            poked, active[execution_id] = active[execution_id], False
+            more = running or performed or poked or advanced.applied == INBOX_BATCH
             if time.monotonic() >= deadline:
-                if running or performed:
+                if more:
                     tasks.enqueue_advance(execution_id)
                 return False
-            if not (running or performed or advanced.applied == INBOX_BATCH):
+            if not more:
                 return True
             advanced = advance(execution_id)
     finally:
-        active.discard(execution_id)
+        active.pop(execution_id, None)
 
 
 def _wait_processed(execution, item_ids, timeout) -> bool:

@@ -8,6 +8,7 @@ with aggregate queries wherever the answer is a count.
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from functools import wraps
 
@@ -86,8 +87,19 @@ def machine_list(request):
         by_status = counts.get(version.machine_id, {})
         version.status_counts = [(s, by_status[s]) for s in engine.STATUSES if s in by_status]
         version.executions_total = sum(by_status.values())
+        version.thumbnail = mark_safe(_thumbnail(version.parsed()))
     return render(request, "explorer/machines.html",
                   {"versions": versions, **_page_context(request)})
+
+
+def _thumbnail(machine) -> str:
+    """The cached diagram without ids and titles: a picture inside a link, several a page."""
+    svg = diagrams.render_svg(machine)
+    return _TITLES.sub("", _IDS.sub("", svg))
+
+
+_IDS = re.compile(r' id="[^"]*"')
+_TITLES = re.compile(r"<title>[^<]*</title>")
 
 
 @viewer

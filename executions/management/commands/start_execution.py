@@ -11,7 +11,8 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("machine", help="machine id")
         parser.add_argument("--input", default="{}", help="start input as a JSON object")
-        parser.add_argument("--version", type=int, help="machine version (default: latest)")
+        parser.add_argument("--machine-version", type=int, dest="version",
+                            help="machine version (default: latest)")
         parser.add_argument("--wait", type=float, default=10,
                             help="seconds to wait for the first pause (default 10)")
 
