@@ -144,6 +144,7 @@ def main():
 
     from django.contrib.auth import get_user_model
     from django.db import connection, reset_queries
+    from django.db.models import Count
     from django.test import Client
     from django.test.utils import CaptureQueriesContext, setup_test_environment
 
@@ -188,8 +189,13 @@ def main():
         paths.edge_counts(version.parsed(), version)
         paths.median_stays(version)
         list(Execution.objects.filter(machine_id="order").order_by()
-             .values_list("status").annotate())
-        return list(Execution.objects.filter(machine_id="order")[:50])
+             .values_list("status").annotate(n=Count("pk")))
+        list(Execution.objects.filter(machine_version=version).order_by()
+             .values_list("machine_version_id").annotate(n=Count("pk")))
+        Execution.objects.filter(machine_id="order").count()
+        ids = list(Execution.objects.filter(machine_id="order").order_by("-created_at")
+                   .values_list("pk", flat=True)[:50])
+        return Execution.objects.in_bulk(ids)
 
     results = []
     for name, url, bare in (
