@@ -285,6 +285,8 @@ def _execution_page(request, execution, *, action_form=None, status=200):
         "context_step": steps[-1]["n"] if steps else None,
         "children": children, "running_for": _running_for(execution),
         "started_by": timeline.who(execution.actor),
+        "idle_for": timeline.duration((timezone.now() - page_rows[-1]["at"]).total_seconds())
+        if page_rows and execution.status in engine.PAUSED_STATUSES else "",
         "result_json": json.dumps(execution.result, indent=2, ensure_ascii=False, default=str),
         "error_text": timeline.error_message(execution.error) if execution.error else "",
         **_page_context(request),
