@@ -98,7 +98,7 @@ def _execution_row():
     version = MachineVersion.objects.get(machine_id="bench-loop")
     return Execution.objects.create(
         machine_id="bench-loop", machine_version=version, execution_mode="sync",
-        status="running", state="counting", context={"n": 0},
+        status="waiting", state="counting", context={"n": 0},
     )
 
 

@@ -414,7 +414,7 @@ def run_inline(execution_id, *, deadline: float, perform: bool, first=None) -> b
                     performed = True
                 else:
                     tasks.enqueue_work(work.pk)
-            running = advanced.execution.status == engine.RUNNING
+            running = advanced.execution.status == engine.RUNNING and advanced.progressed
             poked, active[execution_id] = active[execution_id], False
             more = running or performed or poked or advanced.applied == INBOX_BATCH
             if time.monotonic() >= deadline:
@@ -442,7 +442,8 @@ def _wait_processed(execution, item_ids, timeout) -> bool:
 class Advanced:
     execution: Execution
     work: list  # Work rows created by this advance, to perform after the commit
-    applied: int = 0
+    applied: int = 0  # inbox items consumed
+    progressed: bool = False  # anything changed at all
 
 
 class _Conflict(Exception):
@@ -512,7 +513,7 @@ def _apply(execution: Execution, items, *, reject=False, nothing_pending=False) 
         return Advanced(execution, [])
     work = _persist(execution, snapshot, history, effects, processed,
                     nothing_pending=nothing_pending)
-    return Advanced(execution, work, applied=len(processed))
+    return Advanced(execution, work, applied=len(processed), progressed=True)
 
 
 def _event(item: InboxItem):
