@@ -200,17 +200,14 @@ class _cluster:
         self.extra_env = extra_env
 
     def __enter__(self):
-        import uuid
-
         from django.db import connection
 
-        self.name = f"bench{uuid.uuid4().hex[:6]}"
-        env = {**os.environ, **self.extra_env, "DM_Q_CLUSTER_NAME": self.name}
-        env["DATABASE_URL"] = os.environ["DATABASE_URL"]
+        env = {**os.environ, **self.extra_env}
         connection.close()
+        self.log = open(os.path.join(tempfile.gettempdir(), "dm-bench-cluster.log"), "ab")
         self.processes = [
             subprocess.Popen([sys.executable, "manage.py", command], cwd=ROOT, env=env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             stdout=self.log, stderr=subprocess.STDOUT,
                              start_new_session=True)
             for command in ("qcluster", "run_timers")
         ]
@@ -226,8 +223,10 @@ class _cluster:
         from executions import tasks
 
         stack = ExitStack()
-        stack.enter_context(mock.patch.object(Conf, "CLUSTER_NAME", self.name))
         if "REDIS_URL" in self.extra_env:
+            import redis
+
+            redis.from_url(REDIS_URL).flushdb()  # its own Redis database: no stale tasks
             stack.enter_context(mock.patch.object(Conf, "ORM", None))
             stack.enter_context(mock.patch.object(Conf, "REDIS", REDIS_URL))
         tasks._broker.cache_clear()

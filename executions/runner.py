@@ -381,7 +381,7 @@ def schedule(execution_id, mode=None):
     else:
         from executions import tasks
 
-        transaction.on_commit(lambda: tasks.enqueue_advance(execution_id))
+        transaction.on_commit(lambda: tasks.enqueue_advance(execution_id, mode))
 
 
 def _running_inline() -> dict:
@@ -576,8 +576,13 @@ def _persist(execution: Execution, snapshot: engine.Snapshot, history, effects, 
     )
     for item in processed:
         item.processed_at = now
-    stored = [item for item in processed if item.pk is not None]
-    InboxItem.objects.bulk_update(stored, ["processed_at", "outcome", "reason"])
+    outcomes = {}
+    for item in processed:
+        if item.pk is not None:
+            outcomes.setdefault((item.outcome, item.reason), []).append(item.pk)
+    for (outcome, reason), pks in outcomes.items():
+        InboxItem.objects.filter(pk__in=pks).update(processed_at=now, outcome=outcome,
+                                                    reason=reason)
     # Applied in the transaction that accepted them: the history is their record, but an
     # idempotency key must be kept to recognise a repeat.
     InboxItem.objects.bulk_create(

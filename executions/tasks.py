@@ -20,8 +20,8 @@ def _broker():
     return get_broker()
 
 
-def enqueue_advance(execution_id):
-    async_task("executions.tasks.advance_task", str(execution_id), broker=_broker(),
+def enqueue_advance(execution_id, mode=None):
+    async_task("executions.tasks.advance_task", str(execution_id), mode, broker=_broker(),
                task_name=f"advance {execution_id}")
 
 
@@ -30,16 +30,17 @@ def enqueue_work(work_id):
                task_name=f"work {work_id}")
 
 
-def advance_task(execution_id):
+def advance_task(execution_id, mode=None):
     """Advance an execution: until its next pause, or one step in async-latency mode."""
-    mode = Execution.objects.values_list("execution_mode", flat=True).get(pk=execution_id)
+    if mode is None:
+        mode = Execution.objects.values_list("execution_mode", flat=True).get(pk=execution_id)
     if mode == "async-latency":
         advanced = runner.advance(execution_id)
         for work in advanced.work:
             enqueue_work(work.pk)
         more = InboxItem.objects.filter(execution_id=execution_id, processed_at__isnull=True)
         if advanced.execution.status == engine.RUNNING or more.exists():
-            enqueue_advance(execution_id)  # re-enqueued behind other executions: fair
+            enqueue_advance(execution_id, mode)  # re-enqueued behind other executions: fair
         return
     runner.run_inline(execution_id, deadline=time.monotonic() + THROUGHPUT_BUDGET_SECONDS,
                       perform=mode == "sync")

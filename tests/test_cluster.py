@@ -184,11 +184,9 @@ def redis_cluster(transactional_db):
         pytest.skip(f"Redis not reachable at {REDIS_URL}")
     from tests.conftest import Cluster, test_database_url
 
-    name = f"dmtest{uuid.uuid4().hex[:8]}"
-    env = {**os.environ, "DATABASE_URL": test_database_url(), "REDIS_URL": REDIS_URL,
-           "DM_Q_CLUSTER_NAME": name}
-    with mock.patch.object(Conf, "ORM", None), mock.patch.object(Conf, "REDIS", REDIS_URL), \
-            mock.patch.object(Conf, "CLUSTER_NAME", name):
+    redis.from_url(REDIS_URL).flushdb()  # a database of its own: no other queue's tasks
+    env = {**os.environ, "DATABASE_URL": test_database_url(), "REDIS_URL": REDIS_URL}
+    with mock.patch.object(Conf, "ORM", None), mock.patch.object(Conf, "REDIS", REDIS_URL):
         tasks._broker.cache_clear()
         cluster = Cluster(env)
         cluster.start()
