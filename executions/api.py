@@ -35,7 +35,7 @@ from machines.api import (
 from workflow_site import api_errors
 from workflow_site.api_errors import error_body, problem
 
-MAX_WAIT_SECONDS = 25.0  # below gunicorn's 30 s worker timeout
+MAX_WAIT_SECONDS = 30.0  # a waiting request holds a web thread: bound it
 MAX_VERSION = 2**31 - 1
 EXECUTION_MODES = ("sync", "async-throughput", "async-latency")
 
@@ -114,8 +114,19 @@ class ExecutionSerializer(serializers.ModelSerializer):
         return reverse("api:execution-svg", args=[execution.pk])
 
 
+def text_or_null(**kwargs):
+    return serializers.CharField(allow_null=True, **kwargs)
+
+
 class HistoryEntrySerializer(serializers.ModelSerializer):
     """A history row; fields that do not apply to its kind are null."""
+
+    actor = text_or_null(help_text="user:NAME, token:NAME, timer, execution:ID, system")
+    transition = text_or_null(help_text="The transition's id.")
+    branch = text_or_null(help_text="success/error after an invoke, then/else of a decision.")
+    from_state = text_or_null()
+    to_state = text_or_null()
+    action = text_or_null()
 
     class Meta:
         model = HistoryEntry

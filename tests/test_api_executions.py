@@ -330,6 +330,7 @@ def test_execution_diagram_shows_its_path(api, cart):
 
 # Async mode with a real worker ------------------------------------------------------------
 @pytest.mark.cluster
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)  # the role groups
 def test_async_start_and_trigger_are_accepted_then_applied_by_the_worker(api, save_machine,
                                                                         cluster):
     save_machine(SLOW_CART)

@@ -5,6 +5,7 @@ beyond the database's integer range) gets a JSON 404 in the one error shape.
 """
 from django.http import JsonResponse
 from django.urls import Resolver404, path, re_path, register_converter, resolve
+from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from executions import api as executions_api
@@ -45,7 +46,8 @@ register_converter(MachineIdConverter, "machine")
 register_converter(VersionConverter, "version")
 
 
-def not_found(request, rest=""):
+@csrf_exempt  # a POST to a wrong path is a 404, not Django's HTML CSRF page
+def not_found(request):
     detail = f"No API endpoint at {request.path}."
     return JsonResponse(error_body("not_found", detail, [
         {"path": request.path, "message": detail, "hint": _slash_hint(request.path)}]),
@@ -89,5 +91,5 @@ urlpatterns = [
     path(EXECUTION + "retry/", executions_api.RetryView.as_view(), name="retry"),
     path(EXECUTION + "diagram.svg", executions_api.ExecutionDiagramView.as_view(),
          name="execution-svg"),
-    re_path(r"^(?P<rest>.*)$", not_found),
+    re_path(r"^", not_found),  # everything else, newlines in the path included
 ]
