@@ -27,6 +27,7 @@ from executions.paths import diagram_path
 from machines.api import (
     BODY_ERRORS,
     COMMON_ERRORS,
+    SVG_EXAMPLE,
     SVG_RESPONSE,
     DiagramView,
     error_response,
@@ -316,6 +317,12 @@ class ExecutionListView(ExecutionErrors, GenericAPIView):
             "page_size", int, description="Items per page (default 50).")],
         responses={200: ExecutionSerializer(many=True), 400: error_response("Invalid filter."),
                    404: error_response("Invalid cursor."), **COMMON_ERRORS},
+        examples=[OpenApiExample("An execution in a page", response_only=True,
+                                 value=EXECUTION_EXAMPLE),  # drf-spectacular adds the page
+            OpenApiExample("Invalid filter", status_codes=[400], response_only=True, value={
+                "type": "validation_error", "detail": "\"done\" is not a valid choice. (status)",
+                "errors": [{"path": "status", "message": "\"done\" is not a valid choice.",
+                            "hint": None}]})],
         tags=["executions"],
     )
     def get(self, request):
@@ -357,13 +364,12 @@ class HistoryView(ExecutionErrors, GenericAPIView):
         parameters=[OpenApiParameter("page_size", int,
                                      description="Rows per page (default 100).")],
         responses={200: HistoryEntrySerializer(many=True), **NOT_FOUND, **COMMON_ERRORS},
-        examples=[OpenApiExample("History", response_only=True, value={
-            "next": None, "previous": None, "results": [{
+        examples=[OpenApiExample("A history row in a page", response_only=True, value={
                 "seq": 2, "kind": "transition_taken", "at": "2026-11-26T10:00:01Z",
                 "actor": "token:olga", "transition": "add", "branch": None,
                 "from_state": "cart", "to_state": "cart", "action": "add",
                 "input": {"sku": "sku-1"}, "context": {"items": ["sku-1"]}, "output": None,
-                "error": None, "guards": None, "detail": None, "duration_ms": 0.4}]})],
+                "error": None, "guards": None, "detail": None, "duration_ms": 0.4})],
         tags=["executions"],
     )
     def get(self, request, execution_id):
@@ -450,7 +456,7 @@ class ExecutionDiagramView(ExecutionErrors, DiagramView):
                    description="States visited, transitions taken (numbered in order), the "
                                "current state marked with the status.",
                    responses={**SVG_RESPONSE, **NOT_FOUND, **COMMON_ERRORS},
-                   tags=["executions"])
+                   examples=[SVG_EXAMPLE], tags=["executions"])
     def get(self, request, execution_id):
         execution = Execution.objects.select_related("machine_version").get(pk=execution_id)
         return self.diagram(execution.machine_version.parsed(), diagram_path(execution))

@@ -352,6 +352,12 @@ class DiagramView(ErrorShapeMixin, APIView):
         return HttpResponse(self.render(machine, path), content_type=self.content_type)
 
 
+SVG_EXAMPLE = OpenApiExample(
+    "SVG", response_only=True, media_type="image/svg+xml",
+    value='<svg width="100%" class="dm-svg" …><g id="state-cart" class="node state">…</g></svg>')
+DOT_EXAMPLE = OpenApiExample(
+    "DOT", response_only=True, media_type="text/vnd.graphviz",
+    value='digraph order {\n  rankdir=LR\n  s0 [label="cart" id="state-cart"]\n  …\n}')
 SVG_RESPONSE = {(200, "image/svg+xml"): OpenApiResponse(
     OpenApiTypes.STR, description="The diagram as SVG.")}
 DOT_RESPONSE = {(200, "text/vnd.graphviz"): OpenApiResponse(
@@ -362,7 +368,8 @@ class VersionDiagramSVGView(DiagramView):
     @extend_schema(summary="A version's diagram (SVG)",
                    description="States as boxes, transitions as labelled arrows, guards "
                                "and timers on the arrows; ids and classes are stable.",
-                   responses={**SVG_RESPONSE, **NOT_FOUND, **COMMON_ERRORS}, tags=["machines"])
+                   responses={**SVG_RESPONSE, **NOT_FOUND, **COMMON_ERRORS},
+                   examples=[SVG_EXAMPLE], tags=["machines"])
     def get(self, request, machine_id, version):
         return self.diagram(get_version(machine_id, version).parsed())
 
@@ -375,6 +382,7 @@ class VersionDiagramDOTView(DiagramView):
 
     @extend_schema(summary="A version's diagram (Graphviz DOT)",
                    description="The Graphviz source the SVG is drawn from.",
-                   responses={**DOT_RESPONSE, **NOT_FOUND, **COMMON_ERRORS}, tags=["machines"])
+                   responses={**DOT_RESPONSE, **NOT_FOUND, **COMMON_ERRORS},
+                   examples=[DOT_EXAMPLE], tags=["machines"])
     def get(self, request, machine_id, version):
         return self.diagram(get_version(machine_id, version).parsed())

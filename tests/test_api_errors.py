@@ -102,3 +102,26 @@ def test_a_bad_content_length_is_not_a_500(operator):
     response = operator.generic("POST", START, b'{"input": {}}', content_type="application/json",
                                 CONTENT_LENGTH="banana")
     assert response.status_code < 500
+
+
+def test_a_big_form_body_from_a_session_is_refused_in_the_error_shape(make_user, save_machine):
+    """CSRF checking of a session request reads the form through our parsers: 415, not
+    Django's HTML 400 for RequestDataTooBig."""
+    from rest_framework.test import APIClient
+
+    save_machine(CART)
+    client = APIClient(enforce_csrf_checks=True)
+    client.force_login(make_user("sam", "operator"))
+    client.cookies["csrftoken"] = "a" * 32  # so the check goes on to read the form
+    response = client.generic("POST", START, "x=" + "y" * (256 * 1024),
+                              content_type="application/x-www-form-urlencoded")
+    assert_error(response, 415, "unsupported_media_type")
+
+
+def test_django_s_request_data_too_big_becomes_413():
+    from django.core.exceptions import RequestDataTooBig
+
+    from workflow_site.api_errors import exception_handler
+
+    response = exception_handler(RequestDataTooBig("big"), {})
+    assert response.status_code == 413 and response.data["type"] == "payload_too_large"
