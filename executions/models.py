@@ -63,6 +63,7 @@ class Execution(models.Model):
         ]
         indexes = [
             models.Index(fields=["machine", "status"]),
+            models.Index(fields=["machine", "created_at"]),
             models.Index(fields=["machine_version", "state"]),
             models.Index(fields=["status", "created_at"]),
             models.Index(fields=["parent", "parent_token"]),
