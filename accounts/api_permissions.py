@@ -24,6 +24,7 @@ class ReadOrOperate(BasePermission):
 
     def has_permission(self, request, view):
         if request.method in SAFE_METHODS:
+            self.message = CanView.message  # instances are per request
             return can_view(request.user)
         return can_operate(request.user)
 
@@ -35,5 +36,6 @@ class ReadOrEdit(BasePermission):
 
     def has_permission(self, request, view):
         if request.method in SAFE_METHODS:
+            self.message = CanView.message
             return can_view(request.user)
         return can_edit(request.user)

@@ -71,8 +71,12 @@ def test_a_bad_token_is_401(db):
     assert_error(client.get("/api/machines/"), 401, "authentication_failed")
 
 
-def test_user_without_a_role_gets_403(api):
-    assert_error(api("none").get("/api/machines/"), 403, "permission_denied")
+def test_user_without_a_role_gets_403_saying_which_role_is_needed(api):
+    body = assert_error(api("none").get("/api/machines/"), 403, "permission_denied")
+    assert "viewer role" in body["detail"]
+    body = assert_error(api("viewer").post("/api/machines/", {"source": CART}, format="json"),
+                        403, "permission_denied")
+    assert "editor role" in body["detail"]
 
 
 @pytest.mark.parametrize("role", ["viewer", "operator"])
