@@ -17,9 +17,17 @@ def env_bool(name, default=False):
 
 
 DEBUG = env_bool("DJANGO_DEBUG", False)
-SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY") or "insecure-dev-key: set DJANGO_SECRET_KEY in production"
-ALLOWED_HOSTS = [h.strip() for h in os.environ.get("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver").split(",") if h.strip()]
-CSRF_TRUSTED_ORIGINS = [o for o in os.environ.get("DJANGO_CSRF_TRUSTED_ORIGINS", "").split(",") if o]
+SECRET_KEY = (
+    os.environ.get("DJANGO_SECRET_KEY") or "insecure-dev-key: set DJANGO_SECRET_KEY in production"
+)
+
+
+def env_list(name, default=""):
+    return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
+
+
+ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver")
+CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS")
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -149,7 +157,9 @@ else:
 DATA_MACHINES = {
     # Per-evaluation bounds of the expression sandbox.
     "EXPRESSION_TIME_LIMIT": float(os.environ.get("DM_EXPRESSION_TIME_LIMIT", 1.0)),
-    "EXPRESSION_MAX_RESULT_BYTES": int(os.environ.get("DM_EXPRESSION_MAX_RESULT_BYTES", 256 * 1024)),
+    "EXPRESSION_MAX_RESULT_BYTES": int(
+        os.environ.get("DM_EXPRESSION_MAX_RESULT_BYTES", 256 * 1024)
+    ),
     # Automatic transitions allowed in one advance before "step limit exceeded".
     "STEP_LIMIT": int(os.environ.get("DM_STEP_LIMIT", 1000)),
     # Timer loop poll interval (seconds).
