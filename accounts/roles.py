@@ -44,3 +44,19 @@ def role_of(user) -> str:
         if check(user):
             return role
     return "no role"
+
+
+def ensure_role_groups(Group, Permission):
+    """Create the three groups with their permissions (idempotent).
+
+    Takes the model classes so the migration can pass its historical models; the
+    post_migrate handler passes the real ones, which also restores the groups after a
+    database flush (as transactional tests do).
+    """
+    for role, names in ROLE_PERMISSIONS.items():
+        group, _ = Group.objects.get_or_create(name=role)
+        for name in names:
+            app_label, codename = name.split(".")
+            group.permissions.add(
+                Permission.objects.get(content_type__app_label=app_label, codename=codename)
+            )

@@ -42,9 +42,9 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_q",
-    "accounts",
     "machines",
     "executions",
+    "accounts",  # after the apps whose permissions its roles grant
 ]
 
 MIDDLEWARE = [
