@@ -15,5 +15,6 @@ class AccountsConfig(AppConfig):
     verbose_name = "Accounts and roles"
 
     def ready(self):
-        # After every migrate or flush, once all apps' permissions exist.
-        post_migrate.connect(restore_role_groups, sender=self)
+        # After every migrate or flush (sent per app with models, not for this one): the
+        # groups are restored as soon as every permission they grant exists again.
+        post_migrate.connect(restore_role_groups, dispatch_uid="accounts.restore_role_groups")

@@ -46,17 +46,25 @@ def role_of(user) -> str:
     return "no role"
 
 
-def ensure_role_groups(Group, Permission):
+def ensure_role_groups(Group, Permission) -> bool:
     """Create the three groups with their permissions (idempotent).
 
     Takes the model classes so the migration can pass its historical models; the
     post_migrate handler passes the real ones, which also restores the groups after a
-    database flush (as transactional tests do).
+    database flush (as transactional tests do). Returns False, changing nothing, while
+    some of the permissions do not exist yet.
     """
+    wanted = {name for names in ROLE_PERMISSIONS.values() for name in names}
+    found = {
+        f"{app_label}.{codename}": pk
+        for pk, app_label, codename in Permission.objects.filter(
+            content_type__app_label__in={name.split(".")[0] for name in wanted},
+            codename__in={name.split(".")[1] for name in wanted},
+        ).values_list("pk", "content_type__app_label", "codename")
+    }
+    if not wanted <= found.keys():
+        return False
     for role, names in ROLE_PERMISSIONS.items():
         group, _ = Group.objects.get_or_create(name=role)
-        for name in names:
-            app_label, codename = name.split(".")
-            group.permissions.add(
-                Permission.objects.get(content_type__app_label=app_label, codename=codename)
-            )
+        group.permissions.add(*(found[name] for name in names))
+    return True

@@ -246,9 +246,14 @@ _Loader.add_implicit_resolver(
 )
 
 
+MAX_DOCUMENT_VALUES = 100_000
+
+
 def _load_yaml(text: str) -> Any:
     try:
-        return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+        document = yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+        _refuse_expansion_bombs(document)
+        return document
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         message = " ".join(part for part in (exc.context, exc.problem) if part)
@@ -259,6 +264,33 @@ def _load_yaml(text: str) -> Any:
         raise DefinitionError([Problem("", f"invalid YAML: {exc}")]) from None
     except RecursionError:
         raise DefinitionError([Problem("", "the definition is nested too deeply")]) from None
+
+
+def _refuse_expansion_bombs(document: Any) -> None:
+    """YAML aliases share one object many times; a few lines can stand for billions of
+    values. Count values as JSON would write them and stop early past a sane size (and at
+    a value that contains itself)."""
+    count = 0
+    inside = set()
+
+    def walk(value):
+        nonlocal count
+        count += 1
+        if count > MAX_DOCUMENT_VALUES:
+            raise DefinitionError([Problem(
+                "", f"the definition expands to more than {MAX_DOCUMENT_VALUES} values",
+                "YAML aliases (*name) that repeat large parts multiply its size",
+            )])
+        if isinstance(value, dict | list):
+            if id(value) in inside:
+                raise DefinitionError([Problem(
+                    "", "the definition refers to itself or is nested too deeply")])
+            inside.add(id(value))
+            for child in value.values() if isinstance(value, dict) else value:
+                walk(child)
+            inside.discard(id(value))
+
+    walk(document)
 
 
 def _top_level(document: Any) -> dict:

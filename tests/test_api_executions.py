@@ -10,7 +10,7 @@ from executions.models import Execution, HistoryEntry, InboxItem
 from tests import test_api_machines as shared
 
 CART, assert_error = shared.CART, shared.assert_error
-api, role_groups = shared.api, shared.role_groups  # fixtures
+api = shared.api  # a fixture
 
 FRAGILE = """
 id: fragile
@@ -330,7 +330,7 @@ def test_execution_diagram_shows_its_path(api, cart):
 
 # Async mode with a real worker ------------------------------------------------------------
 @pytest.mark.cluster
-def test_async_start_and_trigger_are_accepted_then_applied_by_the_worker(cluster, role_groups,
+def test_async_start_and_trigger_are_accepted_then_applied_by_the_worker(cluster,
                                                                         api, save_machine):
     save_machine(SLOW_CART)
     operator = api("operator")

@@ -43,22 +43,6 @@ def api(make_user, db):
     return client
 
 
-@pytest.fixture
-def role_groups(transactional_db):
-    """The role groups again: a transactional test's flush removed the migration's rows
-    (serialized_rollback clashes with the content types other tests' flushes recreate)."""
-    from django.contrib.auth.models import Group, Permission
-
-    from accounts.roles import ROLE_PERMISSIONS
-
-    for role, names in ROLE_PERMISSIONS.items():
-        group, _ = Group.objects.get_or_create(name=role)
-        for name in names:
-            app_label, codename = name.split(".")
-            group.permissions.add(Permission.objects.get(content_type__app_label=app_label,
-                                                         codename=codename))
-
-
 def assert_error(response, status, type_=None):
     """Every error has the one shape: type, detail, errors[{path, message, hint}]."""
     assert response.status_code == status, response.content

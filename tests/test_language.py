@@ -865,3 +865,17 @@ def test_check_never_crashes_on_a_mangled_definition(data):
     target[path[-1]] = data.draw(JSON)
     result = check(doc)
     assert result.valid == (result.machine is not None)
+
+
+def test_yaml_alias_expansion_bombs_are_refused_quickly():
+    import time
+
+    lines = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for level in range(1, 9):
+        refs = ", ".join([f"*a{level - 1}"] * 10)
+        lines.append(f"a{level}: &a{level} [{refs}]")
+    began = time.monotonic()
+    checked = language.check("id: lol\nstart_at: a\n" + "\n".join(lines))
+    assert time.monotonic() - began < 2
+    assert [p.message for p in checked.errors] == [
+        f"the definition expands to more than {language.MAX_DOCUMENT_VALUES} values"]
