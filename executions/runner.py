@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Exists, F, OuterRef
 from django.utils import timezone
 
@@ -560,20 +560,16 @@ def _persist(execution: Execution, snapshot: engine.Snapshot, history, effects, 
         updated_at=now,
         finished_at=now if snapshot.status in engine.TERMINAL_STATUSES else None,
     )
-    current = Execution.objects.filter(pk=execution.pk, version=execution.version)
-    if nothing_pending:
-        current = current.exclude(Exists(
-            InboxItem.objects.filter(execution=OuterRef("pk"), processed_at__isnull=True)))
-    updated = current.update(**columns, version=F("version") + 1)
-    if updated != 1:
+    if not _compare_and_swap(execution, columns, nothing_pending=nothing_pending):
         raise _Conflict()
     for key, value in columns.items():
         setattr(execution, key, value)
     execution.version += 1
 
-    HistoryEntry.objects.bulk_create(
-        [_history_row(execution, entry) for entry in history], batch_size=500
-    )
+    if history:
+        HistoryEntry.objects.bulk_create(
+            [_history_row(execution, entry) for entry in history], batch_size=500
+        )
     for item in processed:
         item.processed_at = now
     outcomes = {}
@@ -585,10 +581,34 @@ def _persist(execution: Execution, snapshot: engine.Snapshot, history, effects, 
                                                     reason=reason)
     # Applied in the transaction that accepted them: the history is their record, but an
     # idempotency key must be kept to recognise a repeat.
-    InboxItem.objects.bulk_create(
-        [item for item in processed if item.pk is None and _worth_keeping(item)]
-    )
-    return _record_effects(execution, effects)
+    kept = [item for item in processed if item.pk is None and _worth_keeping(item)]
+    if kept:
+        InboxItem.objects.bulk_create(kept)
+    return _record_effects(execution, effects) if effects else []
+
+
+def _compare_and_swap(execution: Execution, columns: dict, *, nothing_pending: bool) -> bool:
+    """UPDATE the execution WHERE its version is still the one read (and, with
+    `nothing_pending`, no inbox item waits). Every advance runs this, so it is plain SQL:
+    building it through the ORM cost more than running it."""
+    meta, quote = Execution._meta, connection.ops.quote_name
+    assignments, params = [], []
+    for name, value in columns.items():
+        field = meta.get_field(name)
+        assignments.append(f"{quote(field.column)} = %s")
+        params.append(field.get_db_prep_save(value, connection))
+    execution_id = meta.pk.get_db_prep_value(execution.pk, connection)
+    sql = (f"UPDATE {quote(meta.db_table)} SET {', '.join(assignments)}, "
+           f"{quote('version')} = {quote('version')} + 1 "
+           f"WHERE {quote('id')} = %s AND {quote('version')} = %s")
+    params += [execution_id, execution.version]
+    if nothing_pending:
+        sql += (f" AND NOT EXISTS (SELECT 1 FROM {quote(InboxItem._meta.db_table)} "
+                f"WHERE {quote('execution_id')} = %s AND {quote('processed_at')} IS NULL)")
+        params.append(execution_id)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.rowcount == 1
 
 
 def _worth_keeping(item: InboxItem) -> bool:
@@ -655,8 +675,9 @@ def _record_effects(execution: Execution, effects) -> list:
             ))
     if cancel_timers:
         Timer.objects.filter(token__in=cancel_timers).delete()
-    Timer.objects.bulk_create(timers)
-    return Work.objects.bulk_create(work)
+    if timers:
+        Timer.objects.bulk_create(timers)
+    return Work.objects.bulk_create(work) if work else []
 
 
 # Timers ----------------------------------------------------------------------------------
