@@ -120,28 +120,23 @@ def start(machine_id, *, input=None, version=None, idempotency_key=None, mocks=N
     definition = machine_version.parsed()
     mode = mode or definition.execution_mode
     inline = mode == "sync" or wait
+    execution = Execution(
+        machine_id=machine_version.machine_id, machine_version=machine_version,
+        execution_mode=mode, status=engine.RUNNING, state=definition.start_at, input=input,
+        parent=parent, parent_token=parent_token, idempotency_key=idempotency_key,
+        mocks=mocks or {}, created_by=user, actor=actor,
+    )
     with transaction.atomic():
-        try:
-            with transaction.atomic():
-                execution = Execution.objects.create(
-                    machine_id=machine_version.machine_id,
-                    machine_version=machine_version,
-                    execution_mode=mode,
-                    status=engine.RUNNING,
-                    state=definition.start_at,
-                    input=input,
-                    parent=parent,
-                    parent_token=parent_token,
-                    idempotency_key=idempotency_key,
-                    mocks=mocks or {},
-                    created_by=user,
-                    actor=actor,
-                )
-        except IntegrityError:
-            if idempotency_key is None:
-                raise
-            existing = Execution.objects.get(machine_id=machine_id, idempotency_key=idempotency_key)
-            return Outcome(existing, created=False)
+        if idempotency_key is None:
+            execution.save(force_insert=True)
+        else:
+            try:
+                with transaction.atomic():  # a savepoint: the key may exist already
+                    execution.save(force_insert=True)
+            except IntegrityError:
+                existing = Execution.objects.get(machine_id=machine_id,
+                                                 idempotency_key=idempotency_key)
+                return Outcome(existing, created=False)
         item = InboxItem(execution=execution, kind=InboxItem.START, payload={"input": input},
                          actor=actor)
         if inline:
@@ -682,31 +677,32 @@ def _record_effects(execution: Execution, effects) -> list:
 
 # Timers ----------------------------------------------------------------------------------
 def fire_due_timers(now: float | None = None, limit: int = 200) -> int:
-    """Turn due timers into inbox items, exactly once each, and get them applied.
+    """Turn due timers into inbox items, exactly once each, and have workers apply them.
 
-    Deleting the timer row is the claim: when several timer loops run, only the one whose
-    delete removed the row records the firing.
+    One transaction claims a batch: the due rows are read under the write lock (SQLite's
+    IMMEDIATE transactions, or FOR UPDATE SKIP LOCKED on PostgreSQL, so several timer
+    loops share the work), deleted, and recorded as inbox items keyed `timer:<token>`.
     """
     from executions import tasks
 
     now = time.time() if now is None else now
-    due = list(
-        Timer.objects.filter(due_at__lte=now).order_by("due_at")
-        .values_list("pk", "execution_id", "token")[:limit]
-    )
-    fired = 0
-    for pk, execution_id, token in due:
-        with transaction.atomic():
-            if Timer.objects.filter(pk=pk).delete()[0] == 0:
-                continue
-            _store_once(execution_id, InboxItem.TIMER, {"token": token}, f"timer:{token}", "timer")
-        fired += 1
-        mode = Execution.objects.values_list("execution_mode", flat=True).get(pk=execution_id)
-        if mode == "sync":
-            tasks.enqueue_advance(execution_id)  # a worker, not the timer loop, runs it
-        else:
-            schedule(execution_id, mode)
-    return fired
+    with transaction.atomic():
+        due = Timer.objects.filter(due_at__lte=now).order_by("due_at")
+        if connection.features.has_select_for_update_skip_locked:
+            due = due.select_for_update(skip_locked=True, of=("self",))
+        claimed = list(due.values_list("pk", "execution_id", "token",
+                                       "execution__execution_mode")[:limit])
+        if not claimed:
+            return 0
+        Timer.objects.filter(pk__in=[pk for pk, *_ in claimed]).delete()
+        InboxItem.objects.bulk_create([
+            InboxItem(execution_id=execution_id, kind=InboxItem.TIMER, payload={"token": token},
+                      idempotency_key=f"timer:{token}", actor="timer")
+            for _, execution_id, token, _ in claimed
+        ], ignore_conflicts=True)
+    for execution_id, mode in {(e, m) for _, e, _, m in claimed}:
+        tasks.enqueue_advance(execution_id, mode)  # a worker runs it, whatever the mode
+    return len(claimed)
 
 
 def next_timer_due() -> float | None:
