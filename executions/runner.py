@@ -312,13 +312,20 @@ def _machine_version(machine_id, version):
     return found
 
 
+def _executions():
+    """Executions with their machine version, without the version's large text fields:
+    the typed definition comes from the per-process cache (versions never change)."""
+    return Execution.objects.select_related("machine_version").defer(
+        "machine_version__source", "machine_version__definition", "machine_version__description")
+
+
 def _locked(execution_id) -> Execution:
     """The execution, row-locked on PostgreSQL so inbox order matches acceptance order.
 
     `has_pending` says whether inbox items wait to be applied before anything new.
     """
     pending = InboxItem.objects.filter(execution=OuterRef("pk"), processed_at__isnull=True)
-    locked = Execution.objects.select_for_update(of=("self",)).select_related("machine_version")
+    locked = _executions().select_for_update(of=("self",))
     return locked.annotate(has_pending=Exists(pending)).get(pk=execution_id)
 
 
@@ -450,8 +457,7 @@ def advance(execution_id, *, max_items=INBOX_BATCH) -> Advanced:
     for _ in range(CAS_RETRIES):
         try:
             with transaction.atomic():
-                execution = Execution.objects.select_related("machine_version").get(
-                    pk=execution_id)
+                execution = _executions().get(pk=execution_id)
                 items = []
                 if execution.status != engine.RUNNING or not execution.engine_state:
                     latency = execution.execution_mode == "async-latency"
@@ -686,6 +692,8 @@ def fire_due_timers(now: float | None = None, limit: int = 200) -> int:
     from executions import tasks
 
     now = time.time() if now is None else now
+    if not Timer.objects.filter(due_at__lte=now).exists():
+        return 0  # a plain read: no write lock taken while nothing is due
     with transaction.atomic():
         due = Timer.objects.filter(due_at__lte=now).order_by("due_at")
         if connection.features.has_select_for_update_skip_locked:

@@ -167,14 +167,17 @@ _cache: OrderedDict[tuple, Machine] = OrderedDict()
 _cache_lock = threading.Lock()
 
 
-def load_cached(machine_id: str, version: int, content_hash: str, document: dict) -> Machine:
-    """build() once per stored version in this process (versions are immutable)."""
+def load_cached(machine_id: str, version: int, content_hash: str,
+                document: dict | Callable[[], dict]) -> Machine:
+    """build() once per stored version in this process (versions are immutable).
+
+    `document` may be a function that fetches it, called only when the cache misses."""
     key = (machine_id, version, content_hash)
     with _cache_lock:
         if key in _cache:
             _cache.move_to_end(key)
             return _cache[key]
-    machine = build(document)
+    machine = build(document() if callable(document) else document)
     with _cache_lock:
         _cache[key] = machine
         while len(_cache) > CACHE_SIZE:

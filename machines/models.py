@@ -62,4 +62,5 @@ class MachineVersion(models.Model):
         """The typed definition the engine runs (cached per version in this process)."""
         from machines.language import load_cached
 
-        return load_cached(self.machine_id, self.version, self.content_hash, self.definition)
+        return load_cached(self.machine_id, self.version, self.content_hash,
+                           lambda: self.definition)
