@@ -36,7 +36,7 @@ MAX_ALLOCATION = 64 * 2**20  # estimated bytes produced by calls and operators i
 MAX_COMPARE_WEIGHT = 10_000_000  # size of nested values compared, hashed or printed
 MAX_CALL_DEPTH = 30  # nested calls of functions defined in the expression
 MAX_NESTING = 100  # depth of the value an expression returns
-MAX_STEPS = 2_000_000  # AST nodes run in one evaluation
+MAX_STEPS = 20_000_000  # AST nodes run in one evaluation: seconds of work, past any 1 s limit
 # Estimated bytes per item of a container a call or operator produces (with new items)
 ITEM_BYTES = {list: 32, tuple: 32, dict: 96, set: 96, frozenset: 96}
 

@@ -113,8 +113,8 @@ def check_invariants(machine, before: E.Snapshot | None, result: E.Result) -> No
         assert after.work is not None
     if after.status in ("waiting", "finished", "failed", "canceled"):
         assert after.timer is None and after.work is None
-    if after.status != "invoking":
-        assert after.queued == ()
+    if after.status not in ("invoking", "running"):  # running: cut short by max_steps;
+        assert after.queued == ()  # its Continue applies them once it pauses
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
