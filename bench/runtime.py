@@ -4,7 +4,8 @@ Every figure is printed next to a floor measured in the same run on the same dat
 the plain ORM:
   floor (a) each step its own transaction: one history insert + one compare-and-swap update
   floor (b) a whole run in one transaction: bulk insert of its history + one CAS update
-Async throughput is compared with django-q2's own no-op task rate through the same cluster.
+Async throughput is compared with django-q2's own no-op task rate through the same cluster,
+both enqueued by CALLERS threads at once (one caller alone measures its own latency).
 
     .venv/bin/python bench/runtime.py              # SQLite, and PostgreSQL when reachable
     .venv/bin/python bench/runtime.py --quick      # fewer rounds, no cluster rows
@@ -245,19 +246,39 @@ class _cluster:
                 os.killpg(process.pid, signal.SIGKILL)
 
 
+CALLERS = 4  # threads enqueueing at once, as several web workers would
+
+
+def _from_callers(make_one, count):
+    """Call make_one() `count` times from CALLERS threads, each with its own connection."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from django.db import connection
+
+    def part(_):
+        try:
+            return [make_one() for _ in range(count // CALLERS)]
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(CALLERS) as pool:
+        return [made for chunk in pool.map(part, range(CALLERS)) for made in chunk]
+
+
 def _noop_rate(count):
     from django_q.tasks import async_task
 
     from executions import tasks
 
+    count -= count % CALLERS
     marks = Path(tempfile.mkstemp(prefix="dm-noop-")[1])
     started = time.perf_counter()
-    for _ in range(count):
-        async_task("bench.noop.mark", str(marks), broker=tasks._broker())
+    _from_callers(lambda: async_task("bench.noop.mark", str(marks), broker=tasks._broker()),
+                  count)
     while len(marks.read_text().splitlines()) < count:
         if time.perf_counter() - started > 120:
             raise RuntimeError("no-op tasks did not finish")
-        time.sleep(0.01)
+        time.sleep(0.005)
     elapsed = time.perf_counter() - started
     marks.unlink()
     return count / elapsed
@@ -267,12 +288,13 @@ def _async_rate(count):
     from executions import runner
     from executions.models import Execution
 
+    count -= count % CALLERS
     started = time.perf_counter()
-    ids = [runner.start("bench-quick").execution.pk for _ in range(count)]
+    ids = _from_callers(lambda: runner.start("bench-quick").execution.pk, count)
     while Execution.objects.filter(pk__in=ids, status="finished").count() < count:
         if time.perf_counter() - started > 120:
             raise RuntimeError("async executions did not finish")
-        time.sleep(0.02)
+        time.sleep(0.005)
     return count / (time.perf_counter() - started)
 
 
@@ -353,7 +375,7 @@ def main():
     parser.add_argument("--quick", action="store_true", help="fewer rounds, no cluster rows")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--actions", type=int, default=300)
-    parser.add_argument("--async-count", type=int, default=300)
+    parser.add_argument("--async-count", type=int, default=600)
     parser.add_argument("--timers", type=int, default=100)
     parser.add_argument("--no-cluster", dest="cluster", action="store_false")
     args = parser.parse_args()

@@ -3,8 +3,9 @@
 Only executions/runner.py writes these; every surface calls the runner's functions.
 - Execution: the engine snapshot, queryable columns + the engine's bookkeeping (`engine`).
 - HistoryEntry: append-only, `seq` gap-free per execution.
-- InboxItem: every start/action/timer/result/cancel/retry is stored here first
-  (durable acceptance, idempotency key, order), then applied by an advance.
+- InboxItem: every action/timer/result/cancel/retry is stored here first
+  (durable acceptance, idempotency key, order), then applied by an advance. A start needs
+  none: a stored execution whose engine_state is still empty is the pending start.
 - Timer: armed timers; the timer loop turns due ones into inbox items.
 - Work: effects that leave the process (IO, child starts, actions sent, parent notices),
   recorded in the advance that asked for them and performed after its commit.
@@ -67,6 +68,9 @@ class Execution(models.Model):
             models.Index(fields=["machine_version", "state"]),
             models.Index(fields=["status", "created_at"]),
             models.Index(fields=["parent", "parent_token"]),
+            # Only executions a worker has not started yet: the batch start of
+            # async-throughput mode reads them (executions/sql.py).
+            models.Index(fields=["id"], condition=Q(version=0), name="execution_not_started"),
         ]
 
     def __str__(self):
@@ -131,10 +135,8 @@ class HistoryEntry(models.Model):
 
 
 class InboxItem(models.Model):
-    START, ACTION, TIMER, RESULT, CANCEL, RETRY, CONTINUE = (
-        "start", "action", "timer", "result", "cancel", "retry", "continue",
-    )
-    KIND_CHOICES = [(k, k) for k in (START, ACTION, TIMER, RESULT, CANCEL, RETRY, CONTINUE)]
+    ACTION, TIMER, RESULT, CANCEL, RETRY = "action", "timer", "result", "cancel", "retry"
+    KIND_CHOICES = [(k, k) for k in (ACTION, TIMER, RESULT, CANCEL, RETRY)]
     APPLIED, REJECTED, IGNORED = "applied", "rejected", "ignored"
 
     execution = models.ForeignKey(Execution, on_delete=models.CASCADE, related_name="inbox")

@@ -28,10 +28,10 @@ from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Exists, F, OuterRef
+from django.db.models import F
 from django.utils import timezone
 
-from executions import engine, sandbox
+from executions import engine, sandbox, sql
 from executions.io import IOFailure, operation
 from executions.models import Execution, HistoryEntry, InboxItem, Timer, Work
 from machines.definition import Expr
@@ -109,14 +109,14 @@ def start(machine_id, *, input=None, version=None, idempotency_key=None, mocks=N
     """Start an execution of a machine (latest version unless `version` is given).
 
     Sync mode and callers that wait apply the start in the same transaction that stores it;
-    otherwise it is stored and a worker applies it.
+    otherwise the stored row is the pending start, and a worker applies it.
     """
     input = {} if input is None else input
     if not isinstance(input, dict):
         raise InvalidRequest("input must be a JSON object")
     if mocks is not None and not isinstance(mocks, dict):
         raise InvalidRequest("mocks must be an object of operation name -> expression")
-    machine_version = _machine_version(machine_id, version)
+    machine_version = sql.machine_version(machine_id, version)
     definition = machine_version.parsed()
     mode = mode or definition.execution_mode
     inline = mode == "sync" or wait
@@ -126,23 +126,20 @@ def start(machine_id, *, input=None, version=None, idempotency_key=None, mocks=N
         parent=parent, parent_token=parent_token, idempotency_key=idempotency_key,
         mocks=mocks or {}, created_by=user, actor=actor,
     )
-    with transaction.atomic():
+    # A transaction only when needed: to apply the start with the row, or as a savepoint in
+    # the caller's transaction; otherwise the INSERT is a transaction by itself.
+    needs_transaction = inline or connection.in_atomic_block
+    try:
+        with transaction.atomic() if needs_transaction else contextlib.nullcontext():
+            sql.insert(Execution, [execution])
+            if inline:  # otherwise the stored row, not yet started, is what a worker applies
+                advanced = _apply(execution, [])
+    except IntegrityError:
         if idempotency_key is None:
-            execution.save(force_insert=True)
-        else:
-            try:
-                with transaction.atomic():  # a savepoint: the key may exist already
-                    execution.save(force_insert=True)
-            except IntegrityError:
-                existing = Execution.objects.get(machine_id=machine_id,
-                                                 idempotency_key=idempotency_key)
-                return Outcome(existing, created=False)
-        item = InboxItem(execution=execution, kind=InboxItem.START, payload={"input": input},
-                         actor=actor)
-        if inline:
-            advanced = _apply(execution, [item])
-        else:
-            item.save()
+            raise
+        existing = Execution.objects.get(machine_id=machine_version.machine_id,
+                                         idempotency_key=idempotency_key)
+        return Outcome(existing, created=False)
     if not inline:
         schedule(execution.pk, mode)
         return Outcome(execution, settled=False)
@@ -205,7 +202,7 @@ def _accept(execution_id, kind, payload, actor, *, wait, idempotency_key=None,
     for _ in range(CAS_RETRIES):
         try:
             with transaction.atomic():
-                execution = _locked(execution_id)
+                execution = sql.read_execution(execution_id, lock=True)
                 if idempotency_key is not None:
                     earlier = execution.inbox.filter(idempotency_key=idempotency_key).first()
                     if earlier is not None:
@@ -300,33 +297,6 @@ def _fresh(execution, advanced):
         execution.refresh_from_db()
         return execution
     return advanced.execution
-
-
-def _machine_version(machine_id, version):
-    versions = MachineVersion.objects.filter(machine_id=machine_id)
-    if version is not None:
-        return versions.get(version=version)
-    found = versions.order_by("-version").first()
-    if found is None:
-        raise MachineVersion.DoesNotExist(f"no machine named {machine_id!r}")
-    return found
-
-
-def _executions():
-    """Executions with their machine version, without the version's large text fields:
-    the typed definition comes from the per-process cache (versions never change)."""
-    return Execution.objects.select_related("machine_version").defer(
-        "machine_version__source", "machine_version__definition", "machine_version__description")
-
-
-def _locked(execution_id) -> Execution:
-    """The execution, row-locked on PostgreSQL so inbox order matches acceptance order.
-
-    `has_pending` says whether inbox items wait to be applied before anything new.
-    """
-    pending = InboxItem.objects.filter(execution=OuterRef("pk"), processed_at__isnull=True)
-    locked = _executions().select_for_update(of=("self",))
-    return locked.annotate(has_pending=Exists(pending)).get(pk=execution_id)
 
 
 def _settle_earlier(execution, item, *, wait, timeout):
@@ -453,25 +423,77 @@ class _Conflict(Exception):
 
 
 def advance(execution_id, *, max_items=INBOX_BATCH) -> Advanced:
-    """Apply pending inbox items in one transaction (retried on a compare-and-swap miss)."""
+    """Apply pending inbox items in one transaction (retried on a compare-and-swap miss).
+
+    The engine runs before the transaction opens, so the write lock (all of the database on
+    SQLite) is held only to write; the compare-and-swap proves the snapshot read is still
+    current. With nothing to apply, no transaction is opened at all.
+    """
     for _ in range(CAS_RETRIES):
+        execution = sql.read_execution(execution_id)
+        step = _compute(execution, _pending_items(execution, max_items))
+        if not step.changed:
+            return Advanced(execution, [])
         try:
             with transaction.atomic():
-                execution = _executions().get(pk=execution_id)
-                items = []
-                if execution.status != engine.RUNNING or not execution.engine_state:
-                    latency = execution.execution_mode == "async-latency"
-                    items = list(
-                        InboxItem.objects.filter(execution_id=execution_id,
-                                                 processed_at__isnull=True)
-                        .order_by("id")[: 1 if latency else max_items]
-                    )
-                advanced = _apply(execution, items)
-            _recent.remember(advanced.execution)
-            return advanced
+                advanced = _save(execution, step)
         except _Conflict:
             time.sleep(random.uniform(0, 0.005))
+            continue
+        _recent.remember(advanced.execution)
+        return advanced
     raise RuntimeError(f"could not advance {execution_id}: too many concurrent writers")
+
+
+START_BATCH = 50
+
+
+def start_waiting(execution_id, *, deadline: float) -> bool:
+    """async-throughput: apply the start of this execution and of up to START_BATCH - 1 other
+    executions not yet started, in ONE transaction, then take each to its next pause.
+
+    Each start still has its own queued task; for those started here it finds nothing to
+    do. One write (one lock, one commit) for many starts is what makes this mode fast.
+    Returns whether `execution_id` was among those started.
+    """
+    steps = [(execution, _compute(execution, _pending_items(execution)))
+             for execution in sql.executions_not_started(execution_id, START_BATCH)]
+    started = []
+    if steps:
+        with transaction.atomic():
+            for execution, step in steps:
+                try:
+                    started.append(_save(execution, step))
+                except _Conflict:
+                    continue  # another worker started it meanwhile; nothing of it was written
+    for advanced in started:
+        _recent.remember(advanced.execution)
+        run_inline(advanced.execution.pk, deadline=deadline, perform=False, first=advanced)
+    return any(str(advanced.execution.pk) == str(execution_id) for advanced in started)
+
+
+def _pending_items(execution: Execution, max_items=INBOX_BATCH) -> list:
+    """The inbox items the next advance applies (none while a running execution continues)."""
+    if not execution.has_pending or (execution.status == engine.RUNNING
+                                     and execution.engine_state):
+        return []
+    latency = execution.execution_mode == "async-latency"
+    return list(InboxItem.objects.filter(execution_id=execution.pk, processed_at__isnull=True)
+                .order_by("id")[: 1 if latency else max_items])
+
+
+@dataclass
+class _Step:
+    """What the engine made of an execution and its inbox items, not yet persisted."""
+
+    snapshot: engine.Snapshot | None
+    history: list
+    effects: list
+    processed: list  # the items consumed, with their outcome
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.history or self.processed)
 
 
 def _apply(execution: Execution, items, *, reject=False, nothing_pending=False) -> Advanced:
@@ -480,23 +502,30 @@ def _apply(execution: Execution, items, *, reject=False, nothing_pending=False) 
     Items not yet saved are stored with it, already processed. With `reject`, a rejected
     item raises NotAvailable, which rolls the whole transaction back: nothing changes.
     """
+    return _save(execution, _compute(execution, items, reject=reject),
+                 nothing_pending=nothing_pending)
+
+
+def _compute(execution: Execution, items, *, reject=False) -> _Step:
+    """Run the engine on the execution's snapshot and items (no database access)."""
     machine = execution.machine_version.parsed()
     latency_mode = execution.execution_mode == "async-latency"
     env = _env(execution, max_steps=1 if latency_mode else None)
     snapshot = execution.snapshot() if execution.engine_state else None
-    history, effects, processed = [], [], []
+    step = _Step(snapshot, [], [], [])
 
     def apply(event):
-        nonlocal snapshot
-        result = engine.transition(machine, snapshot, event, env)
-        snapshot = result.snapshot
-        history.extend(result.history)
-        effects.extend(result.effects)
+        result = engine.transition(machine, step.snapshot, event, env)
+        step.snapshot = result.snapshot
+        step.history.extend(result.history)
+        step.effects.extend(result.effects)
         return result
 
-    if snapshot is not None and snapshot.status == engine.RUNNING:
+    if snapshot is None:  # not started yet: the execution row holds what it starts with
+        apply(engine.Start(execution.input, execution.actor or None))
+    elif snapshot.status == engine.RUNNING:
         apply(engine.Continue())
-    if snapshot is None or snapshot.status != engine.RUNNING:
+    if step.snapshot.status != engine.RUNNING:
         for item in items:
             result = apply(_event(item))
             if reject and result.rejected:
@@ -507,20 +536,40 @@ def _apply(execution: Execution, items, *, reject=False, nothing_pending=False) 
             )
             item.reason = result.rejected or ""
             _attach_duration(item, result.history)
-            processed.append(item)
-            if snapshot.status == engine.RUNNING:
+            step.processed.append(item)
+            if step.snapshot.status == engine.RUNNING:
                 break  # async-latency: one step per task; the rest waits for the next one
-    if not history and not processed:
+    return step
+
+
+def _save(execution: Execution, step: _Step, *, nothing_pending=False) -> Advanced:
+    """Persist a step (inside the caller's transaction); _Conflict when the snapshot it was
+    computed from is no longer current, before anything is written."""
+    if not step.changed:
         return Advanced(execution, [])
-    work = _persist(execution, snapshot, history, effects, processed,
-                    nothing_pending=nothing_pending)
-    return Advanced(execution, work, applied=len(processed), progressed=True)
+    now = timezone.now()
+    data = step.snapshot.to_dict()
+    columns = {key: data.pop(key) for key in SNAPSHOT_COLUMNS}
+    columns.update(
+        engine_state=data,
+        updated_at=now,
+        finished_at=now if step.snapshot.status in engine.TERMINAL_STATUSES else None,
+    )
+    if not sql.compare_and_swap(execution, columns, nothing_pending=nothing_pending):
+        raise _Conflict()
+    for key, value in columns.items():
+        setattr(execution, key, value)
+    execution.version += 1
+
+    if step.history:
+        sql.insert(HistoryEntry, [_history_row(execution, entry) for entry in step.history])
+    _mark_processed(step.processed, now)
+    work = _record_effects(execution, step.effects) if step.effects else []
+    return Advanced(execution, work, applied=len(step.processed), progressed=True)
 
 
 def _event(item: InboxItem):
     payload, actor = item.payload, item.actor or None
-    if item.kind == InboxItem.START:
-        return engine.Start(payload.get("input"), actor)
     if item.kind == InboxItem.ACTION:
         return engine.Action(payload["action"], payload.get("input"), actor)
     if item.kind == InboxItem.TIMER:
@@ -551,30 +600,11 @@ HISTORY_FIELDS = ("transition", "from_state", "to_state", "action", "actor")
 HISTORY_JSON_FIELDS = ("input", "context", "output", "error", "guards", "detail")
 
 
-def _persist(execution: Execution, snapshot: engine.Snapshot, history, effects, processed, *,
-             nothing_pending=False):
-    now = timezone.now()
-    data = snapshot.to_dict()
-    columns = {key: data.pop(key) for key in SNAPSHOT_COLUMNS}
-    columns.update(
-        engine_state=data,
-        updated_at=now,
-        finished_at=now if snapshot.status in engine.TERMINAL_STATUSES else None,
-    )
-    if not _compare_and_swap(execution, columns, nothing_pending=nothing_pending):
-        raise _Conflict()
-    for key, value in columns.items():
-        setattr(execution, key, value)
-    execution.version += 1
-
-    if history:
-        HistoryEntry.objects.bulk_create(
-            [_history_row(execution, entry) for entry in history], batch_size=500
-        )
-    for item in processed:
+def _mark_processed(items, now):
+    for item in items:
         item.processed_at = now
     outcomes = {}
-    for item in processed:
+    for item in items:
         if item.pk is not None:
             outcomes.setdefault((item.outcome, item.reason), []).append(item.pk)
     for (outcome, reason), pks in outcomes.items():
@@ -582,38 +612,9 @@ def _persist(execution: Execution, snapshot: engine.Snapshot, history, effects, 
                                                     reason=reason)
     # Applied in the transaction that accepted them: the history is their record, but an
     # idempotency key must be kept to recognise a repeat.
-    kept = [item for item in processed if item.pk is None and _worth_keeping(item)]
+    kept = [item for item in items if item.pk is None and item.idempotency_key is not None]
     if kept:
         InboxItem.objects.bulk_create(kept)
-    return _record_effects(execution, effects) if effects else []
-
-
-def _compare_and_swap(execution: Execution, columns: dict, *, nothing_pending: bool) -> bool:
-    """UPDATE the execution WHERE its version is still the one read (and, with
-    `nothing_pending`, no inbox item waits). Every advance runs this, so it is plain SQL:
-    building it through the ORM cost more than running it."""
-    meta, quote = Execution._meta, connection.ops.quote_name
-    assignments, params = [], []
-    for name, value in columns.items():
-        field = meta.get_field(name)
-        assignments.append(f"{quote(field.column)} = %s")
-        params.append(field.get_db_prep_save(value, connection))
-    execution_id = meta.pk.get_db_prep_value(execution.pk, connection)
-    sql = (f"UPDATE {quote(meta.db_table)} SET {', '.join(assignments)}, "
-           f"{quote('version')} = {quote('version')} + 1 "
-           f"WHERE {quote('id')} = %s AND {quote('version')} = %s")
-    params += [execution_id, execution.version]
-    if nothing_pending:
-        sql += (f" AND NOT EXISTS (SELECT 1 FROM {quote(InboxItem._meta.db_table)} "
-                f"WHERE {quote('execution_id')} = %s AND {quote('processed_at')} IS NULL)")
-        params.append(execution_id)
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return cursor.rowcount == 1
-
-
-def _worth_keeping(item: InboxItem) -> bool:
-    return item.idempotency_key is not None or item.kind == InboxItem.START
 
 
 def _history_row(execution, entry) -> HistoryEntry:

@@ -31,7 +31,10 @@ def enqueue_work(work_id):
 
 
 def advance_task(execution_id, mode=None):
-    """Advance an execution: until its next pause, or one step in async-latency mode."""
+    """Advance an execution: until its next pause, or one step in async-latency mode.
+
+    In async-throughput mode a task starting an execution starts others waiting with it.
+    """
     if mode is None:
         mode = Execution.objects.values_list("execution_mode", flat=True).get(pk=execution_id)
     if mode == "async-latency":
@@ -42,8 +45,10 @@ def advance_task(execution_id, mode=None):
         if advanced.execution.status == engine.RUNNING or more.exists():
             enqueue_advance(execution_id, mode)  # re-enqueued behind other executions: fair
         return
-    runner.run_inline(execution_id, deadline=time.monotonic() + THROUGHPUT_BUDGET_SECONDS,
-                      perform=mode == "sync")
+    deadline = time.monotonic() + THROUGHPUT_BUDGET_SECONDS
+    if mode == "async-throughput" and runner.start_waiting(execution_id, deadline=deadline):
+        return
+    runner.run_inline(execution_id, deadline=deadline, perform=mode == "sync")
 
 
 def work_task(work_id):

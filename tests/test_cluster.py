@@ -15,8 +15,9 @@ import pytest
 import redis
 from django_q.conf import Conf
 
-from executions import engine, runner, tasks
+from executions import engine, runner, sandbox, tasks
 from executions.models import Execution
+from machines.definition import Expr
 
 pytestmark = [pytest.mark.cluster]
 
@@ -110,30 +111,42 @@ def test_order_and_shipment_against_a_courier_that_works_flakes_and_is_down(
     assert len(keys) == len(Courier.keys) and len(set(keys)) == len(keys)
 
 
-SLOW = """
+SLOW_GUARD = "len([x * x for x in range(input['work'])]) > 0"
+SLOW = f"""
 id: slow
 start_at: counting
-context: {n: 0}
+context: {{n: 0}}
 states:
   counting:
     actions:
       - id: step
-        when: "len([x * x for x in range(1000)]) > 0 and ctx['n'] < 900"
-        assign: {n: "ctx['n'] + 1"}
-      - {id: done, state: done}
-  done: {return: "ctx['n']"}
+        when: "{SLOW_GUARD} and ctx['n'] < 900"
+        assign: {{n: "ctx['n'] + 1"}}
+      - {{id: done, state: done}}
+  done: {{return: "ctx['n']"}}
 """
+
+
+def work_lasting(seconds):
+    """The `work` input that makes SLOW's 900-step advance last about `seconds` on this
+    machine, so that the kill lands inside it however fast the machine is."""
+    guard = Expr(path="calibration", source=SLOW_GUARD)
+    started = time.perf_counter()
+    for _ in range(20):
+        sandbox.evaluate(guard, {"input": {"work": 1000}}, time_limit=5)
+    per_step = (time.perf_counter() - started) / 20
+    return max(100, int(1000 * seconds / 900 / per_step))
 
 
 def test_a_worker_killed_mid_advance_loses_nothing(cluster, save_machine):
     save_machine(SLOW)
-    execution = runner.start("slow", actor="test").execution
+    execution = runner.start("slow", input={"work": work_lasting(5)}, actor="test").execution
     time.sleep(1.5)  # the worker is now inside the long advance
     cluster.stop(signal.SIGKILL)
     execution.refresh_from_db()
     assert execution.status == engine.RUNNING, "the advance finished before the kill"
     assert execution.history.count() == 0  # nothing half-written
-    assert execution.inbox.get().processed_at is None
+    assert execution.version == 0 and not execution.engine_state  # still not started
 
     cluster.start()  # the sweeper finds the unapplied start and re-enqueues it
     execution = wait_for(execution.pk, {engine.FINISHED}, 60)
@@ -199,9 +212,9 @@ def redis_cluster(transactional_db):
 
 def test_redis_broker_runs_async_executions(redis_cluster, save_machine):
     save_machine(SNOOZE)
-    save_machine(SLOW.replace("id: slow", "id: quick").replace("range(1000)", "range(2)"))
+    save_machine(SLOW.replace("id: slow", "id: quick"))
     assert type(tasks._broker()).__name__ == "Redis"
-    quick = [runner.start("quick").execution for _ in range(5)]
+    quick = [runner.start("quick", input={"work": 2}).execution for _ in range(5)]
     snooze = runner.start("snooze").execution
     for execution in quick:
         assert wait_for(execution.pk, {engine.FINISHED}, 30).result == 900

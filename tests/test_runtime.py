@@ -59,7 +59,7 @@ def test_sync_run_of_900_automatic_steps_is_persisted_in_one_advance(save_machin
     taken = execution.history.filter(kind=engine.TRANSITION_TAKEN)
     assert taken.filter(transition="step").count() == 900
     assert len(seqs) == execution.engine_state["seq"]
-    assert InboxItem.objects.get(execution=execution).outcome == InboxItem.APPLIED
+    assert not InboxItem.objects.filter(execution=execution).exists()  # a start needs none
 
 
 @pytest.mark.django_db(transaction=True)
@@ -100,6 +100,27 @@ def test_bad_input_is_refused_before_anything_is_stored(save_machine):
     with pytest.raises(runner.InvalidRequest):
         runner.start("cart", input="text")
     assert InboxItem.objects.count() == count
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_async_start_is_the_stored_row_and_queued_actions_follow_it(save_machine):
+    save_machine(CART)
+    execution = runner.start("cart", input={"who": "ann"}, mode="async-throughput",
+                             actor="user:ann").execution
+    assert execution.version == 0 and not execution.engine_state
+    assert not execution.history.exists() and not execution.inbox.exists()
+    for sku in ("a", "b"):  # accepted before any worker started it: queued in order
+        runner.trigger(execution.pk, "add", input={"sku": sku})
+    assert execution.inbox.filter(processed_at__isnull=True).count() == 2
+
+    runner.advance(execution.pk)
+    execution.refresh_from_db()
+    assert execution.status == engine.WAITING and execution.context["items"] == ["a", "b"]
+    started = execution.history.get(seq=1)
+    assert (started.kind, started.input, started.actor) == (engine.STARTED, {"who": "ann"},
+                                                            "user:ann")
+    assert not execution.inbox.filter(processed_at__isnull=True).exists()
+    gap_free(execution)
 
 
 @pytest.mark.django_db(transaction=True)

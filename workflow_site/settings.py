@@ -142,7 +142,7 @@ Q_CLUSTER = {
     "timeout": 300,
     "retry": 360,
     "max_attempts": 1,
-    "save_limit": 0,
+    "save_limit": -1,
     "ack_failures": True,
     "poll": 0.02,
     # Tasks the ORM broker hands out per poll: 10 raised async executions/s by about half
