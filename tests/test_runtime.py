@@ -1,10 +1,12 @@
 """The runner in-process: persistence, idempotency, rejection, concurrency, sync mode."""
 import threading
+import time
+from unittest import mock
 
 import pytest
 from django.db import connection
 
-from executions import engine, runner
+from executions import engine, runner, sql, tasks
 from executions.models import Execution, HistoryEntry, InboxItem, Timer, Work
 
 LOOP = """
@@ -121,6 +123,62 @@ def test_an_async_start_is_the_stored_row_and_queued_actions_follow_it(save_mach
                                                             "user:ann")
     assert not execution.inbox.filter(processed_at__isnull=True).exists()
     gap_free(execution)
+
+
+QUICK = """
+id: quick
+start_at: a
+states:
+  a:
+    actions:
+      - {id: go, state: b}
+  b: {return: "input['n']"}
+"""
+
+
+def _stored_starts(count):
+    """Async starts no worker has applied yet (the test plays the worker)."""
+    with mock.patch.object(tasks, "enqueue_advance"):
+        executions = [runner.start("quick", input={"n": n}).execution for n in range(count)]
+    return sorted(executions, key=lambda execution: execution.pk.hex)  # the batch's order
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_throughput_worker_starts_the_waiting_executions_in_one_go(save_machine):
+    save_machine(QUICK)
+    executions = _stored_starts(5)
+    last = executions[-1]
+    assert runner.start_waiting(executions[1].pk, deadline=time.monotonic() + 30)
+    for execution in executions:
+        execution.refresh_from_db()
+    # from the given one on, in id order; the one before it is left to its own task
+    assert executions[0].version == 0 and not executions[0].history.exists()
+    for execution in executions[1:]:
+        assert execution.status == engine.FINISHED, execution.error
+        assert execution.result == execution.input["n"]
+        assert execution.history.filter(kind=engine.STARTED).count() == 1
+        gap_free(execution)
+
+    # the started ones' own tasks find nothing to do; the other one's task starts it
+    tasks.advance_task(str(last.pk), "async-throughput")
+    assert Execution.objects.get(pk=last.pk).version == last.version
+    tasks.advance_task(str(executions[0].pk), "async-throughput")
+    assert Execution.objects.get(pk=executions[0].pk).status == engine.FINISHED
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_batch_start_skips_an_execution_another_worker_started_meanwhile(save_machine):
+    save_machine(QUICK)
+    executions = _stored_starts(3)
+    stale = sql.executions_not_started(executions[0].pk, 10)  # read before the other worker
+    assert len(stale) == 3
+    runner.advance(executions[1].pk)  # the other worker
+    with mock.patch.object(sql, "executions_not_started", return_value=stale):
+        runner.start_waiting(executions[0].pk, deadline=time.monotonic() + 30)
+    for execution in executions:
+        assert execution.history.filter(kind=engine.STARTED).count() == 1
+        assert Execution.objects.get(pk=execution.pk).status == engine.FINISHED
+        gap_free(execution)
 
 
 @pytest.mark.django_db(transaction=True)
