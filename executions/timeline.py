@@ -485,9 +485,10 @@ def collapse(items: list[Sentence], at_least: int = COLLAPSE_AT) -> list:
 # The status line ---------------------------------------------------------------------------
 def status_line(machine: Machine, *, status: str, state: str, timer: dict | None = None,
                 work: dict | None = None, error=None, result=None,
-                child: tuple | None = None) -> str:
+                child: tuple | None = None, started: bool = True) -> str:
     """ONE sentence saying where the execution is and what it waits for (HTML fragment).
-    `child` is (id, url) of the execution a machine invoke waits for."""
+    `child` is (id, url) of the execution a machine invoke waits for; `started` is False
+    while an async start waits for a worker."""
     here = strong(state_name(machine, state))
     found = machine.states.get(state)
     actions = found.action_names if found else ()
@@ -532,4 +533,6 @@ def status_line(machine: Machine, *, status: str, state: str, timer: dict | None
         return f"Finished: {here}, returning <code>{esc(brief(result))}</code>."
     if status == engine.CANCELED:
         return f"Canceled in {here}."
+    if not started:
+        return f"Queued: a worker will start it in {here}."
     return f"Running: moving on from {here}."

@@ -266,7 +266,8 @@ def _execution_page(request, execution, *, action_form=None, status=200):
         "status_line": mark_safe(timeline.status_line(
             machine, status=execution.status, state=execution.state,
             timer=execution.engine_state.get("timer"), work=work, error=execution.error,
-            result=execution.result, child=waiting_child)),
+            result=execution.result, child=waiting_child,
+            started=bool(execution.engine_state))),
         "actions": [(name, timeline.action_label(machine, execution.state, name))
                     for name in actions],
         "action_form": action_form,

@@ -222,3 +222,6 @@ def test_status_lines():
     assert line(status="finished", state="done", result={"ok": 1}) == (
         'Finished: done, returning {"ok": 1}.')
     assert line(status="canceled", state="cart") == "Canceled in Shopping cart."
+    assert line(status="running", state="cart") == "Running: moving on from Shopping cart."
+    assert line(status="running", state="cart", started=False) == (
+        "Queued: a worker will start it in Shopping cart.")
