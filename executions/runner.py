@@ -126,14 +126,19 @@ def start(machine_id, *, input=None, version=None, idempotency_key=None, mocks=N
         parent=parent, parent_token=parent_token, idempotency_key=idempotency_key,
         mocks=mocks or {}, created_by=user, actor=actor,
     )
-    # A transaction only when needed: to apply the start with the row, or as a savepoint in
-    # the caller's transaction; otherwise the INSERT is a transaction by itself.
-    needs_transaction = inline or connection.in_atomic_block
+    # A transaction only when needed: to apply the start with the row, to enqueue its task
+    # with it (a broker in this database), or as a savepoint in the caller's transaction;
+    # otherwise the INSERT is a transaction by itself.
+    from executions import tasks
+
+    needs_transaction = inline or connection.in_atomic_block or tasks.queue_in_database()
     try:
         with transaction.atomic() if needs_transaction else contextlib.nullcontext():
             sql.insert(Execution, [execution])
             if inline:  # otherwise the stored row, not yet started, is what a worker applies
                 advanced = _apply(execution, [])
+            else:
+                schedule(execution.pk, mode)
     except IntegrityError:
         if idempotency_key is None:
             raise
@@ -141,7 +146,6 @@ def start(machine_id, *, input=None, version=None, idempotency_key=None, mocks=N
                                          idempotency_key=idempotency_key)
         return Outcome(existing, created=False)
     if not inline:
-        schedule(execution.pk, mode)
         return Outcome(execution, settled=False)
     _recent.remember(advanced.execution)
     settled = _continue_inline(advanced, timeout)
@@ -353,7 +357,10 @@ def schedule(execution_id, mode=None):
     else:
         from executions import tasks
 
-        transaction.on_commit(lambda: tasks.enqueue_advance(execution_id, mode))
+        if tasks.queue_in_database():  # the task commits (or not) with what it advances
+            tasks.enqueue_advance(execution_id, mode)
+        else:
+            transaction.on_commit(lambda: tasks.enqueue_advance(execution_id, mode))
 
 
 def _running_inline() -> dict:

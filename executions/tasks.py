@@ -6,7 +6,9 @@ per process so enqueueing does not open a connection per task.
 import functools
 import time
 
+from django.db import DEFAULT_DB_ALIAS
 from django_q.brokers import get_broker
+from django_q.conf import Conf
 from django_q.tasks import async_task
 
 from executions import engine, runner
@@ -18,6 +20,12 @@ THROUGHPUT_BUDGET_SECONDS = 60
 @functools.cache
 def _broker():
     return get_broker()
+
+
+def queue_in_database() -> bool:
+    """Whether tasks are rows in our own database (django-q2's ORM broker), so enqueueing one
+    can join the transaction that makes it necessary."""
+    return not Conf.REDIS and Conf.ORM == DEFAULT_DB_ALIAS
 
 
 def enqueue_advance(execution_id, mode=None):
