@@ -379,7 +379,7 @@ def main():
     parser.add_argument("--quick", action="store_true", help="fewer rounds, no cluster rows")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--actions", type=int, default=300)
-    parser.add_argument("--async-count", type=int, default=600)
+    parser.add_argument("--async-count", type=int, default=1200)
     parser.add_argument("--timers", type=int, default=100)
     parser.add_argument("--no-cluster", dest="cluster", action="store_false")
     args = parser.parse_args()
