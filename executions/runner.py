@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
@@ -835,9 +836,10 @@ def _perform_send(work: Work):
         target = Execution.objects.get(pk=payload["execution"])
         return True, {"accepted": False, "status": target.status, "state": target.state,
                       "reason": exc.reason}, None
-    except (Execution.DoesNotExist, InvalidRequest, ValueError) as exc:
+    except (Execution.DoesNotExist, InvalidRequest, ValueError, ValidationError) as exc:
+        why = " ".join(exc.messages) if isinstance(exc, ValidationError) else exc
         return False, None, {"type": "unknown_execution",
-                             "message": f"cannot send to {payload['execution']!r}: {exc}"}
+                             "message": f"cannot send to {payload['execution']!r}: {why}"}
     target = outcome.execution
     return True, {"accepted": True, "status": target.status, "state": target.state}, None
 

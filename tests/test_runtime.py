@@ -338,3 +338,33 @@ def test_history_rows_carry_what_the_explorer_needs(save_machine):
     assert taken.from_state == "open" and taken.to_state == "open"
     assert taken.context == {"items": ["x"]}
     assert taken.machine_version_id == execution.machine_version_id
+
+
+SENDER = """
+id: sender
+execution_mode: sync
+start_at: s
+states:
+  s:
+    actions:
+      - id: send
+        invoke:
+          trigger: {execution: "input['to']", action: go}
+          success: {state: done}
+          error: {state: oops, assign: {why: "error"}}
+  done: {return: "output"}
+  oops: {return: "ctx['why']"}
+"""
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("to, says", [
+    ("not-a-uuid", "“not-a-uuid” is not a valid UUID."),
+    ("00000000-0000-0000-0000-000000000000", "no execution 00000000-0000-0000-0000-000000000000"),
+])
+def test_sending_to_an_execution_that_cannot_exist_is_a_clear_error(save_machine, to, says):
+    save_machine(SENDER)
+    execution = runner.start("sender", input={"to": to}).execution
+    assert (execution.status, execution.state) == (engine.FINISHED, "oops")
+    assert execution.result == {"type": "unknown_execution",
+                                "message": f"cannot send to {to!r}: {says}"}
