@@ -42,6 +42,13 @@ def machine_version(machine_id, version=None) -> MachineVersion:
     return MachineVersion.from_db(db.alias, VERSION_COLUMNS, row)
 
 
+def _has_pending(quote, execution_id_column):
+    """SQL that is true when inbox items of that execution wait to be applied."""
+    return (f"EXISTS (SELECT 1 FROM {quote(InboxItem._meta.db_table)} i"
+            f" WHERE i.{quote('execution_id')} = {execution_id_column}"
+            f" AND i.{quote('processed_at')} IS NULL)")
+
+
 @functools.lru_cache(maxsize=64)
 def _execution_query(db, where, lock):
     """A SELECT of executions (`where` names columns as `{column}`) and each column's
@@ -51,9 +58,7 @@ def _execution_query(db, where, lock):
     columns = [f"e.{quote(field.column)}" for field in fields]
     columns += [f"v.{quote(name)}" for name in VERSION_COLUMNS]
     sql = (
-        f"SELECT {', '.join(columns)}, EXISTS (SELECT 1 FROM {quote(InboxItem._meta.db_table)} i"
-        f" WHERE i.{quote('execution_id')} = e.{quote('id')}"
-        f" AND i.{quote('processed_at')} IS NULL)"
+        f"SELECT {', '.join(columns)}, {_has_pending(quote, 'e.' + quote('id'))}"
         f" FROM {quote(Execution._meta.db_table)} e"
         f" JOIN {quote(MachineVersion._meta.db_table)} v"
         f" ON v.{quote('id')} = e.{quote('machine_version_id')}"
@@ -132,9 +137,8 @@ def compare_and_swap(execution: Execution, columns: dict, *, nothing_pending: bo
            f"WHERE {quote('id')} = %s AND {quote('version')} = %s")
     params += [execution_id, execution.version]
     if nothing_pending:
-        sql += (f" AND NOT EXISTS (SELECT 1 FROM {quote(InboxItem._meta.db_table)} "
-                f"WHERE {quote('execution_id')} = %s AND {quote('processed_at')} IS NULL)")
-        params.append(execution_id)
+        own_id = f"{quote(meta.db_table)}.{quote('id')}"
+        sql += f" AND NOT {_has_pending(quote, own_id)}"
     with db.cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.rowcount == 1
