@@ -78,7 +78,7 @@ def main() -> None:
     rows = [
         ("engine: automatic loop", f"{rate:,.0f} transitions/s",
          f"{STEPS + 1} transitions, {entries} history entries, target > 20,000/s"),
-        ("sandbox: ctx['n'] + 1", f"{sandboxed * 1e6:.2f} µs", "asteval, per evaluation"),
+        ("sandbox: ctx['n'] + 1", f"{sandboxed * 1e6:.2f} µs", "compiled, per evaluation"),
         ("CPython eval(), precompiled", f"{plain * 1e6:.3f} µs",
          f"sandbox costs {sandboxed / plain:.0f}x"),
     ]

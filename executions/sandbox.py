@@ -1,11 +1,20 @@
-"""Run machine expressions: asteval with only the spec's names, bounded in time and memory.
+"""Run machine expressions: checked Python, rewritten so that every operation that could
+escape, loop or allocate goes through a guard here, then compiled to CPython bytecode.
 
-asteval alone is not a sandbox (see ../shared/notes/dependencies.md section 1), so this
-module adds what it lacks: a whitelisted symbol table rebuilt for every run, attribute
-access limited to plain data values, a step and wall-clock budget checked on every AST
-node (raised as a BaseException so user `try/except` cannot swallow it), and guards that
-refuse an operation BEFORE it allocates a huge string, list or integer. What it cannot
-bound (one pathological C-level call) is written down in docs/sandbox.md.
+Why not an AST interpreter (asteval, which this module used first): walking the tree costs a
+Python call or two per node, 15-25x CPython; compiled code with guards costs a few times. The
+isolation does not come from the interpreter but from what the code can reach, so it is
+the same either way:
+- names: only the caller's names and the spec's safe builtins (no `__builtins__` at all);
+  names starting with `__` are refused by `machines.expressions.check`, so the guards
+  (`__dm_*`) cannot be named by the code;
+- attributes: only on plain data values (str, list, dict, ...), never starting with `_`,
+  read through `_attribute`/`_call_method`;
+- no imports, classes, generators, `global`, async (refused by `check`);
+- bounds: a time limit checked on every loop iteration and function call (raised as a
+  BaseException so user `try/except` cannot swallow it), a call-depth limit, guards that
+  refuse an operation BEFORE it allocates a huge string, list or integer, and an allocation
+  budget per run. What it cannot bound (one pathological C-level call) is in docs/sandbox.md.
 
 No Django here: the runner passes the limits from settings.
 """
@@ -14,15 +23,14 @@ from __future__ import annotations
 import ast
 import json
 import math
+import operator
 import re
 import threading
 import time
+import warnings
 from dataclasses import dataclass
 from functools import lru_cache, partial
 from typing import Any
-
-from asteval import Interpreter
-from asteval.astutils import Procedure
 
 from machines.definition import Expr
 from machines.expressions import ExpressionSyntaxError, check, parse
@@ -36,7 +44,7 @@ MAX_ALLOCATION = 64 * 2**20  # estimated bytes produced by calls and operators i
 MAX_COMPARE_WEIGHT = 10_000_000  # size of nested values compared, hashed or printed
 MAX_CALL_DEPTH = 30  # nested calls of functions defined in the expression
 MAX_NESTING = 100  # depth of the value an expression returns
-MAX_STEPS = 20_000_000  # AST nodes run in one evaluation: seconds of work, past any 1 s limit
+CLOCK_EVERY = 128  # loop iterations and calls between two looks at the clock
 # Estimated bytes per item of a container a call or operator produces (with new items)
 ITEM_BYTES = {list: 32, tuple: 32, dict: 96, set: 96, frozenset: 96}
 
@@ -59,6 +67,7 @@ EXCEPTION_CLASSES = {
         ZeroDivisionError,
     )
 }
+FILENAME = "<expression>"  # of the compiled code: its frames are the expression's own
 
 
 class ExpressionError(Exception):
@@ -91,14 +100,13 @@ class ExpressionError(Exception):
 
 
 class _Abort(BaseException):
-    """Stops a run for a bound (timeout/resource). A BaseException: asteval and user
-    `try/except` only catch Exception, so nothing inside the run can swallow it."""
+    """Stops a run for a bound (timeout/resource). A BaseException: user `try/except` only
+    catches Exception, so nothing inside the run can swallow it."""
 
-    def __init__(self, kind: str, message: str, node: ast.AST | None = None):
+    def __init__(self, kind: str, message: str):
         super().__init__(message)
         self.kind = kind
         self.message = message
-        self.node = node
 
 
 def _too_big(message: str):
@@ -116,20 +124,29 @@ def evaluate(expr: Expr, names: dict, *, time_limit: float = 1.0,
         message, line, column, exception = program.problem
         raise ExpressionError(message, kind="syntax", path=expr.path, line=line,
                               column=column, exception=exception)
-    if program.may_mutate:
+    if program.may_mutate or not program.changed_names.isdisjoint(names):
         try:
-            symtable = {name: _copy_data(value) for name, value in names.items()}
+            names = {name: _copy_data(value) for name, value in names.items()}
         except RecursionError:
             raise ExpressionError("the values given to the expression are nested too deeply",
                                   kind="resource", path=expr.path) from None
-    else:
-        symtable = dict(names)
-    idle = _idle_interpreters()
-    interpreter = idle.pop() if idle else _Interpreter()
+    outer = getattr(_local, "budget", None)  # set when evaluating inside another's call
+    _local.budget = _Budget(time_limit)
     try:
-        value = interpreter.execute(program.body, symtable, expr.path, time_limit)
+        if program.is_expression:
+            value = eval(program.code, _GLOBALS, names)  # names stay untouched: no stores
+        else:
+            scope = {"__builtins__": _BUILTINS, **names}
+            exec(program.code, scope)
+            value = scope.get(_RESULT)
+    except _Abort as abort:
+        line, column = _where(abort.__traceback__)
+        raise ExpressionError(abort.message, kind=abort.kind, path=expr.path, line=line,
+                              column=column) from None
+    except Exception as exc:
+        raise _runtime_error(exc, expr.path) from None
     finally:
-        idle.append(interpreter)
+        _local.budget = outer
     kind = type(value)
     if kind is bool or kind is int or value is None:  # guards: skip the walk
         return value
@@ -139,38 +156,27 @@ def evaluate(expr: Expr, names: dict, *, time_limit: float = 1.0,
         raise ExpressionError(str(problem), kind="result", path=expr.path) from None
 
 
-@dataclass(frozen=True)
-class _Program:
-    body: ast.AST | None  # the module, or its only expression (two nodes fewer to run)
-    may_mutate: bool = False
-    problem: tuple | None = None  # (message, line, column, exception) when it cannot run
+def _runtime_error(exc: Exception, path: str) -> ExpressionError:
+    line, column = _where(exc.__traceback__)
+    if isinstance(exc, (RecursionError, MemoryError)):
+        return ExpressionError(f"{type(exc).__name__}: {exc}", kind="resource", path=path,
+                               line=line, column=column)
+    return ExpressionError(str(exc), path=path, line=line, column=column,
+                           exception=type(exc).__name__)
 
 
-@lru_cache(maxsize=4096)
-def _program(source: str) -> _Program:
-    """Parse and check once per distinct source."""
-    try:
-        tree = parse(source)
-    except ExpressionSyntaxError as exc:
-        return _Program(None, problem=(exc.message, exc.line, exc.column, "SyntaxError"))
-    problems = check(source)
-    if problems:
-        first = problems[0]
-        return _Program(None, problem=(first.message, first.line, first.column, None))
-    body = tree
-    if len(tree.body) == 1 and isinstance(tree.body[0], ast.Expr):
-        body = tree.body[0].value
-    return _Program(body, may_mutate=_may_mutate(tree))
-
-
-def _may_mutate(tree: ast.AST) -> bool:
-    """Whether the code could change a value it was given (so it must get copies)."""
-    for node in ast.walk(tree):
-        if isinstance(node, (ast.Subscript, ast.Attribute)) and not isinstance(node.ctx, ast.Load):
-            return True
-        if isinstance(node, ast.Attribute) and node.attr not in READ_ONLY_ATTRIBUTES:
-            return True
-    return False
+def _where(traceback) -> tuple[int | None, int | None]:
+    """Line and column (1-based) of the innermost operation of the expression's own code."""
+    innermost = None
+    while traceback is not None:
+        if traceback.tb_frame.f_code.co_filename == FILENAME:
+            innermost = traceback
+        traceback = traceback.tb_next
+    if innermost is None:
+        return None, None
+    positions = list(innermost.tb_frame.f_code.co_positions())
+    line, _, column, _ = positions[innermost.tb_lasti // 2]
+    return line, None if column is None else column + 1
 
 
 def _copy_data(value):
@@ -183,411 +189,110 @@ def _copy_data(value):
     return value
 
 
-# Interpreters: one in use per evaluation, reused within a thread -------------------------------
-_local = threading.local()
+# Compiling: check, rewrite, compile once per distinct source -----------------------------------
+_RESULT = "__dm_result"  # where a script leaves the value of its last expression
 
 
-def _idle_interpreters() -> list:
-    """This thread's interpreters not in use (a nested evaluation, e.g. an io mock, takes
-    another one)."""
+@dataclass(frozen=True)
+class _Program:
+    code: Any = None
+    is_expression: bool = False  # one expression, no nested scope: eval() it on the names
+    may_mutate: bool = False  # it may change values it was given: it gets copies
+    changed_names: frozenset = frozenset()  # changed in place; given ones are copied first
+    problem: tuple | None = None  # (message, line, column, exception) when it cannot run
+
+
+class _Refused(Exception):
+    """The rewrite found something the sandbox will not run."""
+
+    def __init__(self, message: str, node: ast.AST, exception: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.node = node
+        self.exception = exception
+
+
+@lru_cache(maxsize=4096)
+def _program(source: str) -> _Program:
     try:
-        return _local.idle
-    except AttributeError:
-        _local.idle = []
-        return _local.idle
+        parse(source)
+    except ExpressionSyntaxError as exc:
+        return _Program(problem=(exc.message, exc.line, exc.column, "SyntaxError"))
+    problems = check(source)
+    if problems:
+        first = problems[0]
+        return _Program(problem=(first.message, first.line, first.column, None))
+    tree = ast.parse(source)  # a fresh tree: the rewrite changes it in place
+    may_mutate, changed_names = _mutations(tree)
+    try:
+        tree = _Rewrite().visit(tree)
+        body = tree.body
+        if (len(body) == 1 and isinstance(body[0], ast.Expr)
+                and not any(isinstance(node, _NESTED_SCOPES) for node in ast.walk(tree))):
+            expression = ast.fix_missing_locations(ast.Expression(body=body[0].value))
+            return _Program(_compile(expression, "eval"), True, may_mutate, changed_names)
+        if body and isinstance(body[-1], ast.Expr):
+            body[-1] = ast.copy_location(
+                ast.Assign(targets=[ast.Name(_RESULT, ast.Store())], value=body[-1].value),
+                body[-1])
+        return _Program(_compile(ast.fix_missing_locations(tree), "exec"), False, may_mutate,
+                        changed_names)
+    except _Refused as refused:
+        line, column = _position(refused.node)
+        return _Program(problem=(refused.message, line, column, refused.exception))
+    except SyntaxError as exc:  # from compile(): 'return' outside a function, ...
+        return _Program(problem=(exc.msg, exc.lineno, exc.offset, "SyntaxError"))
+    except RecursionError:
+        return _Program(problem=("expression is nested too deeply", None, None, None))
 
 
-_MISSING = object()
-_FORMATTERS = ("format", "format_map")  # '{0.attr}' would reach attributes by name
+def _compile(tree: ast.AST, mode: str):
+    """CPython's compile(), without its SyntaxWarnings ('1[0]': "perhaps you missed a
+    comma?"): the author sees the TypeError when it runs, not a warning in the worker's log."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SyntaxWarning)
+        return compile(tree, FILENAME, mode)
 
 
-class _Interpreter(Interpreter):
-    """asteval with budgets, guarded operators and calls, and the missing `*`/`**` support."""
+def _mutations(tree: ast.AST) -> tuple[bool, frozenset]:
+    """(whether the code could change a value it was given, the names it changes in place).
 
-    def __init__(self):
-        super().__init__(symtable={}, use_numpy=False, builtins_readonly=False)
-        self.readonly_symbols = frozenset(SAFE_BUILTIN_NAMES)
-        self.handlers_by_type = self._handlers_by_type()
-
-    def _handlers_by_type(self) -> dict:
-        allowed = (set(self.node_handlers) - {"import", "importfrom", "with"}
-                   | {"generatorexp", "starred"})
-        handlers = {}
-        for name, cls in vars(ast).items():
-            if isinstance(cls, type) and issubclass(cls, ast.AST) and name[0].isupper():
-                if name.lower() in allowed:
-                    handlers[cls] = getattr(self, f"on_{name.lower()}", self.unimplemented)
-        return handlers
-
-    def execute(self, tree: ast.AST, symtable: dict, path: str, time_limit: float):
-        """Run `tree`; translate every way it can fail into an ExpressionError."""
-        self.error = []
-        self.error_msg = self.retval = self._interrupt = None
-        self._calldepth = self.steps = self.depth = self.allocated = 0
-        self.code_text = []
-        self.symtable = symtable
-        self.expr = tree
-        self.time_limit = time_limit
-        self.deadline = time.monotonic() + time_limit
-        try:
-            return self.run(tree)
-        except _Abort as abort:
-            line, column = _position(abort.node)
-            raise ExpressionError(abort.message, kind=abort.kind, path=path, line=line,
-                                  column=column) from None
-        except Exception as exc:
-            raise self._runtime_error(exc, path) from None
-        finally:
-            self.symtable = {}
-
-    def _runtime_error(self, exc: Exception, path: str) -> ExpressionError:
-        holder = self.error[0] if self.error else None  # the innermost failure
-        exception = holder.exc if holder is not None and holder.exc else type(exc)
-        message = holder.msg if holder is not None and holder.msg else str(exc)
-        line, column = _position(holder.node if holder is not None else None)
-        if line is None and holder is not None and holder.lineno:
-            line = holder.lineno
-        if issubclass(exception, (RecursionError, MemoryError)):
-            return ExpressionError(f"{exception.__name__}: {message}", kind="resource",
-                                   path=path, line=line, column=column)
-        return ExpressionError(message, path=path, line=line, column=column,
-                               exception=exception.__name__)
-
-    # Dispatch with budgets: every node passes here -----------------------------------------
-    def run(self, node, expr=None, lineno=None, with_raise=True):
-        if self.error or self.retval is not None or self._interrupt is not None:
-            if self.error:
-                return None
-            if self.retval is not None:
-                return self.retval
-            if isinstance(self._interrupt, (ast.Break, ast.Continue)):
-                return self._interrupt
-        if node is None:
-            return None
-        if node.__class__ is ast.Constant:
-            return node.value
-        self.steps += 1
-        if not self.steps & 127:
-            if time.monotonic() > self.deadline:
-                raise _Abort("timeout", f"time limit of {self.time_limit:g} s exceeded", node)
-            if self.steps > MAX_STEPS:
-                raise _Abort("timeout", f"step limit of {MAX_STEPS} exceeded", node)
-        handler = self.handlers_by_type.get(node.__class__)
-        if handler is None:
-            return self.unimplemented(node)
-        try:
-            return handler(node)
-        except _Abort as abort:
-            if abort.node is None:
-                abort.node = node
-            raise
-        except Exception:
-            if with_raise:
-                self.raise_exception(node, expr=self.expr)
-            elif not self.error:  # record it, so that on_try sees the failure
-                try:
-                    self.raise_exception(node, expr=self.expr)
-                except Exception:
-                    pass
-
-    def charge(self, value):
-        """Count what a call or operator produced against the run's allocation budget."""
-        kind = type(value)
-        if kind is str or kind is bytes:
-            self.allocated += len(value)
-        elif kind in CONTAINERS:
-            self.allocated += ITEM_BYTES[kind] * len(value)
-        elif kind is int:
-            self.allocated += value.bit_length() >> 3
-        else:
-            return value
-        if self.allocated > MAX_ALLOCATION:
-            _too_big(f"the expression produced more than {MAX_ALLOCATION // 2**20} MiB of data")
-        return value
-
-    # Names, attributes, assignment ---------------------------------------------------------
-    def value(self, node):
-        """run(), without its bookkeeping for the leaves (names, constants) that most nodes
-        are: they cannot loop or allocate."""
-        kind = node.__class__
-        if kind is ast.Name:
-            found = self.symtable.get(node.id, _MISSING)
-            if found is _MISSING:
-                found = _SAFE_BUILTINS.get(node.id, _MISSING)
-            if found is not _MISSING:
-                return found
-        elif kind is ast.Constant:
-            return node.value
-        return self.run(node)
-
-    def on_name(self, node):
-        found = self.symtable.get(node.id, _MISSING)
-        if found is _MISSING:
-            found = _SAFE_BUILTINS.get(node.id, _MISSING)
-            if found is _MISSING:
-                raise NameError(f"name '{node.id}' is not defined")
-        return found
-
-    def on_attribute(self, node):
-        if not isinstance(node.ctx, ast.Load):
-            raise AttributeError(f"cannot assign or delete attribute '{node.attr}'")
-        value = self.value(node.value)
-        attr = node.attr
-        if type(value) not in DATA_TYPES or attr.startswith("_") or attr in _FORMATTERS:
-            raise AttributeError(f"'{attr}' is not available on {_describe(value)}")
-        guard = _GUARDED_METHODS.get((type(value), attr))
-        if guard is not None:
-            return partial(guard, value)
-        return getattr(value, attr)
-
-    def node_assign(self, node, val):
-        kind = node.__class__
-        if kind is ast.Name:
-            if node.id in self.readonly_symbols:
-                raise NameError(f"'{node.id}' is a built-in name and cannot be assigned")
-            self.symtable[node.id] = val
-        elif kind is ast.Subscript:
-            target = self.value(node.value)
-            key = self.value(node.slice)
-            if isinstance(key, slice) and isinstance(target, list):
-                _check_length(len(target) + _length(val), "list")
-            _guard_key(key)
-            target[key] = val
-        elif kind in (ast.Tuple, ast.List):
-            values = list(val) if not isinstance(val, (list, tuple)) else val
-            if len(values) != len(node.elts):
-                raise ValueError(f"expected {len(node.elts)} values to unpack, got {len(values)}")
-            for target_node, item in zip(node.elts, values, strict=True):
-                self.node_assign(target_node, item)
-        else:
-            raise SyntaxError(f"cannot assign to {kind.__name__}")
-
-    def on_expr(self, node):
-        return self.value(node.value)
-
-    def on_assign(self, node):
-        value = self.value(node.value)
-        for target in node.targets:
-            self.node_assign(target, value)
-
-    def on_augassign(self, node):
-        """`x += y` as `x = x + y` (never in place), without building new AST nodes."""
-        target = node.target
-        if target.__class__ is ast.Name:
-            current = self.on_name(target)
-        elif target.__class__ is ast.Subscript:
-            current = self.value(target.value)[self.value(target.slice)]
-        else:
-            raise SyntaxError(f"cannot assign to {target.__class__.__name__}")
-        operator = _BINARY_OPERATORS[node.op.__class__]
-        self.node_assign(target, self.charge(operator(current, self.value(node.value))))
-
-    def _comp_save_syms(self, node):
-        """Names a comprehension rebinds, to restore after it (asteval deep-copies them)."""
-        saved, deleted = {}, set()
-        for generator in node.generators:
-            for name in self._extract_names_from_target(generator.target):
-                if name in self.readonly_symbols:
-                    raise NameError(f"'{name}' is a built-in name and cannot be assigned")
-                if name in self.symtable:
-                    saved[name] = self.symtable[name]
-                else:
-                    deleted.add(name)
-        return saved, deleted
-
-    # Literals with * and ** ------------------------------------------------------------------
-    def _items(self, nodes) -> list:
-        out = []
-        for item in nodes:
-            if item.__class__ is ast.Starred:
-                values = self.value(item.value)
-                _check_length(len(out) + _length(values), "list")
-                out.extend(values)
+    Changing a container in place is harmless when the name only ever holds a container
+    the code built itself (`x = dict(ctx)` then `x['n'] = 2`): those names are returned, and
+    the caller copies only if one of them is also a given name. Anything else that changes a
+    value in place (`ctx['n'] = 2`, `x[0].append(1)`, `y.sort()` on a loop variable) means
+    the inputs must be copied."""
+    single_targets = {id(node.targets[0]) for node in ast.walk(tree)
+                      if isinstance(node, ast.Assign) and len(node.targets) == 1}
+    fresh: dict[str, bool] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign) and id(node.targets[0]) in single_targets \
+                and isinstance(node.targets[0], ast.Name):
+            name = node.targets[0].id
+            fresh[name] = fresh.get(name, True) and _builds_a_container(node.value)
+        elif isinstance(node, ast.Name) and not isinstance(node.ctx, ast.Load) \
+                and id(node) not in single_targets:
+            fresh[node.id] = False
+        elif isinstance(node, (ast.arg, ast.FunctionDef, ast.ExceptHandler)):
+            fresh[getattr(node, "arg", None) or getattr(node, "name", None)] = False
+    changed = set()
+    for node in ast.walk(tree):
+        in_place = (isinstance(node, ast.Subscript) and not isinstance(node.ctx, ast.Load)
+                    or isinstance(node, ast.Attribute) and node.attr not in READ_ONLY_ATTRIBUTES)
+        if in_place:
+            if isinstance(node.value, ast.Name) and fresh.get(node.value.id):
+                changed.add(node.value.id)
             else:
-                out.append(self.value(item))
-        return out
-
-    def on_list(self, node):
-        return self._items(node.elts)
-
-    def on_tuple(self, node):
-        return tuple(self._items(node.elts))
-
-    def on_set(self, node):
-        items = self._items(node.elts)
-        for item in items:
-            _guard_key(item)
-        return set(items)
-
-    def on_dict(self, node):
-        out = {}
-        for key_node, value_node in zip(node.keys, node.values, strict=True):
-            if key_node is None:  # {**other}
-                other = self.value(value_node)
-                _check_length(len(out) + _length(other), "dict")
-                out.update(other)
-            else:
-                key = self.value(key_node)
-                _guard_key(key)
-                out[key] = self.value(value_node)
-        return out
-
-    def on_assert(self, node):
-        if not self.value(node.test):
-            message = "" if node.msg is None else self.value(node.msg)
-            raise AssertionError(message)
-
-    def on_delete(self, node):
-        for target in node.targets:
-            if target.__class__ is ast.Name:
-                if target.id in self.readonly_symbols or target.id not in self.symtable:
-                    raise NameError(f"cannot delete '{target.id}'")
-                del self.symtable[target.id]
-            elif target.__class__ is ast.Subscript:
-                container = self.run(target.value)
-                del container[self.run(target.slice)]
-            else:
-                raise SyntaxError(f"cannot delete {target.__class__.__name__}")
-
-    def on_starred(self, node):
-        raise SyntaxError("'*' unpacking is only allowed in lists, tuples, sets and calls")
-
-    def on_generatorexp(self, node):
-        """Generators are evaluated eagerly, as a list: no generator objects reach the code."""
-        return self.on_listcomp(node)
-
-    def on_setcomp(self, node):
-        items = self.on_listcomp(node)
-        for item in items:
-            _guard_key(item)
-        return self.charge(set(items))
-
-    def on_listcomp(self, node):
-        return self.charge(super().on_listcomp(node))
-
-    def on_dictcomp(self, node):
-        return self.charge(super().on_dictcomp(node))
-
-    def do_generator(self, gnodes, node, out):
-        """asteval's, with dict keys checked before they are hashed."""
-        generator = gnodes[0]
-        for value in self.run(generator.iter):
-            self.node_assign(generator.target, value)
-            if all(self.run(test) for test in generator.ifs):
-                if len(gnodes) > 1:
-                    self.do_generator(gnodes[1:], node, out)
-                elif isinstance(out, list):
-                    out.append(self.value(node.elt))
-                else:
-                    key = self.value(node.key)
-                    _guard_key(key)
-                    out[key] = self.value(node.value)
-
-    # Operators ------------------------------------------------------------------------------
-    def on_binop(self, node):
-        left = self.value(node.left)
-        right = self.value(node.right)
-        return self.charge(_BINARY_OPERATORS[node.op.__class__](left, right))
-
-    def on_compare(self, node):
-        left = self.value(node.left)
-        result = True
-        for op, right_node in zip(node.ops, node.comparators, strict=True):
-            right = self.value(right_node)
-            if type(left) in CONTAINERS:
-                _guard_comparison(left, right, op)
-            result = _COMPARISONS[op.__class__](left, right)
-            if not result:
-                return result
-            left = right
-        return result
-
-    def on_subscript(self, node):
-        value = self.value(node.value)
-        key = self.value(node.slice)
-        if type(key) is tuple:
-            _guard_key(key)
-        return value[key]
-
-    def on_formattedvalue(self, node):
-        value = self.value(node.value)
-        if node.conversion in (114, 115, 97) or node.format_spec is None:
-            _guard_text(value)
-        if node.conversion == 114:
-            value = repr(value)
-        elif node.conversion == 115:
-            value = str(value)
-        elif node.conversion == 97:
-            value = ascii(value)
-        spec = "" if node.format_spec is None else self.value(node.format_spec)
-        _guard_format_spec(spec)
-        return format(value, spec)
-
-    def on_joinedstr(self, node):
-        return self.charge("".join(self.run(part) for part in node.values))
-
-    # Calls ----------------------------------------------------------------------------------
-    def on_call(self, node):
-        func = self.value(node.func)
-        if not callable(func):
-            raise TypeError(f"{_describe(func)} is not callable")
-        args = self._items(node.args)
-        kwargs = {}
-        for keyword in node.keywords:
-            if keyword.arg is None:
-                kwargs.update(self.value(keyword.value))
-            elif keyword.arg in kwargs:
-                raise SyntaxError(f"keyword argument repeated: {keyword.arg}")
-            else:
-                kwargs[keyword.arg] = self.value(keyword.value)
-        if isinstance(func, Procedure):
-            self.depth += 1
-            if self.depth > MAX_CALL_DEPTH:
-                raise _Abort("resource", f"functions nested deeper than {MAX_CALL_DEPTH} calls",
-                             node)
-            try:
-                return func(*args, **kwargs)
-            finally:
-                self.depth -= 1
-        return self.charge(func(*args, **kwargs))
-
-    def on_try(self, node):
-        """try/except matching on the caught exception's class (names or tuples of names)."""
-        failed = False
-        for statement in node.body:
-            self.run(statement, with_raise=False)
-            if self.error:
-                failed = True
-                caught = self.error[0].exc_info[1]
-                for handler in node.handlers:
-                    if handler.type is None or isinstance(caught, _handled(handler.type)):
-                        self.error = []
-                        self.error_msg = None
-                        if handler.name is not None:
-                            self.symtable[handler.name] = caught
-                        for line in handler.body:
-                            self.run(line)
-                        break
-                break
-        if not failed:
-            for statement in node.orelse:
-                self.run(statement)
-        for statement in node.finalbody:
-            self.run(statement)
+                return True, frozenset()
+    return False, frozenset(changed)
 
 
-def _handled(type_node: ast.AST) -> tuple:
-    """The exception classes an `except` clause names (the builtin ones by name)."""
-    nodes = type_node.elts if isinstance(type_node, ast.Tuple) else [type_node]
-    classes = []
-    for item in nodes:
-        name = getattr(item, "id", None)
-        if name in ("BaseException",):
-            name = "Exception"  # bounds stay uncatchable
-        if name not in EXCEPTION_CLASSES:
-            raise NameError(f"unknown exception class in except: {ast.unparse(item)}")
-        classes.append(EXCEPTION_CLASSES[name])
-    return tuple(classes)
+def _builds_a_container(node: ast.AST) -> bool:
+    """Whether the expression's value is a new container (not one it was given)."""
+    if isinstance(node, ast.Call):
+        return isinstance(node.func, ast.Name) and node.func.id in ("dict", "list", "sorted")
+    return isinstance(node, (ast.List, ast.Dict, ast.Set, ast.ListComp, ast.DictComp,
+                             ast.SetComp, ast.GeneratorExp))
 
 
 def _position(node) -> tuple[int | None, int | None]:
@@ -596,14 +301,501 @@ def _position(node) -> tuple[int | None, int | None]:
     return line, None if column is None or line is None else column + 1
 
 
+_NESTED_SCOPES = (ast.Lambda, ast.FunctionDef, ast.ListComp, ast.SetComp, ast.DictComp,
+                  ast.GeneratorExp)
+# Operators that can build a big value from small ones, and their guards (by name in _BUILTINS)
+_GUARDED_OPERATORS = {ast.Add: "add", ast.Mult: "multiply", ast.Pow: "power",
+                      ast.LShift: "left_shift", ast.Mod: "modulo"}
+_SCALAR_CONSTANTS = (int, float, bool, type(None))
+
+
+def _is_scalar(node: ast.AST) -> bool:
+    """A constant whose comparison with anything takes constant time."""
+    return isinstance(node, ast.Constant) and type(node.value) in (*_SCALAR_CONSTANTS, str)
+
+
+def _is_pure(node: ast.AST) -> bool:
+    """Reading it twice is the same as reading it once (a name, a constant, `d['k']`)."""
+    if isinstance(node, ast.Subscript):
+        return _is_pure(node.value) and isinstance(node.slice, ast.Constant)
+    return isinstance(node, (ast.Name, ast.Constant))
+
+
+class _Rewrite(ast.NodeTransformer):
+    """Rewrites a checked tree so that everything that could reach outside the data, loop or
+    allocate calls a guard of this module (`__dm_<name>` in _BUILTINS). Plain reads,
+    arithmetic on numbers and control flow stay native: they are the cheap majority."""
+
+    def __init__(self):
+        self.repeated = 0  # > 0 inside loops, functions and comprehensions
+
+    # helpers
+    @staticmethod
+    def guard(name: str, node: ast.AST, *args: ast.AST, keywords=()) -> ast.Call:
+        call = ast.Call(func=ast.Name(f"__dm_{name}", ast.Load()), args=list(args),
+                        keywords=list(keywords))
+        return ast.copy_location(call, node)
+
+    def repeating(self, node: ast.AST) -> ast.AST:
+        self.repeated += 1
+        try:
+            return self.generic_visit(node)
+        finally:
+            self.repeated -= 1
+
+    def charged(self, node: ast.AST) -> ast.AST:
+        """A literal built again and again (in a loop or function) counts as allocation."""
+        return self.guard("charge", node, node) if self.repeated else node
+
+    def tick(self, node: ast.AST) -> ast.Expr:
+        return ast.copy_location(ast.Expr(self.guard("tick", node)), node)
+
+    # names: the builtins stay what they are
+    def visit_Name(self, node):
+        if not isinstance(node.ctx, ast.Load) and node.id in _SAFE_BUILTINS:
+            raise _Refused(f"'{node.id}' is a built-in name and cannot be assigned", node,
+                           "NameError")
+        return node
+
+    def visit_arg(self, node):
+        if node.arg in _SAFE_BUILTINS:
+            raise _Refused(f"'{node.arg}' is a built-in name and cannot be assigned", node,
+                           "NameError")
+        return node
+
+    # attributes: read only, on data only
+    def visit_Attribute(self, node):
+        if not isinstance(node.ctx, ast.Load):
+            raise _Refused(f"attribute '{node.attr}' cannot be assigned or deleted", node,
+                           "AttributeError")
+        value = self.visit(node.value)
+        return self.guard("attribute", node, value, ast.Constant(node.attr))
+
+    def visit_Call(self, node):
+        if isinstance(node.func, ast.Attribute):  # `value.method(...)`: one guarded call
+            value = self.visit(node.func.value)
+            args = [self.visit(arg) for arg in node.args]
+            keywords = [self.visit(keyword) for keyword in node.keywords]
+            call = ast.Call(func=ast.Name("__dm_call_method", ast.Load()),
+                            args=[value, ast.Constant(node.func.attr), *args], keywords=keywords)
+            return ast.copy_location(call, node)
+        return self.generic_visit(node)
+
+    # operators
+    def visit_BinOp(self, node):
+        self.generic_visit(node)
+        name = _GUARDED_OPERATORS.get(type(node.op))
+        if name is None:
+            return node
+        if name == "add" and any(isinstance(side, ast.Constant) and
+                                 type(side.value) in _SCALAR_CONSTANTS
+                                 for side in (node.left, node.right)):
+            return node  # a number added to anything cannot grow it
+        return self.guard(name, node, node.left, node.right)
+
+    def visit_AugAssign(self, node):
+        """`x += y` as `x = x + y`, never in place (a list `+=` itself must not double)."""
+        target = node.target
+        if isinstance(target, ast.Name):
+            self.visit_Name(target)
+            value = ast.copy_location(
+                ast.BinOp(ast.Name(target.id, ast.Load()), node.op, node.value), node)
+            return ast.copy_location(ast.Assign(targets=[target], value=self.visit(value)),
+                                     node)
+        if isinstance(target, ast.Subscript) and not isinstance(target.slice, ast.Slice):
+            operator_name = f"operator_{type(node.op).__name__}"
+            return ast.copy_location(ast.Expr(self.guard(
+                "update_item", node, self.visit(target.value), self.visit(target.slice),
+                ast.Name(f"__dm_{operator_name}", ast.Load()), self.visit(node.value))), node)
+        raise _Refused("this target of an augmented assignment is not supported; write "
+                       "it as `x = x + y`", target)
+
+    def visit_Compare(self, node):
+        self.generic_visit(node)
+        operands = [node.left, *node.comparators]
+        pairs = []
+        for op, left, right in zip(node.ops, operands, operands[1:], strict=False):
+            pair = ast.copy_location(ast.Compare(left, [op], [right]), node)
+            if not (_is_scalar(left) or _is_scalar(right)):
+                pair = self.guard(f"compare_{type(op).__name__}", node, left, right)
+            pairs.append(pair)
+        if len(pairs) == 1:
+            return pairs[0]
+        if all(_is_pure(middle) for middle in operands[1:-1]):
+            return ast.copy_location(ast.BoolOp(ast.And(), pairs), node)
+        # a < f() < c: f() must run once, and c only when a < f()
+        later = [ast.Lambda(args=ast.arguments(posonlyargs=[], args=[], kwonlyargs=[],
+                                               kw_defaults=[], defaults=[]), body=operand)
+                 for operand in operands[1:]]
+        names = ast.Constant(tuple(type(op).__name__ for op in node.ops))
+        return self.guard("compare_chain", node, operands[0], names, *later)
+
+    # subscripts
+    def visit_Subscript(self, node):
+        value = self.visit(node.value)
+        key = node.slice
+        if isinstance(key, ast.Slice):
+            if isinstance(node.ctx, ast.Store):
+                raise _Refused("slice assignment is only supported on its own line: "
+                               "`items[a:b] = values`", node)
+            if isinstance(node.ctx, ast.Load):
+                parts = [ast.Constant(None) if part is None else self.visit(part)
+                         for part in (key.lower, key.upper, key.step)]
+                return self.guard("slice", node, value, *parts)
+            node.value = value
+            node.slice = self.visit(key)
+            return node
+        node.value = value
+        node.slice = self.visit(key)
+        if not isinstance(node.slice, ast.Constant):
+            node.slice = self.guard("key", node.slice, node.slice)
+        return node
+
+    def visit_Assign(self, node):
+        if len(node.targets) == 1 and isinstance(node.targets[0], ast.Subscript):
+            target = node.targets[0]
+            value = self.visit(node.value)
+            container = self.visit(target.value)
+            if isinstance(target.slice, ast.Slice):
+                parts = [ast.Constant(None) if part is None else self.visit(part)
+                         for part in (target.slice.lower, target.slice.upper,
+                                      target.slice.step)]
+                call = self.guard("set_slice", node, value, container, *parts)
+            else:
+                call = self.guard("set_item", node, value, container, self.visit(target.slice))
+            return ast.copy_location(ast.Expr(call), node)
+        targets = [self.visit(target) for target in node.targets]
+        if isinstance(node.value, ast.Tuple) and all(
+                isinstance(target, (ast.Tuple, ast.List)) for target in targets):
+            node.value.elts = [self.visit(item) for item in node.value.elts]  # a, b = b, a
+        else:
+            node.value = self.visit(node.value)
+        node.targets = targets
+        return node
+
+    # literals
+    def visit_Starred(self, node):
+        if isinstance(node.ctx, ast.Load):
+            node.value = self.guard("spread", node, self.visit(node.value))
+        return node
+
+    def visit_keyword(self, node):
+        node.value = self.visit(node.value)
+        if node.arg is None:  # f(**kwargs)
+            node.value = self.guard("spread", node, node.value)
+        return node
+
+    def visit_List(self, node):
+        self.generic_visit(node)
+        return self.charged(node) if isinstance(node.ctx, ast.Load) else node
+
+    visit_Tuple = visit_List
+
+    def visit_Set(self, node):
+        self.generic_visit(node)
+        for index, item in enumerate(node.elts):
+            if isinstance(item, ast.Starred):  # {*items}: each item is hashed
+                item.value = self.guard("keys", item, item.value)
+            elif not isinstance(item, ast.Constant):
+                node.elts[index] = self.guard("key", item, item)
+        return self.charged(node)
+
+    def visit_Dict(self, node):
+        self.generic_visit(node)
+        node.keys = [key if key is None or isinstance(key, ast.Constant)
+                     else self.guard("key", key, key) for key in node.keys]
+        node.values = [value if key is not None else self.guard("spread", value, value)
+                       for key, value in zip(node.keys, node.values, strict=True)]
+        return self.charged(node)
+
+    def visit_JoinedStr(self, node):
+        self.generic_visit(node)
+        return self.guard("charge", node, node)
+
+    def visit_FormattedValue(self, node):
+        spec = ast.Constant("") if node.format_spec is None else self.visit(node.format_spec)
+        formatted = self.guard("format", node, self.visit(node.value),
+                               ast.Constant(node.conversion), spec)
+        return ast.copy_location(ast.FormattedValue(formatted, -1, None), node)
+
+    # loops, comprehensions and functions: the clock, the depth, the items built
+    def visit_For(self, node):
+        node = self.repeating(node)
+        node.body.insert(0, self.tick(node.body[0]))
+        return node
+
+    visit_While = visit_For
+
+    def comprehension(self, node, item_field: str, guard: str):
+        node = self.repeating(node)
+        for generator in node.generators:
+            generator.ifs.insert(0, self.guard("tick", generator.target))
+        item = getattr(node, item_field)
+        setattr(node, item_field, self.guard(guard, item, item))
+        return node
+
+    def visit_ListComp(self, node):
+        return self.comprehension(node, "elt", "item")
+
+    def visit_GeneratorExp(self, node):
+        """Generators are evaluated eagerly, as a list: no generator objects reach the code."""
+        return self.visit_ListComp(ast.copy_location(ast.ListComp(node.elt, node.generators),
+                                                     node))
+
+    def visit_SetComp(self, node):
+        return self.comprehension(node, "elt", "key_item")
+
+    def visit_DictComp(self, node):
+        return self.comprehension(node, "key", "key_item")
+
+    def visit_FunctionDef(self, node):
+        self.visit_arg(ast.copy_location(ast.arg(node.name), node))
+        node = self.repeating(node)
+        node.decorator_list = [ast.Name("__dm_function", ast.Load())]
+        return node
+
+    def visit_Lambda(self, node):
+        return self.guard("function", node, self.repeating(node))
+
+    def visit_ExceptHandler(self, node):
+        """`except` matches the builtin exception classes by name; BaseException and a bare
+        `except:` mean Exception, so the sandbox's own stops stay uncatchable."""
+        if node.name is not None:
+            self.visit_Name(ast.copy_location(ast.Name(node.name, ast.Store()), node))
+        if node.type is None:
+            node.type = ast.copy_location(ast.Name("__dm_Exception", ast.Load()), node)
+        else:
+            items = node.type.elts if isinstance(node.type, ast.Tuple) else [node.type]
+            classes = []
+            for item in items:
+                name = getattr(item, "id", None)
+                name = "Exception" if name == "BaseException" else name
+                if name not in EXCEPTION_CLASSES:
+                    raise _Refused(f"unknown exception class in except: {ast.unparse(item)}",
+                                   item, "NameError")
+                classes.append(ast.copy_location(ast.Name(f"__dm_{name}", ast.Load()), item))
+            node.type = ast.copy_location(ast.Tuple(classes, ast.Load()), node.type)
+        node.body = [self.visit(statement) for statement in node.body]
+        return node
+
+
+# Run time: the budget of the running evaluation, per thread ------------------------------------
+_local = threading.local()
+
+
+class _Budget:
+    """What one evaluation may still spend: time, nested calls, allocation."""
+
+    __slots__ = ("time_limit", "deadline", "ticks", "depth", "allocated")
+
+    def __init__(self, time_limit: float):
+        self.time_limit = time_limit
+        self.deadline = time.monotonic() + time_limit
+        self.ticks = self.depth = self.allocated = 0
+
+
+def _tick():
+    """Every loop iteration and call passes here; returns True for comprehension `if`s."""
+    budget = _local.budget
+    budget.ticks += 1
+    if not budget.ticks % CLOCK_EVERY and time.monotonic() > budget.deadline:
+        raise _Abort("timeout", f"time limit of {budget.time_limit:g} s exceeded")
+    return True
+
+
+def _charge(value):
+    """Count what a call, operator or repeated literal produced against the run's budget."""
+    kind = type(value)
+    if kind is str or kind is bytes:
+        size = len(value)
+    elif kind in ITEM_BYTES:
+        size = ITEM_BYTES[kind] * (len(value) + 1)
+    elif kind is int:
+        size = value.bit_length() >> 3
+    else:
+        return value
+    budget = _local.budget
+    budget.allocated += size
+    if budget.allocated > MAX_ALLOCATION:
+        _too_big(f"the expression produced more than {MAX_ALLOCATION // 2**20} MiB of data")
+    return value
+
+
+def _charged(function):
+    """`function` with its results charged."""
+    def call(*args, **kwargs):
+        return _charge(function(*args, **kwargs))
+    call.__name__ = getattr(function, "__name__", "function")
+    return call
+
+
+def _item(value):
+    """One more item of a list comprehension."""
+    budget = _local.budget
+    budget.allocated += ITEM_BYTES[list]
+    if budget.allocated > MAX_ALLOCATION:
+        _too_big(f"the expression produced more than {MAX_ALLOCATION // 2**20} MiB of data")
+    return value
+
+
+def _key_item(key):
+    """One more key of a dict or set comprehension."""
+    _guard_key(key)
+    budget = _local.budget
+    budget.allocated += ITEM_BYTES[dict]
+    if budget.allocated > MAX_ALLOCATION:
+        _too_big(f"the expression produced more than {MAX_ALLOCATION // 2**20} MiB of data")
+    return key
+
+
+def _spread(values):
+    """`*values` or `**values`: its items are copied into a new list, tuple, dict or call."""
+    budget = _local.budget
+    budget.allocated += ITEM_BYTES[list] * _length(values)
+    if budget.allocated > MAX_ALLOCATION:
+        _too_big(f"the expression produced more than {MAX_ALLOCATION // 2**20} MiB of data")
+    return values
+
+
+def _key(key):
+    """A dict key or set item: hashing a tuple walks it, so huge shared tuples are refused."""
+    if type(key) is tuple:
+        _guard_key(key)
+    return key
+
+
+def _keys(values):
+    """Items about to be hashed (set items, dict keys): refused when hashing would walk huge
+    shared tuples."""
+    if type(values) is tuple or any(type(value) is tuple for value in values):
+        _guard_items(values)
+    return values
+
+
+def _function(function):
+    """A function the expression defines: each call is counted against the clock and the
+    call depth."""
+    def call(*args, **kwargs):
+        budget = _local.budget
+        _tick()
+        budget.depth += 1
+        try:
+            if budget.depth > MAX_CALL_DEPTH:
+                raise _Abort("resource", f"functions nested deeper than {MAX_CALL_DEPTH} calls")
+            return function(*args, **kwargs)
+        finally:
+            budget.depth -= 1
+    call.__name__ = function.__name__
+    return call
+
+
+def _attribute(value, name: str):
+    """`value.name` on plain data; a method comes back guarded and charged."""
+    if type(value) not in DATA_TYPES or name.startswith("_") or name in _FORMATTERS:
+        raise AttributeError(f"'{name}' is not available on {_describe(value)}")
+    found = getattr(value, name)
+    return partial(_call_method, value, name) if callable(found) else found
+
+
+def _call_method(value, name: str, /, *args, **kwargs):
+    """`value.name(...)`: the method of a plain data value, through its guard if it has one."""
+    kind = type(value)
+    if kind not in DATA_TYPES or name.startswith("_") or name in _FORMATTERS:
+        raise AttributeError(f"'{name}' is not available on {_describe(value)}")
+    if kind is dict or kind is set:  # their methods hash their arguments (or their items)
+        for arg in args:
+            if type(arg) in CONTAINERS:
+                _keys(arg)
+    guard = _GUARDED_METHODS.get((kind, name))
+    if guard is not None:
+        return _charge(guard(value, *args, **kwargs))
+    return _charge(getattr(value, name)(*args, **kwargs))
+
+
+def _slice(value, lower, upper, step):
+    return _charge(value[lower:upper:step])
+
+
+def _set_item(item, container, key):
+    _key(key)
+    if type(container) is dict and key not in container:
+        _charge_items(1, dict)
+    container[key] = item
+
+
+def _set_slice(items, container, lower, upper, step):
+    if type(container) is list:
+        _check_length(len(container) + _length(items), "list")
+        _charge_items(_length(items), list)
+    container[lower:upper:step] = items
+
+
+def _update_item(container, key, update, value):
+    """`container[key] op= value`, as `container[key] = container[key] op value`."""
+    _key(key)
+    container[key] = update(container[key], value)
+
+
+def _charge_items(count: int, kind: type):
+    budget = _local.budget
+    budget.allocated += ITEM_BYTES[kind] * count
+    if budget.allocated > MAX_ALLOCATION:
+        _too_big(f"the expression produced more than {MAX_ALLOCATION // 2**20} MiB of data")
+
+
+def _format(value, conversion: int, spec: str) -> str:
+    """One `{value!conversion:spec}` of an f-string."""
+    if conversion in (114, 115, 97) or not spec:
+        _guard_text(value)
+    if conversion == 114:
+        value = repr(value)
+    elif conversion == 115:
+        value = str(value)
+    elif conversion == 97:
+        value = ascii(value)
+    _guard_format_spec(spec)
+    return format(value, spec)
+
+
+def _comparison(compare, membership: bool):
+    def guarded(left, right):
+        if type(left) in CONTAINERS:
+            _guard_comparison(left, right, membership)
+        return compare(left, right)
+    return guarded
+
+
+_COMPARISONS = {
+    "Eq": operator.eq, "NotEq": operator.ne, "Lt": operator.lt, "LtE": operator.le,
+    "Gt": operator.gt, "GtE": operator.ge, "Is": operator.is_, "IsNot": operator.is_not,
+    "In": lambda a, b: a in b, "NotIn": lambda a, b: a not in b,
+}
+_GUARDED_COMPARISONS = {name: _comparison(compare, name in ("In", "NotIn"))
+                        for name, compare in _COMPARISONS.items()}
+
+
+def _compare_chain(first, names: tuple, *later):
+    """`a < b < c` whose middle operands must run once, and only while it holds."""
+    left = first
+    result = True
+    for name, operand in zip(names, later, strict=True):
+        right = operand()
+        result = _GUARDED_COMPARISONS[name](left, right)
+        if not result:
+            return result
+        left = right
+    return result
+
+
+_FORMATTERS = ("format", "format_map")  # '{0.attr}' would reach attributes by name
+
+
 def _describe(value) -> str:
     kind = type(value)
     if kind is set or kind is frozenset:
         return "a set"
-    if isinstance(value, Procedure) or callable(value):
+    if callable(value):
         return "a function"
-    if kind.__name__ == "generator":
-        return "a generator"
     if kind is bytes:
         return "bytes"
     if kind in (list, tuple, dict, str, int, float, bool):
@@ -718,11 +910,11 @@ def _guard_text(value):
         _too_big(f"a number with more than {MAX_INT_DIGITS:,} digits cannot become text")
 
 
-def _guard_comparison(left, right, op):
+def _guard_comparison(left, right, membership: bool):
     """Comparing nested values walks them; shared parts make that exponential."""
     if type(left) not in CONTAINERS:
         return
-    if type(right) in CONTAINERS or op.__class__ in (ast.In, ast.NotIn):
+    if type(right) in CONTAINERS or membership:
         limit = MAX_COMPARE_WEIGHT
         if _weight(left, limit) + _weight(right, limit) > limit:
             _too_big("the values compared are too large (nested values shared too many times)")
@@ -838,7 +1030,18 @@ def _to_bytes(number, length=1, *args, **kwargs):
 
 def _extend(items, more):
     _check_length(len(items) + _length(more), "list")
+    _charge_items(_length(more), list)
     items.extend(more)
+
+
+def _growing(method):
+    """A method that adds items to its container in place: the new items are charged."""
+    def grow(container, *args, **kwargs):
+        before = len(container)
+        result = getattr(container, method)(*args, **kwargs)
+        _charge_items(len(container) - before, type(container))
+        return result
+    return grow
 
 
 def _comparing(method):
@@ -860,6 +1063,9 @@ _GUARDED_METHODS = {
     (int, "to_bytes"): _to_bytes,
     (bool, "to_bytes"): _to_bytes,
     (list, "extend"): _extend,
+    **{(kind, name): _growing(name) for kind, name in (
+        (list, "append"), (list, "insert"), (set, "add"), (set, "update"), (dict, "update"),
+        (dict, "setdefault"))},
     **{(list, name): _comparing(name) for name in ("sort", "count", "index", "remove")},
     **{(tuple, name): _comparing(name) for name in ("count", "index")},
 }
@@ -935,28 +1141,47 @@ def _dict(*args, **kwargs):
 
 
 _SAFE_BUILTINS = {
-    "len": len, "abs": abs, "bool": bool, "float": float, "list": list, "any": any, "all": all,
-    "min": _extreme(min), "max": _extreme(max), "sum": _sum, "sorted": _sorted,
-    "round": _round, "int": _int, "str": _str, "dict": _dict, "range": _range,
-    "enumerate": lambda items, start=0: list(enumerate(items, start)),
-    "zip": lambda *iterables: list(zip(*iterables, strict=False)),
+    "len": len, "abs": abs, "bool": bool, "float": float, "any": any, "all": all,
+    "min": _extreme(min), "max": _extreme(max), "round": _round, "int": _int, "range": _range,
+    "list": _charged(list), "sum": _charged(_sum), "sorted": _charged(_sorted),
+    "str": _charged(_str), "dict": _charged(_dict),
+    "enumerate": _charged(lambda items, start=0: list(enumerate(items, start))),
+    "zip": _charged(lambda *iterables: list(zip(*iterables, strict=False))),
 }
 assert set(_SAFE_BUILTINS) == set(SAFE_BUILTIN_NAMES)
 
-_BINARY_OPERATORS = {
-    ast.Add: _add, ast.Sub: lambda a, b: a - b, ast.Mult: _multiply,
-    ast.Div: lambda a, b: a / b, ast.FloorDiv: lambda a, b: a // b, ast.Mod: _modulo,
-    ast.Pow: _power, ast.LShift: _left_shift, ast.RShift: lambda a, b: a >> b,
-    ast.BitOr: lambda a, b: a | b, ast.BitXor: lambda a, b: a ^ b,
-    ast.BitAnd: lambda a, b: a & b, ast.MatMult: lambda a, b: a @ b,
+_GUARDED_OPERATOR_FUNCTIONS = {
+    "add": _charged(_add), "multiply": _charged(_multiply), "power": _charged(_power),
+    "left_shift": _charged(_left_shift), "modulo": _charged(_modulo),
 }
-_COMPARISONS = {
-    ast.Eq: lambda a, b: a == b, ast.NotEq: lambda a, b: a != b,
-    ast.Lt: lambda a, b: a < b, ast.LtE: lambda a, b: a <= b,
-    ast.Gt: lambda a, b: a > b, ast.GtE: lambda a, b: a >= b,
-    ast.Is: lambda a, b: a is b, ast.IsNot: lambda a, b: a is not b,
-    ast.In: lambda a, b: a in b, ast.NotIn: lambda a, b: a not in b,
+# `container[key] op= value`, by the operator's AST class name
+_UPDATE_OPERATORS = {
+    "Add": _GUARDED_OPERATOR_FUNCTIONS["add"], "Sub": operator.sub,
+    "Mult": _GUARDED_OPERATOR_FUNCTIONS["multiply"], "Div": operator.truediv,
+    "FloorDiv": operator.floordiv, "Mod": _GUARDED_OPERATOR_FUNCTIONS["modulo"],
+    "Pow": _GUARDED_OPERATOR_FUNCTIONS["power"],
+    "LShift": _GUARDED_OPERATOR_FUNCTIONS["left_shift"], "RShift": operator.rshift,
+    "BitOr": operator.or_, "BitXor": operator.xor, "BitAnd": operator.and_,
+    "MatMult": operator.matmul,
 }
+
+# The builtins of compiled expressions: the safe builtins, and the guards the rewrite calls
+# under names the code itself cannot write (check() refuses names starting with '__').
+# Builtins, not globals: a run's globals are then only its names, quick to set up.
+_BUILTINS = {
+    **_SAFE_BUILTINS,
+    **{f"__dm_{name}": cls for name, cls in EXCEPTION_CLASSES.items()},
+    **{f"__dm_compare_{name}": guard for name, guard in _GUARDED_COMPARISONS.items()},
+    **{f"__dm_operator_{name}": function for name, function in _UPDATE_OPERATORS.items()},
+    **{f"__dm_{name}": function for name, function in _GUARDED_OPERATOR_FUNCTIONS.items()},
+    "__dm_tick": _tick, "__dm_charge": _charge, "__dm_item": _item, "__dm_key_item": _key_item,
+    "__dm_spread": _spread, "__dm_key": _key, "__dm_keys": _keys, "__dm_function": _function,
+    "__dm_attribute": _attribute, "__dm_call_method": _call_method, "__dm_slice": _slice,
+    "__dm_set_item": _set_item, "__dm_set_slice": _set_slice,
+    "__dm_update_item": _update_item, "__dm_format": _format,
+    "__dm_compare_chain": _compare_chain,
+}
+_GLOBALS = {"__builtins__": _BUILTINS}
 
 
 # The result: JSON only, bounded in size -----------------------------------------------------
@@ -1025,30 +1250,30 @@ def _to_json(value, max_bytes: int):
             raise _ResultProblem("{path} is nested deeper than " + f"{MAX_NESTING} levels")
         size = 2
         if kind is dict:
-            out = {}
+            try:
+                size += len("".join(item)) + 4 * len(item)  # at C speed: every key is a str
+            except TypeError:
+                key = next(key for key in item if type(key) is not str)
+                raise _ResultProblem("{path} has a key that is " + _describe(key)
+                                     + f" ({key!r:.40}), not a string") from None
+            out = dict(item)  # at C speed; nested values are replaced by their copies
             for key, child in item.items():
-                try:
-                    if type(key) is not str:
-                        raise _ResultProblem("{path} has a key that is " + _describe(key)
-                                             + f" ({key!r:.40}), not a string")
-                    child_kind = type(child)
-                    if child_kind is str:  # inline: the common cases, and this runs a lot
-                        size += len(key) + len(child) + 6
-                        out[key] = child
-                    elif child_kind is int and child.bit_length() < _SMALL_INT_BITS:
-                        size += len(key) + 24
-                        out[key] = child
-                    elif child_kind in _SCALARS:
-                        size += len(key) + 4 + scalar(child)
-                        out[key] = child
-                    else:
-                        spend(size + len(key) + 4)
-                        size = 0
-                        out[key] = convert(child, depth + 1)
-                except _ResultProblem as problem:
-                    if type(key) is str:
+                child_kind = type(child)
+                if child_kind is str:  # inline: the common cases, and this runs a lot
+                    size += len(child) + 2
+                elif child_kind is int and child.bit_length() < _SMALL_INT_BITS:
+                    size += 20
+                else:
+                    try:
+                        if child_kind in _SCALARS:
+                            size += scalar(child)
+                        else:
+                            spend(size)
+                            size = 0
+                            out[key] = convert(child, depth + 1)
+                    except _ResultProblem as problem:
                         problem.where.insert(0, key)
-                    raise
+                        raise
         else:
             out = []
             for index, child in enumerate(item):

@@ -1,11 +1,14 @@
 """executions.sandbox: the spec's names work, nothing else is reachable, every bomb ends
 in a clear ExpressionError quickly and without a big allocation."""
+import json
 import math
 import resource
 import threading
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from executions.engine import helpers
 from executions.sandbox import ExpressionError, evaluate
@@ -114,6 +117,121 @@ def test_user_try_except_catches_ordinary_errors():
     assert run("try:\n    x = 1\nexcept KeyError:\n    x = 2\nelse:\n    x = 3\nx") == 3
 
 
+def test_chained_comparisons_run_each_operand_once_and_stop_early():
+    calls = []
+
+    def probe(value):
+        calls.append(value)
+        return value
+
+    names = {"probe": probe, "ctx": {"n": 5}}
+    assert run("0 < probe(5) <= ctx['n'] < 10", names) is True
+    assert calls == [5]
+    assert run("3 < 1 < probe(2)", names) is False
+    assert calls == [5]  # the right side of a false link is not evaluated
+    assert run("[1] < [2] == [2]", names) is True
+
+
+def test_functions_see_the_script_and_comprehensions_keep_their_variables():
+    assert run("base = 10\ndef add(x):\n    return x + base\n[add(i) for i in range(3)]") == \
+        [10, 11, 12]
+    error = failure("[i for i in range(3)]\ni")
+    assert (error.exception, error.message) == ("NameError", "name 'i' is not defined")
+    assert run("ctx = {'n': ctx['n'] + 1}\nctx") == {"n": 2}  # given names can be rebound
+
+
+def test_augmented_and_slice_assignment():
+    source = """d = {'a': [1], 'n': 2}
+d['a'] += [2]
+d['n'] **= 3
+n = 1
+n *= 5
+items = [0, 1, 2, 3]
+items[1:3] = ['x']
+[d, n, items, items[::-1][:2]]"""
+    assert run(source) == [{"a": [1, 2], "n": 8}, 5, [0, "x", 3], [3, "x"]]
+
+
+def test_an_expression_leaves_the_given_names_as_they_were():
+    names = {"ctx": {"n": 1, "items": [1]}, "input": {}}
+    assert run("{**ctx, 'n': ctx['n'] + 1}", names) == {"n": 2, "items": [1]}
+    assert run("ctx['items'].append(2)\nctx", names) == {"n": 1, "items": [1, 2]}
+    assert names == {"ctx": {"n": 1, "items": [1]}, "input": {}}
+
+
+@pytest.mark.parametrize("source, message", [
+    ("len = 5", "'len' is a built-in name and cannot be assigned"),
+    ("def str():\n    return 1", "'str' is a built-in name and cannot be assigned"),
+    ("for list in []:\n    pass", "'list' is a built-in name and cannot be assigned"),
+    ("f = lambda sum: sum", "'sum' is a built-in name and cannot be assigned"),
+    ("try:\n    1\nexcept KeyError as dict:\n    2", "'dict' is a built-in name and cannot be"),
+    ("del range", "'range' is a built-in name and cannot be assigned"),
+    ("return 1", "'return' outside function"),
+    ("try:\n    1\nexcept OSError:\n    2", "unknown exception class in except: OSError"),
+    ("x = [1]\nx[0:1] += [2]", "this target of an augmented assignment is not supported"),
+    ("a, b[0:1] = 1, [2]", "slice assignment is only supported on its own line"),
+])
+def test_what_cannot_run_is_refused_before_running(source, message):
+    error = failure(source)
+    assert error.kind == "syntax"
+    assert message in error.message
+    assert error.line is not None
+
+
+def test_errors_inside_functions_and_comprehensions_say_where():
+    error = failure("def pick(d):\n    return d['missing']\npick({})")
+    assert (error.exception, error.line, error.column) == ("KeyError", 2, 12)
+    error = failure("[\n    1 / x\n    for x in [1, 0]\n]")
+    assert (error.exception, error.line, error.column) == ("ZeroDivisionError", 2, 5)
+
+
+# The sandbox computes what Python computes -------------------------------------------------------
+_LEAVES = st.sampled_from(["x", "y", "ctx['n']", "'ab'", "[1, 2]", "(3, 4)", "0", "7", "-2",
+                           "True", "None", "{'k': 1}"])
+
+
+def _grow(inner):
+    return st.one_of(
+        st.tuples(inner, st.sampled_from(["+", "-", "*", "//", "%", "<", "<=", "==", "!=",
+                                          " in ", " not in ", " and ", " or ", "|", "&"]),
+                  inner).map(lambda t: f"({t[0]}{t[1]}{t[2]})"),
+        st.tuples(inner, st.sampled_from(["<", "<=", "=="]), inner, st.sampled_from(["<", "!="]),
+                  inner).map(lambda t: f"({t[0]} {t[1]} {t[2]} {t[3]} {t[4]})"),
+        st.tuples(inner, inner, inner).map(lambda t: f"({t[0]} if {t[1]} else {t[2]})"),
+        st.tuples(inner, inner).map(lambda t: f"[v for v in [{t[0]}, {t[1]}] if v]"),
+        st.tuples(inner, inner).map(lambda t: f"{{'a': {t[0]}, **{{'b': {t[1]}}}}}"),
+        st.tuples(inner, inner).map(lambda t: f"[*[{t[0]}], {t[1]}][-1]"),
+        st.tuples(inner, inner).map(lambda t: f"{t[0]}[{t[1]}]"),
+        st.tuples(inner, inner).map(lambda t: f"{t[0]}[{t[1]}:]"),
+        st.tuples(_LEAVES, inner).map(lambda t: f'(f"<{{ ({t[0]})!r:>6}}>", {t[1]})'),
+        inner.map(lambda c: f"len({c})"),
+        inner.map(lambda c: f"(not {c})"),
+        inner.map(lambda c: f"str({c}).upper()"),
+    )
+
+
+_EXPRESSIONS = st.recursive(_LEAVES, _grow, max_leaves=8)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_EXPRESSIONS)
+def test_results_and_errors_match_cpython(source):
+    """The rewrite must not change what code means: each generated expression gives the
+    value CPython gives, or fails with the same exception class."""
+    names = {"x": 3, "y": -2, "ctx": {"n": 5}}
+    builtins = {"len": len, "str": str}
+    try:
+        expected = eval(source, {"__builtins__": builtins}, dict(names))
+    except Exception as exc:  # noqa: BLE001 - any failure must be the sandbox's too
+        error = failure(source, names)
+        assert (error.kind, error.exception) == ("runtime", type(exc).__name__), str(error)
+        return
+    try:
+        assert run(source, names) == json.loads(json.dumps(expected))
+    except ExpressionError as error:  # only the sandbox's bounds may differ from CPython
+        assert error.kind in ("resource", "result"), str(error)
+
+
 # Errors are clear and say where -----------------------------------------------------------------
 def test_runtime_error_names_exception_path_line_and_column():
     error = failure("order = ctx['order']\ntotal = order['sku']",
@@ -152,6 +270,21 @@ def test_mutating_inputs_does_not_reach_the_caller():
                  "del ctx['nested']\nctx", {"ctx": ctx})
     assert result == {"n": 99, "items": [1, 2]}
     assert ctx == {"n": 1, "items": [1], "nested": {"a": 1}}
+
+
+@pytest.mark.parametrize("source", [
+    "x = dict(ctx)\nx['n'] = 99\nx['items'].append(2)\nx",
+    "ctx['n'] = 99\nctx = dict(ctx)\nctx['items'].append(2)\nctx",
+    "x = ctx['items']\nx.append(2)\nx",
+    "for x in [ctx['items']]:\n    x.append(2)\nx",
+    "x = [ctx['items']]\nx[0].append(2)\nx",
+    "x = dict(ctx)\ny = x\ny['items'].append(2)\ny",
+    "def grow(items):\n    items.append(2)\ngrow(ctx['items'])",
+])
+def test_no_way_of_changing_a_value_in_place_reaches_the_caller(source):
+    ctx = {"n": 1, "items": [1]}
+    run(source, {"ctx": ctx})
+    assert ctx == {"n": 1, "items": [1]}
 
 
 def test_results_share_nothing_with_the_inputs():
@@ -267,6 +400,17 @@ ESCAPES = [
     ("def f():\n    return 1\nf.body", "runtime", "'body' is not available on a function"),
     ("io.keywords", "runtime", "'keywords' is not available on a function"),
     ("time.__closure__", "syntax", "'__closure__' is not allowed"),
+    # the compiled code: its globals, its guards and what a method or exception exposes
+    ("__builtins__", "syntax", "'__builtins__' is not allowed"),
+    ("__dm_attribute(ctx, '__class__')", "syntax", "names starting with '__' are reserved"),
+    ("(lambda: 0).__code__", "syntax", "'__code__' is not allowed"),
+    ("f = ''.upper\nf.func", "runtime", "'func' is not available on a function"),
+    ("f = ''.upper\nf.args", "runtime", "'args' is not available on a function"),
+    ("list.mro()", "runtime", "'mro' is not available on a function"),
+    ("try:\n    1 / 0\nexcept Exception as e:\n    e.with_traceback(None)", "runtime",
+     "'with_traceback' is not available on an object of type ZeroDivisionError"),
+    ("ctx.n = 1", "syntax", "attribute 'n' cannot be assigned or deleted"),
+    ("del ctx.get", "syntax", "attribute 'get' cannot be assigned or deleted"),
 ]
 
 BOMBS = [
@@ -321,6 +465,25 @@ BOMBS = [
     ("pow(2, 10**10)", "runtime", "name 'pow' is not defined"),
     ("sorted([[[0] * 10**5] * 10**5] * 10)", "resource", "values compared are too large"),
     ("'-'.join(str(i) for i in range(10**6))", ("resource", "timeout"), ""),
+    # compiled code runs millions of iterations a second: what loops keep is charged
+    ("x = []\nfor i in range(10**6):\n    for j in range(10**6):\n        x.append(j)",
+     ("resource", "timeout"), ""),
+    ("x = None\nwhile True:\n    x = [x]", ("resource", "timeout"), ""),
+    ("d = {}\nfor i in range(10**6):\n    for j in range(10**6):\n        d[i, j] = 0",
+     ("resource", "timeout"), ""),
+    ("s = 'x' * 10**6\nkept = []\nfor i in range(1000):\n    kept.append(s[1:])", "resource",
+     "more than 64 MiB"),
+    ("[0 for a in range(10**6) for b in range(10**6)]", ("resource", "timeout"), ""),
+    ("for i in range(10**6):\n    x = []\n    x.extend(range(1000))", "resource",
+     "more than 64 MiB"),
+    ("t = (1,)\nfor i in range(60):\n    t = (t, t)\n{*[t]}", "resource", "too large"),
+    ("t = (1,)\nfor i in range(60):\n    t = (t, t)\n{}.get(t)", "resource", "too large"),
+    ("t = (1,)\nfor i in range(60):\n    t = (t, t)\nd = {}\nd[t] = 1", "resource", "too large"),
+    ("def f(n):\n    return 0 if n == 0 else f(n - 1) + f(n - 1)\nf(25)", "timeout",
+     "time limit"),
+    ("f = lambda n: f(n + 1)\nf(0)", "resource", "functions nested deeper than"),
+    ("try:\n    while True:\n        pass\nfinally:\n    while True:\n        pass", "timeout",
+     "time limit"),
 ]
 
 
