@@ -130,8 +130,9 @@ def evaluate(expr: Expr, names: dict, *, time_limit: float = 1.0,
         except RecursionError:
             raise ExpressionError("the values given to the expression are nested too deeply",
                                   kind="resource", path=expr.path) from None
-    outer = getattr(_local, "budget", None)  # set when evaluating inside another's call
-    _local.budget = _Budget(time_limit)
+    if program.budgeted:
+        outer = getattr(_local, "budget", None)  # set when evaluating inside another's call
+        _local.budget = _Budget(time_limit)
     try:
         if program.is_expression:
             value = eval(program.code, _GLOBALS, names)  # names stay untouched: no stores
@@ -146,7 +147,8 @@ def evaluate(expr: Expr, names: dict, *, time_limit: float = 1.0,
     except Exception as exc:
         raise _runtime_error(exc, expr.path) from None
     finally:
-        _local.budget = outer
+        if program.budgeted:
+            _local.budget = outer
     kind = type(value)
     if kind is bool or kind is int or value is None:  # guards: skip the walk
         return value
@@ -199,6 +201,7 @@ class _Program:
     is_expression: bool = False  # one expression, no nested scope: eval() it on the names
     may_mutate: bool = False  # it may change values it was given: it gets copies
     changed_names: frozenset = frozenset()  # changed in place; given ones are copied first
+    budgeted: bool = True  # it loops, calls or allocates: it needs a time and memory budget
     problem: tuple | None = None  # (message, line, column, exception) when it cannot run
 
 
@@ -226,17 +229,20 @@ def _program(source: str) -> _Program:
     may_mutate, changed_names = _mutations(tree)
     try:
         tree = _Rewrite().visit(tree)
+        budgeted = any(isinstance(node, ast.Name) and node.id in _BUILTINS
+                       and node.id not in _BUDGET_FREE for node in ast.walk(tree))
         body = tree.body
         if (len(body) == 1 and isinstance(body[0], ast.Expr)
                 and not any(isinstance(node, _NESTED_SCOPES) for node in ast.walk(tree))):
             expression = ast.fix_missing_locations(ast.Expression(body=body[0].value))
-            return _Program(_compile(expression, "eval"), True, may_mutate, changed_names)
+            return _Program(_compile(expression, "eval"), True, may_mutate, changed_names,
+                            budgeted)
         if body and isinstance(body[-1], ast.Expr):
             body[-1] = ast.copy_location(
                 ast.Assign(targets=[ast.Name(_RESULT, ast.Store())], value=body[-1].value),
                 body[-1])
         return _Program(_compile(ast.fix_missing_locations(tree), "exec"), False, may_mutate,
-                        changed_names)
+                        changed_names, budgeted)
     except _Refused as refused:
         line, column = _position(refused.node)
         return _Program(problem=(refused.message, line, column, refused.exception))
@@ -1182,6 +1188,13 @@ _BUILTINS = {
     "__dm_compare_chain": _compare_chain,
 }
 _GLOBALS = {"__builtins__": _BUILTINS}
+# Builtins that never read the running evaluation's budget: a program using only these
+# (a guard such as `ctx['n'] < 900`) runs without setting one up.
+_BUDGET_FREE = frozenset(
+    {"len", "abs", "bool", "float", "any", "all", "min", "max", "round", "int", "range",
+     "__dm_key", "__dm_keys", "__dm_format", "__dm_compare_chain"}
+    | {f"__dm_{name}" for name in EXCEPTION_CLASSES}
+    | {f"__dm_compare_{name}" for name in _GUARDED_COMPARISONS})
 
 
 # The result: JSON only, bounded in size -----------------------------------------------------

@@ -320,6 +320,19 @@ def test_nested_evaluation_from_inside_a_call_works():
         [200, 1, 1]
 
 
+@pytest.mark.parametrize("inner_source", ["args[0] < 900", "sum(range(args[0]))"])
+def test_a_nested_evaluation_keeps_the_outer_time_limit(inner_source):
+    inner = Expr(path="mocks.check", source=inner_source)
+
+    def io(op, *args):
+        return evaluate(inner, {"args": list(args)}, time_limit=5)
+
+    started = time.monotonic()
+    error = failure("while True:\n    io('check', 3)", {"io": io}, time_limit=0.2)
+    assert error.kind == "timeout" and "0.2 s" in error.message
+    assert time.monotonic() - started < 1
+
+
 def test_four_threads_evaluating_at_once_get_their_own_results():
     source = "total = 0\nfor i in range(ctx['n']):\n    total += i\n{**ctx, 'total': total}"
     wrong = []
