@@ -9,6 +9,8 @@ Only executions/runner.py writes these; every surface calls the runner's functio
 - Timer: armed timers; the timer loop turns due ones into inbox items.
 - Work: effects that leave the process (IO, child starts, actions sent, parent notices),
   recorded in the advance that asked for them and performed after its commit.
+- StarterMarker: whether a task that starts the waiting async-throughput executions is
+  pending (executions/tasks.py), when tasks are not in Redis.
 """
 import uuid
 
@@ -208,3 +210,18 @@ class Work(models.Model):
 
     def __str__(self):
         return f"{self.kind} work {self.token} ({self.status})"
+
+
+class StarterMarker(models.Model):
+    """One row per task queue: since when a task that starts the waiting async-throughput
+    executions has been pending, or null when none is (executions/tasks.py).
+
+    Used when tasks are not in Redis (with Redis the marker is a key beside the queue).
+    """
+
+    queue = models.CharField(max_length=100, primary_key=True)
+    pending_since = models.FloatField(null=True, blank=True, help_text="epoch seconds")
+
+    def __str__(self):
+        return f"starter for {self.queue}: " + (
+            "none pending" if self.pending_since is None else f"pending since {self.pending_since}")

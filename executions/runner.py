@@ -28,7 +28,7 @@ from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, connection, transaction
+from django.db import DataError, IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -110,47 +110,67 @@ def start(machine_id, *, input=None, version=None, idempotency_key=None, mocks=N
     """Start an execution of a machine (latest version unless `version` is given).
 
     Sync mode and callers that wait apply the start in the same transaction that stores it;
-    otherwise the stored row is the pending start, and a worker applies it.
+    otherwise the stored row is the pending start, and a worker applies it: in
+    async-throughput mode a starter task shared by all the starts waiting, woken once the
+    row is committed (tasks.wake_starter); in async-latency mode a task of its own.
+
+    The latest version comes from a per-process cache that the INSERT itself checks
+    (sql.insert_execution): no read before a start, and never a version no longer the latest.
     """
     input = {} if input is None else input
     if not isinstance(input, dict):
         raise InvalidRequest("input must be a JSON object")
     if mocks is not None and not isinstance(mocks, dict):
         raise InvalidRequest("mocks must be an object of operation name -> expression")
-    machine_version = sql.machine_version(machine_id, version)
-    definition = machine_version.parsed()
-    mode = mode or definition.execution_mode
-    inline = mode == "sync" or wait
-    execution = Execution(
-        machine_id=machine_version.machine_id, machine_version=machine_version,
-        execution_mode=mode, status=engine.RUNNING, state=definition.start_at, input=input,
-        parent=parent, parent_token=parent_token, idempotency_key=idempotency_key,
-        mocks=mocks or {}, created_by=user, actor=actor,
-    )
-    # A transaction only when needed: to apply the start with the row, to enqueue its task
-    # with it (a broker in this database), or as a savepoint in the caller's transaction;
-    # otherwise the INSERT is a transaction by itself.
     from executions import tasks
 
-    needs_transaction = inline or connection.in_atomic_block or tasks.queue_in_database()
-    try:
-        with transaction.atomic() if needs_transaction else contextlib.nullcontext():
-            sql.insert(Execution, [execution])
-            if inline:  # otherwise the stored row, not yet started, is what a worker applies
-                advanced = _apply(execution, [])
-            else:
-                schedule(execution.pk, mode)
-    except IntegrityError:
-        if idempotency_key is None:
-            raise
-        existing = Execution.objects.get(machine_id=machine_version.machine_id,
-                                         idempotency_key=idempotency_key)
-        return Outcome(existing, created=False)
+    cached = _latest_versions.get(machine_id) if version is None else None
+    while True:
+        machine_version = cached or sql.machine_version(machine_id, version)
+        if version is None:
+            _latest_versions[machine_id] = machine_version
+        definition = machine_version.parsed()
+        execution_mode = mode or definition.execution_mode
+        inline = execution_mode == "sync" or wait
+        execution = Execution(
+            machine_id=machine_version.machine_id, machine_version=machine_version,
+            execution_mode=execution_mode, status=engine.RUNNING, state=definition.start_at,
+            input=input, parent=parent, parent_token=parent_token,
+            idempotency_key=idempotency_key, mocks=mocks or {}, created_by=user, actor=actor,
+        )
+        # A transaction only when needed: to apply the start with the row, to enqueue its
+        # own task with it (a broker in this database), or as a savepoint in the caller's
+        # transaction; otherwise the INSERT is a transaction by itself.
+        shared_task = execution_mode == "async-throughput" and not inline
+        needs_transaction = inline or connection.in_atomic_block or (
+            not shared_task and tasks.queue_in_database())
+        try:
+            with transaction.atomic() if needs_transaction else contextlib.nullcontext():
+                if not sql.insert_execution(execution, if_latest=cached is not None):
+                    cached = None  # a newer version was saved since it was cached: read it
+                    continue
+                if inline:  # otherwise the stored row, not yet started, is what a worker applies
+                    advanced = _apply(execution, [])
+                elif shared_task:  # right away, unless in the caller's transaction
+                    transaction.on_commit(tasks.wake_starter)
+                else:
+                    schedule(execution.pk, execution_mode)
+        except IntegrityError:
+            if idempotency_key is None:
+                raise
+            existing = Execution.objects.get(machine_id=machine_version.machine_id,
+                                             idempotency_key=idempotency_key)
+            return Outcome(existing, created=False)
+        break
     if not inline:
         return Outcome(execution, settled=False)
     _recent.remember(advanced.execution)
     settled = _continue_inline(advanced, timeout)
     return Outcome(_fresh(execution, advanced), settled=settled)
+
+
+# The latest version of each machine this process started, checked by each start's INSERT.
+_latest_versions: dict = {}
 
 
 def trigger(execution_id, action, *, input=None, idempotency_key=None, actor="system",
@@ -456,28 +476,56 @@ def advance(execution_id, *, max_items=INBOX_BATCH) -> Advanced:
 START_BATCH = 50
 
 
-def start_waiting(execution_id, *, deadline: float) -> bool:
-    """async-throughput: apply the start of this execution and of up to START_BATCH - 1 other
-    executions not yet started, in ONE transaction, then take each to its next pause.
+def start_waiting(*, deadline: float) -> int | None:
+    """async-throughput: one pass over the executions not started yet, in id order, applying
+    the starts of up to START_BATCH of them per transaction; then each goes on to its next
+    pause.
 
-    Each start still has its own queued task; for those started here it finds nothing to
-    do. One write (one lock, one commit) for many starts is what makes this mode fast.
-    Returns whether `execution_id` was among those started.
+    One write (one lock, one commit) for many starts is what makes this mode fast; the
+    starter task (tasks.start_task) calls this until a pass finds nothing. Returns how many
+    it started, or None when the deadline came before the pass was done.
     """
-    steps = [(execution, _compute(execution, _pending_items(execution)))
-             for execution in sql.executions_not_started(execution_id, START_BATCH)]
-    started = []
-    if steps:
-        with transaction.atomic():
-            for execution, step in steps:
-                try:
-                    started.append(_save(execution, step))
-                except _Conflict:
-                    continue  # another worker started it meanwhile; nothing of it was written
-    for advanced in started:
-        _recent.remember(advanced.execution)
-        run_inline(advanced.execution.pk, deadline=deadline, perform=False, first=advanced)
-    return any(str(advanced.execution.pk) == str(execution_id) for advanced in started)
+    started, after = 0, None
+    while True:
+        waiting = sql.executions_not_started(after, START_BATCH)
+        for advanced in _start_together(waiting):
+            started += 1
+            _recent.remember(advanced.execution)
+            run_inline(advanced.execution.pk, deadline=deadline, perform=False, first=advanced)
+        if len(waiting) < START_BATCH:
+            return started
+        if time.monotonic() >= deadline:
+            return None
+        after = waiting[-1].pk
+
+
+def _start_together(executions) -> list[Advanced]:
+    """Apply the starts of these executions in ONE transaction (_save_starts), each with its
+    own compare-and-swap.
+
+    One that cannot be started is logged and left waiting (the sweeper wakes a starter for
+    it again later) without holding up the others: the engine runs for each on its own, and
+    when the transaction fails on one's data, each is stored in a transaction of its own.
+    """
+    steps = []
+    for execution in executions:
+        try:
+            steps.append((execution, _compute(execution, _pending_items(execution))))
+        except Exception:
+            log.exception("could not start execution %s", execution.pk)
+    return _store_starts(steps)
+
+
+def _store_starts(steps) -> list[Advanced]:
+    if not steps:
+        return []
+    try:
+        return _save_starts(steps)
+    except (DataError, IntegrityError):
+        if len(steps) == 1:
+            log.exception("could not start execution %s", steps[0][0].pk)
+            return []
+        return [advanced for step in steps for advanced in _store_starts([step])]
 
 
 def _pending_items(execution: Execution, max_items=INBOX_BATCH) -> list:
@@ -556,6 +604,50 @@ def _save(execution: Execution, step: _Step, *, nothing_pending=False) -> Advanc
     if not step.changed:
         return Advanced(execution, [])
     now = timezone.now()
+    columns = _snapshot_columns(step, now)
+    if not sql.compare_and_swap(execution, columns, nothing_pending=nothing_pending):
+        raise _Conflict()
+    _swapped(execution, columns)
+    if step.history:
+        sql.insert(HistoryEntry, [_history_row(execution, entry) for entry in step.history])
+    _mark_processed(step.processed, now)
+    work = _record_effects(execution, step.effects) if step.effects else []
+    return Advanced(execution, work, applied=len(step.processed), progressed=True)
+
+
+def _save_starts(steps) -> list[Advanced]:
+    """Persist the starts of several executions in ONE transaction: ONE compare-and-swap
+    UPDATE for all of them and ONE INSERT of all their history rows, both built before it
+    opens (on SQLite it holds the write lock). One whose snapshot is no longer current
+    (another process started it) is left out: nothing of it is written."""
+    now = timezone.now()
+    changes = [(execution, _snapshot_columns(step, now)) for execution, step in steps]
+    rows = {execution.pk: [_history_row(execution, entry) for entry in step.history]
+            for execution, step in steps}
+    swap = sql.compare_and_swap_many(changes)
+    insert_all = sql.prepare_insert(HistoryEntry, [row for own in rows.values() for row in own])
+    with transaction.atomic():
+        swapped = swap()
+        if len(swapped) == len(steps):
+            insert_all()
+        else:
+            sql.insert(HistoryEntry, [row for pk in swapped for row in rows[pk]])
+        started, processed = [], []
+        for (execution, step), (_, columns) in zip(steps, changes, strict=True):
+            if execution.pk not in swapped:
+                continue
+            execution = copy.copy(execution)  # the transaction may yet roll back
+            _swapped(execution, columns)
+            processed += step.processed
+            work = _record_effects(execution, step.effects) if step.effects else []
+            started.append(Advanced(execution, work, applied=len(step.processed),
+                                    progressed=True))
+        _mark_processed(processed, now)
+    return started
+
+
+def _snapshot_columns(step: _Step, now) -> dict:
+    """The execution columns a step writes."""
     data = step.snapshot.to_dict()
     columns = {key: data.pop(key) for key in SNAPSHOT_COLUMNS}
     columns.update(
@@ -563,17 +655,14 @@ def _save(execution: Execution, step: _Step, *, nothing_pending=False) -> Advanc
         updated_at=now,
         finished_at=now if step.snapshot.status in engine.TERMINAL_STATUSES else None,
     )
-    if not sql.compare_and_swap(execution, columns, nothing_pending=nothing_pending):
-        raise _Conflict()
+    return columns
+
+
+def _swapped(execution: Execution, columns):
+    """The execution as the compare-and-swap just wrote it."""
     for key, value in columns.items():
         setattr(execution, key, value)
     execution.version += 1
-
-    if step.history:
-        sql.insert(HistoryEntry, [_history_row(execution, entry) for entry in step.history])
-    _mark_processed(step.processed, now)
-    work = _record_effects(execution, step.effects) if step.effects else []
-    return Advanced(execution, work, applied=len(step.processed), progressed=True)
 
 
 def _event(item: InboxItem):
@@ -881,7 +970,8 @@ PERFORMERS = {
 
 # Recovery --------------------------------------------------------------------------------
 def sweep(stale_after: float = 5.0) -> dict:
-    """Re-enqueue what a dead process left: unapplied inbox items, unfinished work and runs."""
+    """Re-enqueue what a dead process left: unapplied inbox items, unfinished work and runs,
+    and async-throughput starts no starter task took (wakes one, unless one is pending)."""
     from executions import tasks
 
     cutoff = timezone.now() - timedelta(seconds=stale_after)
@@ -891,10 +981,15 @@ def sweep(stale_after: float = 5.0) -> dict:
     )
     stale_runs = set(
         Execution.objects.filter(status=engine.RUNNING, updated_at__lt=cutoff)
+        .exclude(version=0, execution_mode="async-throughput")
         .values_list("pk", flat=True)
     )
     for execution_id in stale_inbox | stale_runs:
         tasks.enqueue_advance(execution_id)
+    waiting = Execution.objects.filter(version=0, execution_mode="async-throughput",
+                                       status=engine.RUNNING, created_at__lt=cutoff).exists()
+    if waiting:
+        tasks.wake_starter()
     expired = []
     for work in Work.objects.filter(status=Work.RUNNING, claimed_at__lt=cutoff):
         if work.claimed_at + timedelta(seconds=work.lease_seconds) < timezone.now():
@@ -904,4 +999,5 @@ def sweep(stale_after: float = 5.0) -> dict:
                    .values_list("pk", flat=True))
     for work_id in pending:
         tasks.enqueue_work(work_id)
-    return {"executions": len(stale_inbox | stale_runs), "work": len(pending)}
+    return {"executions": len(stale_inbox | stale_runs), "starts_waiting": waiting,
+            "work": len(pending)}

@@ -5,10 +5,11 @@ most of its 2.3 ms compiling queries), so they are written once here, from the m
 own field definitions and converters. Everything else uses the ORM.
 """
 import functools
+import uuid
 
 from django.db import DEFAULT_DB_ALIAS, connections
 
-from executions.models import Execution, InboxItem
+from executions.models import Execution, InboxItem, StarterMarker
 from machines.models import MachineVersion
 
 VERSION_COLUMNS = ("id", "machine_id", "version", "content_hash")
@@ -108,17 +109,20 @@ def read_execution(execution_id, *, lock=False) -> Execution:
 
 NOT_STARTED = (
     # `version = 0` is written out so that the partial index `execution_not_started` serves
-    # it; ids are random, so workers starting from different ids rarely pick the same rows.
-    "e.{version} = 0 AND e.{id} >= %s AND e.{status} = %s AND e.{execution_mode} = %s"
+    # it; the batches of one pass go on in id order from the last id of the one before.
+    "e.{version} = 0 AND e.{status} = %s AND e.{execution_mode} = %s{after}"
     " ORDER BY e.{id} LIMIT %s"
 )
 
 
-def executions_not_started(execution_id, limit) -> list[Execution]:
-    """Up to `limit` async-throughput executions not started yet, from `execution_id` on in
-    id order (it comes first when it is one of them)."""
-    pk = Execution._meta.pk.get_db_prep_value(execution_id, _db())
-    return _executions(NOT_STARTED, [pk, "running", "async-throughput", limit])
+def executions_not_started(after, limit) -> list[Execution]:
+    """Up to `limit` async-throughput executions not started yet, in id order: from the
+    first, or after the id `after`."""
+    params = ["running", "async-throughput"]
+    if after is not None:
+        params.append(Execution._meta.pk.get_db_prep_value(after, _db()))
+    where = NOT_STARTED.replace("{after}", "" if after is None else " AND e.{id} > %s")
+    return _executions(where, [*params, limit])
 
 
 def compare_and_swap(execution: Execution, columns: dict, *, nothing_pending: bool) -> bool:
@@ -144,28 +148,153 @@ def compare_and_swap(execution: Execution, columns: dict, *, nothing_pending: bo
         return cursor.rowcount == 1
 
 
-def insert(model, rows):
-    """INSERT model instances without reading back their ids (auto_now fields are set).
+def compare_and_swap_many(changes):
+    """For (execution, columns) pairs with the same columns: ONE UPDATE of every execution
+    whose version is still the one read, built now and run by the function returned, which
+    returns the ids of those it updated (so that a transaction opened in between does not
+    wait for Python to build it).
 
-    Plain SQL, in statements of up to INSERT_BATCH rows, except many rows on PostgreSQL
-    (a long automatic run): there bulk_create binds whole columns as arrays (UNNEST), which
-    measured 40% faster than thousands of single parameters.
+    The new values come in as a VALUES list joined on id and version (UPDATE … FROM, which
+    SQLite has since 3.33); PostgreSQL is told each value's type, which a list of
+    parameters does not carry.
+    """
+    db = _db()
+    meta, quote = Execution._meta, db.ops.quote_name
+    names = list(changes[0][1])
+    fields = [meta.pk, meta.get_field("version"), *(meta.get_field(name) for name in names)]
+    if db.vendor == "postgresql":
+        values = [f"CAST(v.column{index} AS {field.cast_db_type(db)})"
+                  for index, field in enumerate(fields, 1)]
+    else:
+        values = [f"v.column{index}" for index in range(1, len(fields) + 1)]
+    table = quote(meta.db_table)
+    row = f"({', '.join(['%s'] * len(fields))})"
+    sql = (f"UPDATE {table} SET "
+           + ", ".join(f"{quote(field.column)} = {value}"
+                       for field, value in zip(fields[2:], values[2:], strict=True))
+           + f", {quote('version')} = {table}.{quote('version')} + 1"
+           f" FROM (VALUES {', '.join([row] * len(changes))}) AS v"
+           f" WHERE {table}.{quote('id')} = {values[0]}"
+           f" AND {table}.{quote('version')} = {values[1]} RETURNING {table}.{quote('id')}")
+    params = []
+    for execution, columns in changes:
+        params.append(meta.pk.get_db_prep_value(execution.pk, db))
+        params.append(execution.version)
+        params += [field.get_db_prep_save(columns[field.name], db) for field in fields[2:]]
+
+    def run() -> set:
+        with db.cursor() as cursor:
+            cursor.execute(sql, params)
+            return {uuid.UUID(str(found)) for found, in cursor.fetchall()}
+
+    return run
+
+
+def insert(model, rows):
+    """INSERT model instances without reading back their ids (auto_now fields are set)."""
+    prepare_insert(model, rows)()
+
+
+def prepare_insert(model, rows):
+    """The INSERT of these model instances, run by the function returned.
+
+    Plain SQL, in statements of up to INSERT_BATCH rows, built now so that a transaction
+    opened in between (on SQLite, the write lock) does not wait for Python to build them.
+    Many rows on PostgreSQL (a long automatic run) go through bulk_create instead, which
+    binds whole columns as arrays (UNNEST): that measured 40% faster than thousands of
+    single parameters.
     """
     db = _db()
     if len(rows) > FEW_ROWS and db.vendor == "postgresql":
-        model.objects.bulk_create(rows, batch_size=INSERT_BATCH)
-        return
-    meta, quote = model._meta, db.ops.quote_name
-    fields = [field for field in meta.concrete_fields
-              if not (field.primary_key and field.db_returning)]
+        return lambda: model.objects.bulk_create(rows, batch_size=INSERT_BATCH)
+    head, fields = _insert_head(model, db)
     placeholders = f"({', '.join(['%s'] * len(fields))})"
-    head = (f"INSERT INTO {quote(meta.db_table)}"
-            f" ({', '.join(quote(field.column) for field in fields)}) VALUES ")
+    statements = [(head + " VALUES " + ", ".join([placeholders] * len(batch)),
+                   _insert_params(fields, batch, db))
+                  for batch in (rows[start: start + INSERT_BATCH]
+                                for start in range(0, len(rows), INSERT_BATCH))]
+
+    def run():
+        with db.cursor() as cursor:
+            for sql, params in statements:
+                cursor.execute(sql, params)
+        for row in rows:
+            row._state.adding, row._state.db = False, db.alias
+
+    return run
+
+
+def insert_execution(execution, *, if_latest: bool) -> bool:
+    """INSERT a new execution; with `if_latest`, only while its machine version is still the
+    latest of its machine, which the same statement checks (so a start from a version
+    cached in the process needs no read first). True when it was inserted."""
+    if not if_latest:
+        insert(Execution, [execution])
+        return True
+    db = _db()
+    quote = db.ops.quote_name
+    head, fields = _insert_head(Execution, db)
+    versions = quote(MachineVersion._meta.db_table)
+    version = execution.machine_version
+    sql = (f"{head} SELECT {', '.join(['%s'] * len(fields))} WHERE EXISTS ("
+           f"SELECT 1 FROM {versions} v WHERE v.{quote('id')} = %s"
+           f" AND v.{quote('content_hash')} = %s AND v.{quote('version')} = ("
+           f"SELECT MAX(w.{quote('version')}) FROM {versions} w"
+           f" WHERE w.{quote('machine_id')} = %s))")
+    params = [*_insert_params(fields, [execution], db), version.pk, version.content_hash,
+              version.machine_id]
     with db.cursor() as cursor:
-        for start in range(0, len(rows), INSERT_BATCH):
-            batch = rows[start: start + INSERT_BATCH]
-            params = [field.get_db_prep_save(field.pre_save(row, True), db)
-                      for row in batch for field in fields]
-            cursor.execute(head + ", ".join([placeholders] * len(batch)), params)
-    for row in rows:
-        row._state.adding, row._state.db = False, db.alias
+        cursor.execute(sql, params)
+        inserted = cursor.rowcount == 1
+    if inserted:
+        execution._state.adding, execution._state.db = False, db.alias
+    return inserted
+
+
+@functools.lru_cache(maxsize=16)
+def _insert_head(model, db):
+    """`INSERT INTO table (columns)` and its fields, built once per connection."""
+    quote = db.ops.quote_name
+    fields = [field for field in model._meta.concrete_fields
+              if not (field.primary_key and field.db_returning)]
+    head = (f"INSERT INTO {quote(model._meta.db_table)}"
+            f" ({', '.join(quote(field.column) for field in fields)})")
+    return head, fields
+
+
+def _insert_params(fields, rows, db):
+    return [field.get_db_prep_save(field.pre_save(row, True), db)
+            for row in rows for field in fields]
+
+
+def starter_pending_since(queue) -> float | None:
+    """When the pending starter task of this queue was enqueued (None: none is pending)."""
+    db = _db()
+    quote = db.ops.quote_name
+    with db.cursor() as cursor:
+        cursor.execute(f"SELECT {quote('pending_since')} FROM"
+                       f" {quote(StarterMarker._meta.db_table)} WHERE {quote('queue')} = %s",
+                       [queue])
+        row = cursor.fetchone()
+    return row[0] if row else None
+
+
+def mark_starter_pending(queue, now, lost_before) -> bool:
+    """Mark a starter task pending unless one is (one marked before `lost_before` counts as
+    lost); True when this call marked it. One statement, so of callers racing one wins."""
+    db = _db()
+    quote = db.ops.quote_name
+    table, since = quote(StarterMarker._meta.db_table), quote("pending_since")
+    with db.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} ({quote('queue')}, {since}) VALUES (%s, %s)"
+            f" ON CONFLICT ({quote('queue')}) DO UPDATE SET {since} = excluded.{since}"
+            f" WHERE {table}.{since} IS NULL OR {table}.{since} < %s",
+            [queue, now, lost_before])
+        return cursor.rowcount == 1
+
+
+def clear_starter_pending(queue):
+    """No starter task is pending any more: the one clearing it looks for executions to
+    start once more after this."""
+    StarterMarker.objects.filter(queue=queue).update(pending_since=None)

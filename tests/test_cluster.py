@@ -13,10 +13,11 @@ from unittest import mock
 
 import pytest
 import redis
+from django.db import connection
 from django_q.conf import Conf
 
-from executions import engine, runner, sandbox, tasks
-from executions.models import Execution
+from executions import engine, runner, sandbox, sql, tasks
+from executions.models import Execution, HistoryEntry
 from machines.definition import Expr
 
 pytestmark = [pytest.mark.cluster]
@@ -180,6 +181,63 @@ def test_a_timer_due_while_workers_were_down_fires_once_after_restart(cluster, s
     gap_free(execution)
 
 
+QUICK = """
+id: quick-start
+start_at: a
+states:
+  a:
+    actions:
+      - {id: go, state: b}
+  b: {return: "input['n']"}
+"""
+
+
+def start_from_threads(count, threads=8):
+    """`count` async-throughput starts from `threads` threads at once, as many web workers
+    would make them: each caller commits its row and wakes a starter only if none is
+    pending. Their executions."""
+    started, errors = [], []
+
+    def make(first):
+        try:
+            for n in range(first, count, threads):
+                started.append(runner.start("quick-start", input={"n": n}).execution)
+        except Exception as exc:  # collected and asserted below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    callers = [threading.Thread(target=make, args=(first,)) for first in range(threads)]
+    for caller in callers:
+        caller.start()
+    for caller in callers:
+        caller.join()
+    assert errors == []
+    return started
+
+
+def all_finish_once(executions, timeout):
+    """Every execution reaches its end, started exactly once."""
+    ids = [execution.pk for execution in executions]
+    finished = Execution.objects.filter(pk__in=ids, status=engine.FINISHED)
+    deadline = time.monotonic() + timeout
+    while (done := finished.count()) < len(ids):
+        assert time.monotonic() < deadline, f"{len(ids) - done} of {len(ids)} never finished"
+        time.sleep(0.1)
+    assert all(execution.result == execution.input["n"] for execution in finished)
+    starts = HistoryEntry.objects.filter(execution_id__in=ids, kind=engine.STARTED)
+    assert starts.count() == len(ids)
+
+
+def test_concurrent_starts_all_reach_their_end(cluster, save_machine):
+    save_machine(QUICK)
+    all_finish_once(start_from_threads(400), 60)
+    deadline = time.monotonic() + 10  # the last starter cleared the marker on its way out
+    while sql.starter_pending_since(tasks._broker().list_key) is not None:
+        assert time.monotonic() < deadline, "the starter marker stayed set"
+        time.sleep(0.1)
+
+
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
 
@@ -219,3 +277,20 @@ def test_redis_broker_runs_async_executions(redis_cluster, save_machine):
     for execution in quick:
         assert wait_for(execution.pk, {engine.FINISHED}, 30).result == 900
     assert wait_for(snooze.pk, {engine.FINISHED}, 20).result == "ok"
+
+
+def test_redis_broker_concurrent_starts_all_reach_their_end(redis_cluster, save_machine):
+    save_machine(QUICK)
+    all_finish_once(start_from_threads(400), 60)
+
+
+def test_redis_starter_task_lost_with_its_marker_set_is_replaced(redis_cluster, save_machine):
+    save_machine(QUICK)
+    redis_cluster.stop()
+    waiting = start_from_threads(20, threads=4)
+    queue = redis.from_url(REDIS_URL)
+    assert queue.llen(tasks._broker().list_key) == 1  # one starter task for all of them
+    queue.delete(tasks._broker().list_key)  # a worker took it and was killed; marker stays set
+    redis_cluster.start()
+    # the marker expires after STARTER_LOST_AFTER_SECONDS; the sweeper then wakes a starter
+    all_finish_once(waiting, tasks.STARTER_LOST_AFTER_SECONDS + 30)

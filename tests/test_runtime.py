@@ -1,13 +1,16 @@
 """The runner in-process: persistence, idempotency, rejection, concurrency, sync mode."""
 import threading
 import time
+from datetime import timedelta
 from unittest import mock
 
 import pytest
 from django.db import connection
+from django.db.models import F
+from django_q.models import OrmQ
 
 from executions import engine, runner, sql, tasks
-from executions.models import Execution, HistoryEntry, InboxItem, Timer, Work
+from executions.models import Execution, HistoryEntry, InboxItem, StarterMarker, Timer, Work
 
 LOOP = """
 id: loop
@@ -136,49 +139,145 @@ states:
 """
 
 
-def _stored_starts(count):
-    """Async starts no worker has applied yet (the test plays the worker)."""
-    with mock.patch.object(tasks, "enqueue_advance"):
-        executions = [runner.start("quick", input={"n": n}).execution for n in range(count)]
-    return sorted(executions, key=lambda execution: execution.pk.hex)  # the batch's order
+def _stored_starts(count, first=0):
+    """Async starts no worker has applied yet: no cluster runs, so the starter task they
+    woke stays in the queue and the test plays the worker."""
+    executions = [runner.start("quick", input={"n": n}).execution
+                  for n in range(first, first + count)]
+    return sorted(executions, key=lambda execution: execution.pk.hex)  # the batches' order
 
 
-@pytest.mark.django_db(transaction=True)
-def test_a_throughput_worker_starts_the_waiting_executions_in_one_go(save_machine):
-    save_machine(QUICK)
-    executions = _stored_starts(5)
-    last = executions[-1]
-    assert runner.start_waiting(executions[1].pk, deadline=time.monotonic() + 30)
+def _starter_tasks():
+    """How many starter tasks wait in the queue (the ORM broker's table)."""
+    return sum(task.func() == "executions.tasks.start_task" for task in OrmQ.objects.all())
+
+
+def _assert_started_once(executions):
     for execution in executions:
         execution.refresh_from_db()
-    # from the given one on, in id order; the one before it is left to its own task
-    assert executions[0].version == 0 and not executions[0].history.exists()
-    for execution in executions[1:]:
         assert execution.status == engine.FINISHED, execution.error
         assert execution.result == execution.input["n"]
         assert execution.history.filter(kind=engine.STARTED).count() == 1
         gap_free(execution)
 
-    # the started ones' own tasks find nothing to do; the other one's task starts it
-    tasks.advance_task(str(last.pk), "async-throughput")
-    assert Execution.objects.get(pk=last.pk).version == last.version
-    tasks.advance_task(str(executions[0].pk), "async-throughput")
-    assert Execution.objects.get(pk=executions[0].pk).status == engine.FINISHED
+
+@pytest.mark.django_db(transaction=True)
+def test_one_starter_task_starts_every_waiting_execution(save_machine):
+    save_machine(QUICK)
+    executions = _stored_starts(2 * runner.START_BATCH + 5)  # three batches
+    assert _starter_tasks() == 1  # woken by the first start; the others found it pending
+    assert sql.starter_pending_since(tasks._broker().list_key) is not None
+
+    tasks.start_task()
+    _assert_started_once(executions)
+    assert sql.starter_pending_since(tasks._broker().list_key) is None
+    _stored_starts(1)  # nothing pending any more: the next start wakes a new one
+    assert _starter_tasks() == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_starts_accepted_while_a_starter_runs_are_not_left_waiting(save_machine):
+    """The race the marker protocol is about, played in order: a caller commits and finds the
+    marker still set just after the starter's last look found nothing (so it enqueues
+    nothing), and another commits just after the starter cleared the marker."""
+    save_machine(QUICK)
+    executions = _stored_starts(3)
+    found, late = [], []
+    real = sql.executions_not_started
+
+    def look_then_start_one(after, limit):
+        waiting = real(after, limit)
+        found.append(len(waiting))
+        if len(found) in (2, 3):  # the last look of the drain; the pass after the clear
+            late.extend(_stored_starts(1, first=100 + len(found)))
+        return waiting
+
+    with mock.patch.object(sql, "executions_not_started", side_effect=look_then_start_one):
+        tasks.start_task()
+    assert found == [3, 0, 1]
+    _assert_started_once(executions + late[:1])  # the pass after the clear found the first
+    assert Execution.objects.get(pk=late[1].pk).version == 0  # its caller saw it clear...
+    assert _starter_tasks() == 2  # ...and woke a new starter
+    tasks.start_task()
+    _assert_started_once(late)
+
+
+NUL_RESULT = r"""
+id: nul
+start_at: a
+states:
+  a:
+    actions:
+      - {id: go, state: b}
+  b: {return: '"a\x00"'}
+"""  # its result, a string with a NUL character, is refused by PostgreSQL's jsonb
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_start_that_cannot_be_stored_does_not_hold_up_the_others(save_machine, caplog):
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite stores a NUL character in JSON; PostgreSQL refuses it")
+    save_machine(QUICK)
+    save_machine(NUL_RESULT)
+    executions = _stored_starts(3)
+    refused = runner.start("nul").execution
+    tasks.start_task()
+    _assert_started_once(executions)
+    assert Execution.objects.get(pk=refused.pk).version == 0  # left for a later starter
+    assert f"could not start execution {refused.pk}" in caplog.text
 
 
 @pytest.mark.django_db(transaction=True)
 def test_a_batch_start_skips_an_execution_another_worker_started_meanwhile(save_machine):
     save_machine(QUICK)
     executions = _stored_starts(3)
-    stale = sql.executions_not_started(executions[0].pk, 10)  # read before the other worker
+    stale = sql.executions_not_started(None, 10)  # read before the other worker
     assert len(stale) == 3
     runner.advance(executions[1].pk)  # the other worker
     with mock.patch.object(sql, "executions_not_started", return_value=stale):
-        runner.start_waiting(executions[0].pk, deadline=time.monotonic() + 30)
-    for execution in executions:
-        assert execution.history.filter(kind=engine.STARTED).count() == 1
-        assert Execution.objects.get(pk=execution.pk).status == engine.FINISHED
-        gap_free(execution)
+        assert runner.start_waiting(deadline=time.monotonic() + 30) == 2
+    _assert_started_once(executions)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_starter_whose_task_was_lost_is_replaced(save_machine):
+    save_machine(QUICK)
+    executions = _stored_starts(2)
+    OrmQ.objects.all().delete()  # its task is lost (say, a worker killed after taking it)
+    executions += _stored_starts(1, first=2)  # the marker is trusted for a while
+    assert _starter_tasks() == 0
+    assert runner.sweep()["starts_waiting"] is False  # and the starts are new
+
+    lost_for = tasks.STARTER_LOST_AFTER_SECONDS + 1
+    StarterMarker.objects.update(pending_since=F("pending_since") - lost_for)
+    Execution.objects.update(created_at=F("created_at") - timedelta(seconds=lost_for))
+    swept = runner.sweep()
+    assert swept["starts_waiting"] is True and swept["executions"] == 0  # no task each
+    assert _starter_tasks() == 1
+    tasks.start_task()
+    _assert_started_once(executions)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_caller_replaces_a_starter_whose_task_was_lost(save_machine):
+    save_machine(QUICK)
+    executions = _stored_starts(1)
+    OrmQ.objects.all().delete()
+    StarterMarker.objects.update(
+        pending_since=F("pending_since") - tasks.STARTER_LOST_AFTER_SECONDS - 1)
+    executions += _stored_starts(1, first=1)
+    assert _starter_tasks() == 1
+    tasks.start_task()
+    _assert_started_once(executions)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_start_after_a_new_version_was_saved_runs_the_new_version(save_machine):
+    first = save_machine(QUICK)
+    assert runner.start("quick", input={"n": 1}).execution.machine_version_id == first.pk
+    second = save_machine(QUICK.replace("input['n']", "input['n'] + 1"))  # as if elsewhere
+    execution = runner.start("quick", input={"n": 1}, wait=True).execution
+    assert execution.machine_version_id == second.pk and execution.result == 2
 
 
 @pytest.mark.django_db(transaction=True)
