@@ -213,6 +213,7 @@ def _grow(inner):
 _EXPRESSIONS = st.recursive(_LEAVES, _grow, max_leaves=8)
 
 
+@pytest.mark.filterwarnings("ignore::SyntaxWarning")  # CPython's compile of e.g. `1[0]`
 @settings(max_examples=300, deadline=None)
 @given(_EXPRESSIONS)
 def test_results_and_errors_match_cpython(source):
