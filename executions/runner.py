@@ -806,8 +806,7 @@ def fire_due_timers(now: float | None = None, limit: int = 200) -> int:
                       idempotency_key=f"timer:{token}", actor="timer")
             for _, execution_id, token, _ in claimed
         ], ignore_conflicts=True)
-    for execution_id, mode in {(e, m) for _, e, _, m in claimed}:
-        tasks.enqueue_advance(execution_id, mode)  # a worker runs it, whatever the mode
+    tasks.enqueue_advances(dict.fromkeys((e, m) for _, e, _, m in claimed))  # whatever the mode
     return len(claimed)
 
 

@@ -5,9 +5,11 @@ per process so enqueueing does not open a connection per task.
 
 Starts in async-throughput mode share their tasks: one starter task starts every execution
 waiting when it runs (`wake_starter`, `start_task`), so a start costs the cluster a share of
-one task instead of a task of its own.
+one task instead of a task of its own. Timers that come due together share tasks the same
+way (`enqueue_advances`).
 """
 import functools
+import logging
 import time
 
 from django.db import DEFAULT_DB_ALIAS, transaction
@@ -26,6 +28,8 @@ STARTER_BUDGET_SECONDS = 5
 # one still at work is rarely taken for lost (which would only cost an extra task).
 STARTER_LOST_AFTER_SECONDS = 10
 
+log = logging.getLogger(__name__)
+
 
 @functools.cache
 def _broker():
@@ -41,6 +45,37 @@ def queue_in_database() -> bool:
 def enqueue_advance(execution_id, mode=None):
     async_task("executions.tasks.advance_task", str(execution_id), mode, broker=_broker(),
                task_name=f"advance {execution_id}")
+
+
+def enqueue_advances(executions):
+    """Advance these (execution id, mode) pairs, for timers that came due together.
+
+    async-latency executions get a task each (their one-step-per-task fairness); the others
+    are dealt out to one task per worker, so a burst of timers costs the cluster a few tasks
+    instead of one each, still spread over the workers.
+    """
+    shared = []
+    for execution_id, mode in executions:
+        if mode == "async-latency":
+            enqueue_advance(execution_id, mode)
+        else:
+            shared.append((str(execution_id), mode))
+    for share in (shared[worker::Conf.WORKERS] for worker in range(Conf.WORKERS)):
+        if len(share) == 1:
+            enqueue_advance(*share[0])
+        elif share:
+            async_task("executions.tasks.advance_many_task", share, broker=_broker(),
+                       task_name=f"advance {len(share)} executions")
+
+
+def advance_many_task(executions):
+    """advance_task for each (execution id, mode) in turn. One that fails is logged and left
+    to the sweeper (what it had to apply stays pending) instead of holding up the others."""
+    for execution_id, mode in executions:
+        try:
+            advance_task(execution_id, mode)
+        except Exception:
+            log.exception("could not advance execution %s", execution_id)
 
 
 def enqueue_work(work_id):

@@ -357,6 +357,51 @@ def test_due_timer_fires_exactly_once(save_machine):
     assert execution.history.filter(kind=engine.TIMER_FIRED).count() == 1
 
 
+def _run_queued_tasks():
+    """Play the workers: run every task in the queue (the ORM broker's table), oldest first."""
+    queued = [task.task for task in OrmQ.objects.order_by("id")]
+    OrmQ.objects.all().delete()
+    for task in queued:
+        module, name = task["func"].rsplit(".", 1)
+        assert module == "executions.tasks"
+        getattr(tasks, name)(*task["args"])
+    return [task["func"].rsplit(".", 1)[1] for task in queued]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_timers_due_together_share_one_task_per_worker(save_machine):
+    save_machine(CART)
+    executions = []
+    for _ in range(5):
+        execution = runner.start("cart").execution
+        runner.trigger(execution.pk, "nap", wait=True)
+        executions.append(execution)
+    OrmQ.objects.all().delete()
+    due = max(Timer.objects.values_list("due_at", flat=True))
+    assert runner.fire_due_timers(now=due + 1) == 5
+    assert _run_queued_tasks() == ["advance_many_task"] * tasks.Conf.WORKERS
+    for execution in executions:
+        execution.refresh_from_db()
+        assert (execution.state, execution.status) == ("open", engine.WAITING)
+        assert execution.history.filter(kind=engine.TIMER_FIRED).count() == 1
+        gap_free(execution)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_one_execution_failing_in_a_shared_task_does_not_hold_up_the_others(save_machine,
+                                                                             caplog):
+    save_machine(CART)
+    execution = runner.start("cart").execution
+    runner.trigger(execution.pk, "nap", wait=True)
+    due = Timer.objects.get(execution=execution).due_at
+    runner.fire_due_timers(now=due + 1)
+    missing = "00000000-0000-4000-8000-000000000000"
+    tasks.advance_many_task([(missing, "sync"), (str(execution.pk), "sync")])
+    execution.refresh_from_db()
+    assert execution.state == "open"
+    assert f"could not advance execution {missing}" in caplog.text
+
+
 @pytest.mark.django_db(transaction=True)
 def test_cancel_and_retry(save_machine):
     save_machine("""
