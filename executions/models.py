@@ -26,10 +26,13 @@ STATUS_CHOICES = [(s, s) for s in engine.STATUSES]
 
 
 class Execution(models.Model):
+    # Foreign keys without an index of their own where an index in Meta begins with them:
+    # every start writes each index, and those serve the same lookups.
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    machine = models.ForeignKey(Machine, on_delete=models.PROTECT, related_name="executions")
+    machine = models.ForeignKey(Machine, on_delete=models.PROTECT, related_name="executions",
+                                db_index=False)
     machine_version = models.ForeignKey(
-        MachineVersion, on_delete=models.PROTECT, related_name="executions"
+        MachineVersion, on_delete=models.PROTECT, related_name="executions", db_index=False
     )
     execution_mode = models.CharField(max_length=20)
     status = models.CharField(max_length=10, choices=STATUS_CHOICES)
@@ -41,7 +44,8 @@ class Execution(models.Model):
     engine_state = models.JSONField(default=dict, help_text="seq, timer, work, queued")
     version = models.PositiveIntegerField(default=0, help_text="compare-and-swap counter")
     parent = models.ForeignKey(
-        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children"
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children",
+        db_index=False,
     )
     parent_token = models.CharField(max_length=200, blank=True)
     idempotency_key = models.CharField(max_length=200, null=True, blank=True)
@@ -103,8 +107,12 @@ class Execution(models.Model):
 
 
 class HistoryEntry(models.Model):
-    execution = models.ForeignKey(Execution, on_delete=models.CASCADE, related_name="history")
-    machine_version = models.ForeignKey(MachineVersion, on_delete=models.CASCADE, related_name="+")
+    # No index of their own: the unique (execution, seq) and the (machine_version, ...)
+    # index serve their lookups, and every step writes each index.
+    execution = models.ForeignKey(Execution, on_delete=models.CASCADE, related_name="history",
+                                  db_index=False)
+    machine_version = models.ForeignKey(MachineVersion, on_delete=models.CASCADE,
+                                        related_name="+", db_index=False)
     seq = models.PositiveIntegerField()
     kind = models.CharField(max_length=40)
     at = models.DateTimeField()
