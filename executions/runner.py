@@ -714,20 +714,21 @@ def _mark_processed(items, now):
         InboxItem.objects.bulk_create(kept)
 
 
-def _history_row(execution, entry) -> HistoryEntry:
-    row = HistoryEntry(
-        execution_id=execution.pk,
-        machine_version_id=execution.machine_version_id,
-        seq=entry["seq"],
-        kind=entry["kind"],
-        at=_as_datetime(entry["at"]),
-        duration_ms=entry.get("duration_ms"),
-        branch=(entry.get("detail") or {}).get("branch") or "",
-    )
+def _history_row(execution, entry) -> dict:
+    """The HistoryEntry row of an engine history entry, as {field attname: value}."""
+    row = {
+        "execution_id": execution.pk,
+        "machine_version_id": execution.machine_version_id,
+        "seq": entry["seq"],
+        "kind": entry["kind"],
+        "at": _as_datetime(entry["at"]),
+        "duration_ms": entry.get("duration_ms"),
+        "branch": (entry.get("detail") or {}).get("branch") or "",
+    }
     for key in HISTORY_FIELDS:
-        setattr(row, key, entry.get(key) or "")
+        row[key] = entry.get(key) or ""
     for key in HISTORY_JSON_FIELDS:
-        setattr(row, key, entry.get(key))
+        row[key] = entry.get(key)
     return row
 
 
