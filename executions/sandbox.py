@@ -620,11 +620,16 @@ def _charge(value):
         size = value.bit_length() >> 3
     else:
         return value
+    _spend(size)
+    return value
+
+
+def _spend(size: int):
+    """Count `size` estimated bytes against the running evaluation's allocation budget."""
     budget = _local.budget
     budget.allocated += size
     if budget.allocated > MAX_ALLOCATION:
         _too_big(f"the expression produced more than {MAX_ALLOCATION // 2**20} MiB of data")
-    return value
 
 
 def _charged(function):
@@ -637,29 +642,20 @@ def _charged(function):
 
 def _item(value):
     """One more item of a list comprehension."""
-    budget = _local.budget
-    budget.allocated += ITEM_BYTES[list]
-    if budget.allocated > MAX_ALLOCATION:
-        _too_big(f"the expression produced more than {MAX_ALLOCATION // 2**20} MiB of data")
+    _spend(ITEM_BYTES[list])
     return value
 
 
 def _key_item(key):
     """One more key of a dict or set comprehension."""
     _guard_key(key)
-    budget = _local.budget
-    budget.allocated += ITEM_BYTES[dict]
-    if budget.allocated > MAX_ALLOCATION:
-        _too_big(f"the expression produced more than {MAX_ALLOCATION // 2**20} MiB of data")
+    _spend(ITEM_BYTES[dict])
     return key
 
 
 def _spread(values):
     """`*values` or `**values`: its items are copied into a new list, tuple, dict or call."""
-    budget = _local.budget
-    budget.allocated += ITEM_BYTES[list] * _length(values)
-    if budget.allocated > MAX_ALLOCATION:
-        _too_big(f"the expression produced more than {MAX_ALLOCATION // 2**20} MiB of data")
+    _spend(ITEM_BYTES[list] * _length(values))
     return values
 
 
@@ -743,10 +739,7 @@ def _update_item(container, key, update, value):
 
 
 def _charge_items(count: int, kind: type):
-    budget = _local.budget
-    budget.allocated += ITEM_BYTES[kind] * count
-    if budget.allocated > MAX_ALLOCATION:
-        _too_big(f"the expression produced more than {MAX_ALLOCATION // 2**20} MiB of data")
+    _spend(ITEM_BYTES[kind] * count)
 
 
 def _format(value, conversion: int, spec: str) -> str:
