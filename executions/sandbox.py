@@ -353,6 +353,11 @@ class _Rewrite(ast.NodeTransformer):
         """A literal built again and again (in a loop or function) counts as allocation."""
         return self.guard("charge", node, node) if self.repeated else node
 
+    def slice_parts(self, key: ast.Slice) -> list[ast.AST]:
+        """`a:b:c` as three arguments of a guard, None for each one left out."""
+        return [ast.Constant(None) if part is None else self.visit(part)
+                for part in (key.lower, key.upper, key.step)]
+
     def tick(self, node: ast.AST) -> ast.Expr:
         return ast.copy_location(ast.Expr(self.guard("tick", node)), node)
 
@@ -445,9 +450,7 @@ class _Rewrite(ast.NodeTransformer):
                 raise _Refused("slice assignment is only supported on its own line: "
                                "`items[a:b] = values`", node)
             if isinstance(node.ctx, ast.Load):
-                parts = [ast.Constant(None) if part is None else self.visit(part)
-                         for part in (key.lower, key.upper, key.step)]
-                return self.guard("slice", node, value, *parts)
+                return self.guard("slice", node, value, *self.slice_parts(key))
             node.value = value
             node.slice = self.visit(key)
             return node
@@ -463,10 +466,8 @@ class _Rewrite(ast.NodeTransformer):
             value = self.visit(node.value)
             container = self.visit(target.value)
             if isinstance(target.slice, ast.Slice):
-                parts = [ast.Constant(None) if part is None else self.visit(part)
-                         for part in (target.slice.lower, target.slice.upper,
-                                      target.slice.step)]
-                call = self.guard("set_slice", node, value, container, *parts)
+                call = self.guard("set_slice", node, value, container,
+                                  *self.slice_parts(target.slice))
             else:
                 call = self.guard("set_item", node, value, container, self.visit(target.slice))
             return ast.copy_location(ast.Expr(call), node)
@@ -691,19 +692,23 @@ def _function(function):
     return call
 
 
-def _attribute(value, name: str):
-    """`value.name` on plain data; a method comes back guarded and charged."""
+def _check_attribute(value, name: str):
+    """Attributes exist only on plain data values, and never private ones or formatters."""
     if type(value) not in DATA_TYPES or name.startswith("_") or name in _FORMATTERS:
         raise AttributeError(f"'{name}' is not available on {_describe(value)}")
+
+
+def _attribute(value, name: str):
+    """`value.name` on plain data; a method comes back guarded and charged."""
+    _check_attribute(value, name)
     found = getattr(value, name)
     return partial(_call_method, value, name) if callable(found) else found
 
 
 def _call_method(value, name: str, /, *args, **kwargs):
     """`value.name(...)`: the method of a plain data value, through its guard if it has one."""
+    _check_attribute(value, name)
     kind = type(value)
-    if kind not in DATA_TYPES or name.startswith("_") or name in _FORMATTERS:
-        raise AttributeError(f"'{name}' is not available on {_describe(value)}")
     if kind is dict or kind is set:  # their methods hash their arguments (or their items)
         for arg in args:
             if type(arg) in CONTAINERS:

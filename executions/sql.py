@@ -13,7 +13,7 @@ from executions.models import Execution, InboxItem, StarterMarker
 from machines.models import MachineVersion
 
 VERSION_COLUMNS = ("id", "machine_id", "version", "content_hash")
-FEW_ROWS = 50  # more rows than this go through bulk_create on PostgreSQL
+FEW_ROWS = 50  # more rows than this are bound as column arrays on PostgreSQL (UNNEST)
 INSERT_BATCH = 500  # rows per INSERT statement (SQLite allows 32,766 parameters)
 
 
