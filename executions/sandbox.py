@@ -375,10 +375,7 @@ class _Rewrite(ast.NodeTransformer):
         return node
 
     # attributes: read only, on data only
-    def visit_Attribute(self, node):
-        if not isinstance(node.ctx, ast.Load):
-            raise _Refused(f"attribute '{node.attr}' cannot be assigned or deleted", node,
-                           "AttributeError")
+    def visit_Attribute(self, node):  # only reads: check() refuses assigning attributes
         value = self.visit(node.value)
         return self.guard("attribute", node, value, ast.Constant(node.attr))
 

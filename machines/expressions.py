@@ -104,6 +104,8 @@ def _why_forbidden(node: ast.AST) -> str | None:
     if reason:
         return reason
     if isinstance(node, ast.Attribute):
+        if not isinstance(node.ctx, ast.Load):
+            return f"attribute '{node.attr}' cannot be assigned or deleted"
         if node.attr.startswith("_"):
             return f"attribute '{node.attr}' is not allowed: names starting with '_' are private"
         if node.attr in FORBIDDEN_ATTRIBUTES:

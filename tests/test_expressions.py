@@ -70,6 +70,7 @@ def test_the_language_passes(source):
 @pytest.mark.parametrize("source, fragment, line, column", [
     ("import os", "imports are not allowed", 1, 1),
     ("x = 1\nfrom os import path", "imports are not allowed", 2, 1),
+    ("x = 1\nctx.n = x", "attribute 'n' cannot be assigned or deleted", 2, 5),
     ("().__class__", "'__class__' is not allowed", 1, 4),
     ("ctx.get.__self__", "'__self__' is not allowed", 1, 9),
     ("ctx._private", "'_private' is not allowed", 1, 5),
