@@ -34,6 +34,12 @@ def can_edit(user) -> bool:
     return user.is_authenticated and user.has_perm("machines.add_machineversion")
 
 
+def actor_of(user, *, via_token: bool = False) -> str:
+    """How history names who did something: `user:alice`, or `token:alice` through the API
+    with a token. The one spelling every surface uses."""
+    return f"{'token' if via_token else 'user'}:{user.get_username()}"
+
+
 def role_of(user) -> str:
     """The highest role a user has, for display."""
     if not user.is_authenticated:
