@@ -1,20 +1,24 @@
 """Shared fixtures. Tests run against the database named by DATABASE_URL (SQLite by default).
 
 `cluster` starts the real worker processes (django-q2's qcluster and our timer loop) as
-subprocesses against the test database, the way bin/serve runs them.
+subprocesses against the test database, the way bin/serve runs them. Plain helpers (the
+Cluster class, wait_until, CART, assert_error) are in tests/helpers.py.
 """
 import os
-import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import pytest
 from django.contrib.auth import get_user_model
-from django.db import connection
+from django.test import override_settings
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.helpers import ROOT, Cluster, subprocess_database_url
+
+
+@pytest.fixture(autouse=True, scope="session")
+def fast_password_hasher():
+    """Tests hash with MD5: the real hasher takes seconds per user on a loaded machine and
+    its strength is no part of what they check."""
+    with override_settings(PASSWORD_HASHERS=["django.contrib.auth.hashers.MD5PasswordHasher"]):
+        yield
 
 
 @pytest.fixture
@@ -37,6 +41,28 @@ def make_user(db):
 
 
 @pytest.fixture
+def api(make_user, db):
+    """api("editor") -> an APIClient authenticated with that role's API token."""
+    from rest_framework.authtoken.models import Token
+    from rest_framework.test import APIClient
+
+    def client(role="viewer", username=None):
+        username = username or f"{role}-user"
+        model = get_user_model()
+        user = model.objects.filter(username=username).first()
+        if user is None:
+            user = (model.objects.create_superuser(username, f"{username}@example.com", "pw-123")
+                    if role == "admin" else make_user(username, role))
+        token, _ = Token.objects.get_or_create(user=user)
+        api_client = APIClient()
+        api_client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+        api_client.user = user
+        return api_client
+
+    return client
+
+
+@pytest.fixture
 def save_machine(db):
     """save_machine(yaml_text or dict) -> MachineVersion, stored through the real service."""
     from machines.services import save_version
@@ -49,59 +75,23 @@ def save_machine(db):
     return save
 
 
-def test_database_url() -> str:
-    """The URL of the database the tests run on, for subprocesses."""
-    settings = connection.settings_dict
-    if connection.vendor == "sqlite":
-        return f"sqlite:///{settings['NAME']}"
-    host = settings.get("HOST") or "127.0.0.1"
-    port = settings.get("PORT") or 5432
-    user = settings.get("USER") or "postgres"
-    return f"postgres://{user}@{host}:{port}/{settings['NAME']}"
-
-
-class Cluster:
-    """qcluster + run_timers subprocesses; stop()/start() to simulate a restart."""
-
-    def __init__(self, env):
-        self.env = env
-        self.processes = []
-
-    def start(self):
-        log = open(os.environ.get("DM_CLUSTER_LOG", "/tmp/dm-cluster.log"), "ab")
-        for command in (["qcluster"], ["run_timers"]):
-            self.processes.append(subprocess.Popen(
-                [sys.executable, "manage.py", *command], cwd=ROOT, env=self.env,
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            ))
-        time.sleep(1.5)  # qcluster spawns its workers
-
-    def stop(self, sig=signal.SIGTERM):
-        for process in self.processes:
-            try:
-                os.killpg(process.pid, sig)
-            except ProcessLookupError:
-                pass
-        for process in self.processes:
-            try:
-                process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-        self.processes = []
+@pytest.fixture
+def cluster_log(tmp_path):
+    """Where the cluster's processes write: DM_CLUSTER_LOG, else the test's tmp directory."""
+    return os.environ.get("DM_CLUSTER_LOG") or tmp_path / "cluster.log"
 
 
 @pytest.fixture
-def cluster(transactional_db, request):
+def cluster(transactional_db, cluster_log):
     """A running worker cluster on the test database (ORM broker unless REDIS_URL is set)."""
     env = {
         **os.environ,
-        "DATABASE_URL": test_database_url(),
+        "DATABASE_URL": subprocess_database_url(),
         "DM_Q_CLUSTER_NAME": _cluster_name(),
         "DM_STEP_LIMIT": os.environ.get("DM_STEP_LIMIT", "1000"),
     }
     env.pop("DJANGO_SETTINGS_MODULE", None)
-    cluster = Cluster(env)
+    cluster = Cluster(env, cluster_log)
     cluster.start()
     yield cluster
     cluster.stop()
@@ -111,4 +101,3 @@ def _cluster_name():
     from django.conf import settings
 
     return settings.Q_CLUSTER["name"]
-

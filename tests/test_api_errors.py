@@ -5,10 +5,7 @@ import pytest
 from django.test import override_settings
 
 from executions.models import Execution
-from tests import test_api_machines as shared
-
-CART, assert_error = shared.CART, shared.assert_error
-api = shared.api  # the fixture
+from tests.helpers import CART, assert_error
 
 START = "/api/machines/cart/executions/"
 

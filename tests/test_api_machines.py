@@ -2,59 +2,10 @@
 import json
 
 import pytest
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from machines.models import Machine, MachineVersion
-
-CART = """
-id: cart
-title: Cart
-execution_mode: sync
-start_at: open
-context: {items: []}
-states:
-  open:
-    actions:
-      - {id: add, on: add, assign: {items: "ctx['items'] + [input['sku']]"}}
-      - {id: close, on: close, when: "len(ctx['items']) > 0", state: closed}
-  closed: {return: "ctx['items']"}
-"""
-
-
-@pytest.fixture
-def api(make_user, db):
-    """api("editor") -> an APIClient authenticated with that role's API token."""
-    from django.contrib.auth import get_user_model
-
-    def client(role="viewer", username=None):
-        username = username or f"{role}-user"
-        model = get_user_model()
-        user = model.objects.filter(username=username).first()
-        if user is None:
-            user = (model.objects.create_superuser(username, f"{username}@example.com", "pw-123")
-                    if role == "admin" else make_user(username, role))
-        token, _ = Token.objects.get_or_create(user=user)
-        api_client = APIClient()
-        api_client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
-        api_client.user = user
-        return api_client
-
-    return client
-
-
-def assert_error(response, status, type_=None):
-    """Every error has the one shape: type, detail, errors[{path, message, hint}]."""
-    assert response.status_code == status, response.content
-    assert response["Content-Type"].startswith("application/json")
-    body = response.json()
-    assert isinstance(body["type"], str) and isinstance(body["detail"], str) and body["detail"]
-    assert isinstance(body["errors"], list)
-    for problem in body["errors"]:
-        assert set(problem) >= {"path", "message", "hint"}
-    if type_:
-        assert body["type"] == type_
-    return body
+from tests.helpers import CART, assert_error
 
 
 # Roles ------------------------------------------------------------------------------------

@@ -14,11 +14,13 @@ from unittest import mock
 import pytest
 import redis
 from django.db import connection
+from django_q.brokers import get_broker
 from django_q.conf import Conf
 
 from executions import engine, runner, sandbox, sql, tasks
 from executions.models import Execution, HistoryEntry
 from machines.definition import Expr
+from tests.helpers import Cluster, subprocess_database_url, wait_until
 
 pytestmark = [pytest.mark.cluster]
 
@@ -58,13 +60,15 @@ def courier():
 
 
 def wait_for(execution_id, statuses, timeout):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def settled():
         execution = Execution.objects.get(pk=execution_id)
-        if execution.status in statuses:
-            return execution
-        time.sleep(0.1)
-    raise AssertionError(f"{execution_id} still {execution.status} in {execution.state}")
+        return execution if execution.status in statuses else None
+
+    def still():
+        execution = Execution.objects.get(pk=execution_id)
+        return f"{execution_id} still {execution.status} in {execution.state}"
+
+    return wait_until(settled, timeout, still, interval=0.1)
 
 
 def place_order(courier_url):
@@ -142,7 +146,8 @@ def work_lasting(seconds):
 def test_a_worker_killed_mid_advance_loses_nothing(cluster, save_machine):
     save_machine(SLOW)
     execution = runner.start("slow", input={"work": work_lasting(5)}, actor="test").execution
-    time.sleep(1.5)  # the worker is now inside the long advance
+    # a worker took the starter task: it is inside the advance, which lasts about 5 s
+    wait_until(lambda: get_broker().queue_size() == 0, 20, "no worker took the start")
     cluster.stop(signal.SIGKILL)
     execution.refresh_from_db()
     assert execution.status == engine.RUNNING, "the advance finished before the kill"
@@ -171,8 +176,9 @@ def test_a_timer_due_while_workers_were_down_fires_once_after_restart(cluster, s
     save_machine(SNOOZE)
     execution = runner.start("snooze", wait=True).execution
     assert execution.status == engine.SLEEPING
+    due_at = max(execution.timers.values_list("due_at", flat=True))
     cluster.stop()
-    time.sleep(1.5)
+    wait_until(lambda: time.time() > due_at, 10, "the timer never became due")
     execution.refresh_from_db()
     assert execution.status == engine.SLEEPING  # overdue, nobody to fire it
     cluster.start()
@@ -220,10 +226,8 @@ def all_finish_once(executions, timeout):
     """Every execution reaches its end, started exactly once."""
     ids = [execution.pk for execution in executions]
     finished = Execution.objects.filter(pk__in=ids, status=engine.FINISHED)
-    deadline = time.monotonic() + timeout
-    while (done := finished.count()) < len(ids):
-        assert time.monotonic() < deadline, f"{len(ids) - done} of {len(ids)} never finished"
-        time.sleep(0.1)
+    wait_until(lambda: finished.count() == len(ids), timeout,
+               lambda: f"{len(ids) - finished.count()} of {len(ids)} never finished", interval=0.1)
     assert all(execution.result == execution.input["n"] for execution in finished)
     starts = HistoryEntry.objects.filter(execution_id__in=ids, kind=engine.STARTED)
     assert starts.count() == len(ids)
@@ -232,10 +236,9 @@ def all_finish_once(executions, timeout):
 def test_concurrent_starts_all_reach_their_end(cluster, save_machine):
     save_machine(QUICK)
     all_finish_once(start_from_threads(400), 60)
-    deadline = time.monotonic() + 10  # the last starter cleared the marker on its way out
-    while sql.starter_pending_since(tasks._broker().list_key) is not None:
-        assert time.monotonic() < deadline, "the starter marker stayed set"
-        time.sleep(0.1)
+    # the last starter cleared the marker on its way out
+    wait_until(lambda: sql.starter_pending_since(tasks._broker().list_key) is None, 10,
+               "the starter marker stayed set", interval=0.1)
 
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
@@ -249,17 +252,15 @@ def redis_reachable():
 
 
 @pytest.fixture
-def redis_cluster(transactional_db):
+def redis_cluster(transactional_db, cluster_log):
     """The cluster on the Redis broker, and this process enqueueing to it."""
     if not redis_reachable():
         pytest.skip(f"Redis not reachable at {REDIS_URL}")
-    from tests.conftest import Cluster, test_database_url
-
     redis.from_url(REDIS_URL).flushdb()  # a database of its own: no other queue's tasks
-    env = {**os.environ, "DATABASE_URL": test_database_url(), "REDIS_URL": REDIS_URL}
+    env = {**os.environ, "DATABASE_URL": subprocess_database_url(), "REDIS_URL": REDIS_URL}
     with mock.patch.object(Conf, "ORM", None), mock.patch.object(Conf, "REDIS", REDIS_URL):
         tasks._broker.cache_clear()
-        cluster = Cluster(env)
+        cluster = Cluster(env, cluster_log)
         cluster.start()
         try:
             yield cluster

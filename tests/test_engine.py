@@ -13,7 +13,8 @@ from executions import engine as E
 from executions.sandbox import evaluate
 from machines.language import build, parse_text
 
-SPEC = Path("/work/shared/spec/machine-definition.md")
+# The two examples of the machine-definition spec, as the repository keeps them.
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 NOW = 1_000_000.0
 
 
@@ -44,19 +45,18 @@ def only(effects, kind):
     return found[0]
 
 
-def spec_example(index: int):
-    block = SPEC.read_text().split("```yaml")[index + 1].split("```")[0]
-    return machine(block)
+def spec_example(name: str):
+    return machine((EXAMPLES / f"{name}.yaml").read_text())
 
 
 @pytest.fixture(scope="module")
 def order():
-    return spec_example(0)
+    return spec_example("order")
 
 
 @pytest.fixture(scope="module")
 def shipment():
-    return spec_example(1)
+    return spec_example("shipment")
 
 
 # The spec's examples -------------------------------------------------------------------

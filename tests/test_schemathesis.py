@@ -8,14 +8,12 @@ import os
 import socket
 import subprocess
 import sys
-import time
 
 import httpx
 import pytest
 from rest_framework.authtoken.models import Token
 
-from tests import conftest
-from tests import test_api_machines as shared
+from tests.helpers import CART, ROOT, subprocess_database_url, wait_until
 
 CHECKS = ("not_a_server_error,status_code_conformance,content_type_conformance,"
           "response_schema_conformance")
@@ -32,24 +30,24 @@ def free_port() -> int:
 def live_server_url(transactional_db):
     """gunicorn on a free port, serving the test database."""
     port = free_port()
-    env = {**os.environ, "DATABASE_URL": conftest.test_database_url()}
+    env = {**os.environ, "DATABASE_URL": subprocess_database_url()}
     env.pop("DJANGO_SETTINGS_MODULE", None)
     server = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "workflow_site.wsgi", "--bind", f"127.0.0.1:{port}",
          "--workers", "2", "--threads", "4", "--timeout", "60", "--log-level", "warning",
          "--limit-request-line", "0"],  # fuzzed query strings pass gunicorn's 4 KiB line limit
-        cwd=conftest.ROOT, env=env, start_new_session=True,
+        cwd=ROOT, env=env, start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
+
+    def answering():
+        assert server.poll() is None, "gunicorn exited"
         try:
-            if httpx.get(f"{url}/api/schema/", timeout=2).status_code == 200:
-                break
+            return httpx.get(f"{url}/api/schema/", timeout=2).status_code == 200
         except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline and server.poll() is None, "gunicorn did not start"
-        time.sleep(0.2)
+            return False
+
+    wait_until(answering, 30, "gunicorn did not start", interval=0.2)
     yield url
     server.terminate()
     server.wait(timeout=20)
@@ -57,7 +55,7 @@ def live_server_url(transactional_db):
 
 def test_no_5xx_and_every_answer_conforms_to_the_schema(live_server_url, make_user, save_machine,
                                                         tmp_path):
-    save_machine(shared.CART)
+    save_machine(CART)
     save_machine("order.yaml")
     token = Token.objects.create(user=make_user("fuzzer", "editor"))
     result = subprocess.run(
