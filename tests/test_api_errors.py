@@ -1,10 +1,9 @@
 """Whatever a client sends, the answer is a 4xx in the one error shape, never a 500."""
-import time
-
 import pytest
 from django.test import override_settings
 
 from executions.models import Execution
+from machines import language
 from tests.helpers import CART, assert_error
 
 START = "/api/machines/cart/executions/"
@@ -86,13 +85,16 @@ def yaml_bomb(levels: int) -> str:
     return "id: lol\nstart_at: a\n" + "\n".join(lines) + "\n"
 
 
-def test_a_yaml_alias_bomb_is_answered_quickly(api, db):
-    began = time.monotonic()
+def test_a_yaml_alias_bomb_is_refused_without_being_expanded(api, db):
+    # 9**8 values if expanded: the check stops counting at the limit and says so. (This
+    # asserted the time the request took, user creation included, and failed on a loaded
+    # machine: how fast the check is belongs to bench/.)
     response = api("viewer").post("/api/machines/validate/", {"source": yaml_bomb(7)},
                                   format="json")
-    assert response.status_code == 200 and time.monotonic() - began < 3
+    assert response.status_code == 200
     assert response.json()["valid"] is False
-    assert "expands to more than" in response.json()["errors"][0]["message"]
+    assert response.json()["errors"][0]["message"] == (
+        f"the definition expands to more than {language.MAX_DOCUMENT_VALUES} values")
 
 
 def test_a_bad_content_length_is_not_a_500(operator):
