@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from executions.sandbox import ExpressionError
+from expressions.errors import ExpressionError
 from machines.definition import Decision, Expr, Machine, State, Transition, Update
 
 # Statuses --------------------------------------------------------------------------------
@@ -187,7 +187,7 @@ class ContinueLater:
 @dataclass(frozen=True)
 class Env:
     now: float  # epoch seconds, for history timestamps, timers, time() and now()
-    evaluate: Callable[[Expr, dict], Any]  # the sandbox; raises sandbox.ExpressionError
+    evaluate: Callable[[Expr, dict], Any]  # the sandbox; raises ExpressionError
     seed: int = 0  # seeds randint(), random(), uuid4() of expressions
     execution: dict = field(default_factory=dict)  # id, machine, version, started_at
     step_limit: int = 1000

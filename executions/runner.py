@@ -32,9 +32,10 @@ from django.db import DataError, IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from executions import engine, sandbox, sql
+from executions import engine, sql
 from executions.io import IOFailure, operation
 from executions.models import Execution, HistoryEntry, InboxItem, Timer, Work
+from expressions import sandbox
 from machines.definition import Expr
 from machines.models import MachineVersion
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from machines import expressions
+from expressions import checker
 from machines.definition import (
     DEFAULT_EXECUTION_MODE,
     DEFAULT_TIMEOUT_SECONDS,
@@ -483,7 +483,7 @@ class _Validator:
             if not value.strip():
                 self.error(path, "the expression is empty",
                            "write an expression, or null for no value")
-            for problem in expressions.check(value):
+            for problem in checker.check(value):
                 self.error(path, problem.message, line=problem.line, column=problem.column)
         elif object_literal and not isinstance(value, dict):
             self.error(path, f"'{_field(path)}' must be an expression (a string) or an object, "

@@ -16,8 +16,9 @@ import redis
 from django.db import connection
 from django_q.conf import Conf
 
-from executions import engine, runner, sandbox, sql, tasks
+from executions import engine, runner, sql, tasks
 from executions.models import Execution, HistoryEntry
+from expressions import sandbox
 from machines.definition import Expr
 
 pytestmark = [pytest.mark.cluster]

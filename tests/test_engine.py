@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from executions import engine as E
-from executions.sandbox import evaluate
+from expressions.sandbox import evaluate
 from machines.language import build, parse_text
 
 SPEC = Path("/work/shared/spec/machine-definition.md")

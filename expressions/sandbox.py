@@ -6,7 +6,7 @@ Python call or two per node, 15-25x CPython; compiled code with guards costs a f
 isolation does not come from the interpreter but from what the code can reach, so it is
 the same either way:
 - names: only the caller's names and the spec's safe builtins (no `__builtins__` at all);
-  names starting with `__` are refused by `machines.expressions.check`, so the guards
+  names starting with `__` are refused by `expressions.checker.check`, so the guards
   (`__dm_*`) cannot be named by the code;
 - attributes: only on plain data values (str, list, dict, ...), never starting with `_`,
   read through `_attribute`/`_call_method`;
@@ -32,8 +32,9 @@ from dataclasses import dataclass
 from functools import lru_cache, partial
 from typing import Any
 
+from expressions.checker import check, parse
+from expressions.errors import ExpressionError, ExpressionSyntaxError
 from machines.definition import Expr
-from machines.expressions import ExpressionSyntaxError, check, parse
 
 # Bounds -------------------------------------------------------------------------------------
 MAX_LENGTH = 1_000_000  # items of one list/tuple/dict, characters of one str/bytes
@@ -68,35 +69,6 @@ EXCEPTION_CLASSES = {
     )
 }
 FILENAME = "<expression>"  # of the compiled code: its frames are the expression's own
-
-
-class ExpressionError(Exception):
-    """An expression failed; says which one (path), where in it (line, column) and why."""
-
-    def __init__(self, message, *, kind="runtime", path=None, line=None, column=None,
-                 exception=None):
-        super().__init__(message)
-        self.message = message
-        self.kind = kind  # syntax | runtime | timeout | resource | result
-        self.path = path
-        self.line = line
-        self.column = column
-        self.exception = exception  # the Python exception class name, e.g. "KeyError"
-
-    def __str__(self):
-        text = f"{self.exception} {self.message}" if self.exception else self.message
-        if self.path:
-            text += f" in {self.path}"
-        if self.line is not None:
-            text += f", line {self.line}"
-        if self.column is not None:
-            text += f", column {self.column}"
-        return text
-
-    def to_dict(self) -> dict:
-        return {"type": "expression_error", "kind": self.kind, "message": self.message,
-                "path": self.path, "line": self.line, "column": self.column,
-                "exception": self.exception}
 
 
 class _Abort(BaseException):

@@ -13,6 +13,8 @@ import ast
 from dataclasses import dataclass
 from functools import lru_cache
 
+from expressions.errors import ExpressionSyntaxError
+
 MAX_SOURCE_CHARS = 50_000
 
 # Constructs the sandbox cannot or must not run, with the reason an author sees.
@@ -35,16 +37,6 @@ FORBIDDEN_NODES: dict[type, str] = {
 }
 # Attributes that let str formatting reach attributes by name ("{0.__class__}").
 FORBIDDEN_ATTRIBUTES = frozenset({"format", "format_map"})
-
-
-class ExpressionSyntaxError(ValueError):
-    """The source does not parse as Python."""
-
-    def __init__(self, message: str, line: int | None = None, column: int | None = None):
-        super().__init__(message)
-        self.message = message
-        self.line = line
-        self.column = column
 
 
 @dataclass(frozen=True)
