@@ -2,7 +2,7 @@
 
 Data in, data out, in the spirit of XState's ``transition()`` and the original design's
 core step. No Django, no I/O, no clock or randomness except what ``Env`` hands in.
-The runner (executions/runner.py) persists what comes out and performs the effects.
+The runtime (executions/runtime/) persists what comes out and performs the effects.
 
 Semantics: ../shared/spec/machine-definition.md "How an execution moves"; the choices the
 spec leaves open are written down in docs/engine.md.
@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeAlias
 
 from expressions.errors import ExpressionError
 from machines.definition import Decision, Expr, Machine, State, Transition, Update
@@ -121,6 +121,10 @@ class Continue:
     actor: str | None = None
 
 
+Event: TypeAlias = (Start | Action | TimerFired | WorkSucceeded | WorkFailed | Cancel | Retry
+                    | Continue)
+
+
 # Effects ---------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ArmTimer:
@@ -183,6 +187,10 @@ class ContinueLater:
     """Stopped after `Env.max_steps`; enqueue a `Continue` event (async-latency mode)."""
 
 
+Effect: TypeAlias = (ArmTimer | CancelTimer | CallIO | StartChild | SendAction | CancelWork
+                     | NotifyParent | ContinueLater)
+
+
 # Environment and result ------------------------------------------------------------------
 @dataclass(frozen=True)
 class Env:
@@ -198,7 +206,7 @@ class Env:
 class Result:
     snapshot: Snapshot
     history: tuple = ()  # dicts, see docs/engine.md "History"
-    effects: tuple = ()
+    effects: tuple[Effect, ...] = ()
     rejected: str | None = None  # why the event was not applied (snapshot unchanged)
     available_actions: tuple = ()
 
@@ -224,7 +232,7 @@ def helpers(now: float, seed: int) -> dict:
     }
 
 
-def transition(machine: Machine, snapshot: Snapshot | None, event, env: Env) -> Result:
+def transition(machine: Machine, snapshot: Snapshot | None, event: Event, env: Env) -> Result:
     """Apply one event. `snapshot` is None only for `Start`."""
     if isinstance(event, Start):
         if snapshot is not None:
@@ -766,9 +774,22 @@ def _work_reported(run: _Run, event) -> None:
         run.failed(run.work_done(), event.error, work["attempt"])
 
 
+def cancel_refused(status: str) -> str | None:
+    """Why an execution with this status cannot be canceled (None: it can)."""
+    return f"the execution is already {status}" if status in TERMINAL_STATUSES else None
+
+
+def retry_refused(status: str) -> str | None:
+    """Why an execution with this status cannot be retried (None: it can)."""
+    if status != FAILED:
+        return f"only a failed execution can be retried; this one is {status}"
+    return None
+
+
 def _cancel(run: _Run, event: Cancel) -> None:
-    if run.status in TERMINAL_STATUSES:
-        raise _Rejected(f"the execution is already {run.status}")
+    reason = cancel_refused(run.status)
+    if reason is not None:
+        raise _Rejected(reason)
     run.drop_outstanding()
     run.status, run.error, run.auto_steps = CANCELED, None, 0
     run.record(EXECUTION_CANCELED, detail={"reason": event.reason} if event.reason else {})
@@ -777,8 +798,9 @@ def _cancel(run: _Run, event: Cancel) -> None:
 
 
 def _retry(run: _Run, event: Retry) -> None:
-    if run.status != FAILED:
-        raise _Rejected(f"only a failed execution can be retried; this one is {run.status}")
+    reason = retry_refused(run.status)
+    if reason is not None:
+        raise _Rejected(reason)
     error = run.error
     run.status, run.error, run.auto_steps = RUNNING, None, 0
     if error.get("type") == "expression_error" and error.get("state") is None:
