@@ -557,7 +557,7 @@ class _Run:
             self.acknowledge()
             raise
         reason = self.why_not(name, state, available)
-        detail = {"reason": reason, "available_actions": list(available)}
+        detail: dict[str, Any] = {"reason": reason, "available_actions": list(available)}
         if from_queue:
             detail["queued"] = True
         entry = self.record(ACTION_REJECTED, action=name, input=input_, detail=detail)
@@ -595,12 +595,14 @@ class _Run:
 
     def cancel_timer(self) -> None:
         timer, self.timer = self.timer, None
+        assert timer is not None
         self.effects.append(CancelTimer(timer["token"]))
         self.record(TIMER_CANCELED, with_guards=False, transition=timer["transition"],
                     detail={"token": timer["token"], "purpose": timer["purpose"]})
 
     def arm_wait(self, transition: Transition) -> None:
         wait = transition.wait
+        assert wait is not None
         if wait.seconds is not None:
             seconds = self.evaluate(wait.seconds, transition.id)
             if not isinstance(seconds, (int, float)) or isinstance(seconds, bool):
@@ -609,6 +611,7 @@ class _Run:
                     wait.seconds.path))
             due = self.env.now + seconds
         else:
+            assert wait.until is not None
             until = self.evaluate(wait.until, transition.id)
             try:
                 due = _epoch(until, wait.until.path)
@@ -621,15 +624,19 @@ class _Run:
     def start_work(self, transition: Transition, attempt: int, **values) -> None:
         """Evaluate what the work needs, then record it and hand the runner its effect."""
         invoke = transition.invoke
+        assert invoke is not None
         token = self.next_token()
         detail = {**values.pop("detail", {}), "token": token, "kind": invoke.kind,
                   "attempt": attempt}
+        effect: Effect
         if invoke.kind == "call":
+            assert invoke.call is not None
             effect = CallIO(token, invoke.call, {
                 "ctx": self.context, "input": self.input,
                 "execution": self.names(None)["execution"],
             }, attempt, invoke.timeout_seconds)
         elif invoke.kind == "machine":
+            assert invoke.machine_id is not None
             child_input = (None if invoke.input is None
                            else self.evaluate(invoke.input, transition.id))
             effect = StartChild(token, invoke.machine_id, invoke.machine_version, child_input,
@@ -637,6 +644,7 @@ class _Run:
             detail.update(machine=invoke.machine_id, version=invoke.machine_version,
                           work_input=child_input)
         else:
+            assert invoke.execution is not None and invoke.action is not None
             target = self.evaluate(invoke.execution, transition.id)
             action_input = ({} if invoke.input is None
                             else self.evaluate(invoke.input, transition.id))
@@ -653,6 +661,7 @@ class _Run:
 
     def work_done(self) -> Transition:
         """The reported work is over: forget it and its time-out; return its transition."""
+        assert self.work is not None
         transition = self.machine.states[self.state].transition(self.work["transition"])
         self.work = None
         if self.timer is not None and self.timer["purpose"] == "timeout":
@@ -661,6 +670,7 @@ class _Run:
 
     def succeeded(self, transition: Transition, output, attempt: int) -> None:
         invoke = transition.invoke
+        assert invoke is not None
         if invoke.ok_if is not None and not self.evaluate(
                 invoke.ok_if, transition.id, {"output": output}):
             self.failed(transition, {"type": "ok_if", "message": "ok_if was false",
@@ -675,6 +685,7 @@ class _Run:
 
     def failed(self, transition: Transition, error: dict, attempt: int) -> None:
         invoke = transition.invoke
+        assert invoke is not None
         retry = invoke.retry
         if retry is not None and attempt < retry.max_attempts:
             self.work = {"token": None, "transition": transition.id, "kind": invoke.kind,
@@ -747,9 +758,11 @@ def _timer_fired(run: _Run, event: TimerFired) -> None:
         run.move(transition, transition.update, transition.target)
         run.settle()
     elif purpose == "retry":
+        assert run.work is not None
         run.start_work(transition, run.work["attempt"] + 1)
     else:  # the work's time-out
         work = run.work
+        assert work is not None and transition.invoke is not None
         run.effects.append(CancelWork(work["token"], work["kind"]))
         run.work = None
         seconds = transition.invoke.timeout_seconds
@@ -802,6 +815,7 @@ def _retry(run: _Run, event: Retry) -> None:
     if reason is not None:
         raise _Rejected(reason)
     error = run.error
+    assert error is not None
     run.status, run.error, run.auto_steps = RUNNING, None, 0
     if error.get("type") == "expression_error" and error.get("state") is None:
         run.record(EXECUTION_RETRIED, detail={"error": error})
@@ -823,7 +837,7 @@ def _continue(run: _Run, event: Continue) -> None:
     run.settle()
 
 
-_HANDLERS = {
+_HANDLERS: dict[type, Callable[[_Run, Any], None]] = {
     Start: _start, Action: _action, TimerFired: _timer_fired, WorkSucceeded: _work_reported,
     WorkFailed: _work_reported, Cancel: _cancel, Retry: _retry, Continue: _continue,
 }

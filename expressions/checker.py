@@ -84,9 +84,9 @@ def _forbidden_constructs(tree: ast.Module) -> list[ExpressionProblem]:
 
 def _position(node: ast.AST) -> tuple[int | None, int | None]:
     """1-based line and column; for `a.b` the column of `b`, where the problem is."""
-    line = getattr(node, "end_lineno", None) if isinstance(node, ast.Attribute) else None
-    if line is not None:
-        return line, node.end_col_offset - len(node.attr) + 1
+    if isinstance(node, ast.Attribute) and node.end_lineno is not None \
+            and node.end_col_offset is not None:
+        return node.end_lineno, node.end_col_offset - len(node.attr) + 1
     column = getattr(node, "col_offset", None)
     return getattr(node, "lineno", None), None if column is None else column + 1
 

@@ -47,7 +47,7 @@ MAX_CALL_DEPTH = 30  # nested calls of functions defined in the expression
 MAX_NESTING = 100  # depth of the value an expression returns
 CLOCK_EVERY = 128  # loop iterations and calls between two looks at the clock
 # Estimated bytes per item of a container a call or operator produces (with new items)
-ITEM_BYTES = {list: 32, tuple: 32, dict: 96, set: 96, frozenset: 96}
+ITEM_BYTES: dict[type, int] = {list: 32, tuple: 32, dict: 96, set: 96, frozenset: 96}
 
 SAFE_BUILTIN_NAMES = ("len min max sum sorted abs round int float str bool list dict range "
                       "enumerate zip any all").split()
@@ -224,7 +224,7 @@ def _program(source: str) -> _Program:
         return _Program(problem=("expression is nested too deeply", None, None, None))
 
 
-def _compile(tree: ast.AST, mode: str):
+def _compile(tree: Any, mode: str):
     """CPython's compile(), without its SyntaxWarnings ('1[0]': "perhaps you missed a
     comma?"): the author sees the TypeError when it runs, not a warning in the worker's log."""
     with warnings.catch_warnings():
@@ -242,7 +242,7 @@ def _mutations(tree: ast.AST) -> tuple[bool, frozenset]:
     the inputs must be copied."""
     single_targets = {id(node.targets[0]) for node in ast.walk(tree)
                       if isinstance(node, ast.Assign) and len(node.targets) == 1}
-    fresh: dict[str, bool] = {}
+    fresh: dict[str | None, bool] = {}
     for node in ast.walk(tree):
         if isinstance(node, ast.Assign) and id(node.targets[0]) in single_targets \
                 and isinstance(node.targets[0], ast.Name):
@@ -258,8 +258,9 @@ def _mutations(tree: ast.AST) -> tuple[bool, frozenset]:
         in_place = (isinstance(node, ast.Subscript) and not isinstance(node.ctx, ast.Load)
                     or isinstance(node, ast.Attribute) and node.attr not in READ_ONLY_ATTRIBUTES)
         if in_place:
-            if isinstance(node.value, ast.Name) and fresh.get(node.value.id):
-                changed.add(node.value.id)
+            target = node.value  # type: ignore[attr-defined]  # Subscript or Attribute
+            if isinstance(target, ast.Name) and fresh.get(target.id):
+                changed.add(target.id)
             else:
                 return True, frozenset()
     return False, frozenset(changed)
@@ -309,7 +310,7 @@ class _Rewrite(ast.NodeTransformer):
 
     # helpers
     @staticmethod
-    def guard(name: str, node: ast.AST, *args: ast.AST, keywords=()) -> ast.Call:
+    def guard(name: str, node: ast.AST, *args: Any, keywords=()) -> ast.Call:
         call = ast.Call(func=ast.Name(f"__dm_{name}", ast.Load()), args=list(args),
                         keywords=list(keywords))
         return ast.copy_location(call, node)
@@ -1026,7 +1027,7 @@ def _comparing(method):
     return compared
 
 
-_GUARDED_METHODS = {
+_GUARDED_METHODS: dict[tuple[type, str], Any] = {
     **{(kind, name): _padding(name) for kind in (str, bytes)
        for name in ("ljust", "rjust", "center", "zfill")},
     **{(kind, "expandtabs"): _expandtabs for kind in (str, bytes)},
@@ -1236,7 +1237,7 @@ def _to_json(value, max_bytes: int):
                 key = next(key for key in item if type(key) is not str)
                 raise _ResultProblem("{path} has a key that is " + _describe(key)
                                      + f" ({key!r:.40}), not a string") from None
-            out = dict(item)  # at C speed; nested values are replaced by their copies
+            out: Any = dict(item)  # at C speed; nested values are replaced by their copies
             for key, child in item.items():
                 child_kind = type(child)
                 if child_kind is str:  # inline: the common cases, and this runs a lot

@@ -79,7 +79,8 @@ class Problem:
     column: int | None = None
 
     def to_dict(self) -> dict:
-        data = {"path": self.path, "message": self.message, "hint": self.hint}
+        data: dict[str, str | int | None] = {"path": self.path, "message": self.message,
+                                             "hint": self.hint}
         if self.line is not None:
             data["line"] = self.line
         if self.column is not None:
@@ -750,7 +751,7 @@ class _Validator:
         start = self.document.get("start_at")
         if not (isinstance(start, str) and start in self.states):
             return
-        targets = {name: set() for name in self.states}
+        targets: dict[str, set[str]] = {name: set() for name in self.states}
         for name, _, transitions in self._action_lists():
             for _, t in transitions:
                 targets[name].update(_targets(t))

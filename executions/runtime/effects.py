@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from executions import engine
 from executions.models import Execution, Timer, Work
@@ -92,7 +93,7 @@ def _nothing(execution: Execution, effect: engine.ContinueLater, rows: Rows) -> 
     """ContinueLater: the execution stays `running`; the task that advanced it goes on."""
 
 
-_ROWS: dict[type, Callable[[Execution, object, Rows], None]] = {
+_ROWS: dict[type, Callable[[Execution, Any, Rows], None]] = {
     engine.ArmTimer: _arm_timer,
     engine.CancelTimer: _cancel_timer,
     engine.CallIO: _call_io,

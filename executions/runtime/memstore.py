@@ -225,8 +225,8 @@ class MemoryStore:
             if item.pk is not None:
                 self.inbox[item.pk] = copy.copy(item)
             elif item.idempotency_key is not None:
-                self.add_item(item)
-                self.inbox[item.pk].processed_at = now
+                self.add_item(item)  # gives it a pk
+                self.inbox[item.pk].processed_at = now  # type: ignore[index]
         return self._write_rows(execution, step.effects)
 
     def save_starts(self, steps: list[tuple[Execution, Step]]

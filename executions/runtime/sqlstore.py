@@ -434,8 +434,8 @@ class SqlStore:
         it opens (on SQLite it holds the write lock). One whose snapshot is no longer
         current (another process started it) is left out: nothing of it is written."""
         now = timezone.now()
-        changes = [(execution, snapshot_columns(step.snapshot, now))  # type: ignore[arg-type]
-                   for execution, step in steps]
+        changes = [(execution, snapshot_columns(step.snapshot, now))
+                   for execution, step in steps if step.snapshot is not None]
         rows = {execution.pk: [history_row(execution, entry) for entry in step.history]
                 for execution, step in steps}
         swap = compare_and_swap_many(changes)

@@ -108,7 +108,7 @@ class _Unset:
         raise RuntimeError("no store in use: executions.apps sets store.active")
 
 
-active: Store = _Unset()  # type: ignore[assignment]
+active: Store = _Unset()
 
 
 @contextmanager
