@@ -141,7 +141,7 @@ class CancelTimer:
 @dataclass(frozen=True)
 class CallIO:
     token: str
-    call: Expr  # the invoke's `call` expression; the runner evaluates it with `io` bound
+    call: Expr  # the invoke's `call` expression; the runtime evaluates it with `io` bound
     names: dict  # ctx, input, execution as they were when the work started
     attempt: int = 1
     timeout_seconds: float | None = None
@@ -352,7 +352,7 @@ class _Run:
         return entry
 
     def next_token(self) -> str:
-        """Token of whatever the next entry starts: unique, and the runner's idempotency key."""
+        """Token of whatever the next entry starts: unique, and the runtime's idempotency key."""
         return f"{self.execution_id}:{self.seq + 1}"
 
     def names(self, extra: dict | None) -> dict:
@@ -622,7 +622,7 @@ class _Run:
         self.status, self.auto_steps = SLEEPING, 0
 
     def start_work(self, transition: Transition, attempt: int, **values) -> None:
-        """Evaluate what the work needs, then record it and hand the runner its effect."""
+        """Evaluate what the work needs, then record it and hand the runtime its effect."""
         invoke = transition.invoke
         assert invoke is not None
         token = self.next_token()

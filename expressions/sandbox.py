@@ -16,7 +16,7 @@ the same either way:
   refuse an operation BEFORE it allocates a huge string, list or integer, and an allocation
   budget per run. What it cannot bound (one pathological C-level call) is in docs/sandbox.md.
 
-No Django here: the runner passes the limits from settings.
+No Django here: the runtime passes the limits from settings.
 """
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 Machines are written in the definition language and built by machines.language; expressions
 run in the real sandbox. Work outcomes, timers and child results are fed back as events,
-the way the runner does.
+the way the runtime does.
 """
 import json
 from pathlib import Path

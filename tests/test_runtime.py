@@ -1,4 +1,4 @@
-"""The runner in-process: persistence, idempotency, rejection, concurrency, sync mode."""
+"""The runtime on the database: persistence, idempotency, rejection, concurrency, sync mode."""
 import threading
 import time
 from datetime import timedelta
