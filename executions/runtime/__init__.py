@@ -9,4 +9,8 @@
 - `performers`: the work that leaves the process, and its results coming back;
 - `timers`: due timers into inbox items, and the sweeper;
 - `queue`: enqueueing django-q2 tasks (imports no runtime module); `io`: IO operations.
+
+One knot is in the domain itself and stays: `advancing`, `performers` and `accepting` import
+each other as modules (no names at import time), because sync mode performs work inline and
+that work starts or triggers other executions inline.
 """
