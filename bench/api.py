@@ -82,7 +82,7 @@ def prepare(database_url: str) -> tuple[str, str]:
     from django.core.management import call_command
     from rest_framework.authtoken.models import Token
 
-    from executions import runner
+    from executions import services
     from machines.services import save_version
 
     call_command("migrate", verbosity=0)
@@ -90,7 +90,7 @@ def prepare(database_url: str) -> tuple[str, str]:
     user.groups.add(Group.objects.get(name="operator"))
     token, _ = Token.objects.get_or_create(user=user)
     save_version(CLICKER)
-    execution = runner.start("bench-api-clicker", actor="bench").execution
+    execution = services.start("bench-api-clicker", actor="bench").execution
     from django.db import connections
 
     connections.close_all()

@@ -13,7 +13,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from executions import engine  # noqa: E402
-from executions.sandbox import evaluate  # noqa: E402
+from expressions.sandbox import evaluate  # noqa: E402
 from machines.definition import Expr  # noqa: E402
 from machines.language import build  # noqa: E402
 

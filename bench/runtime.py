@@ -145,12 +145,12 @@ def bench_floors(rounds):
 
 
 def bench_sync_loop(rounds):
-    from executions import runner
+    from executions import services
 
     samples = []
     for _ in range(rounds):
         started = time.perf_counter()
-        execution = runner.start("bench-loop").execution
+        execution = services.start("bench-loop").execution
         elapsed = time.perf_counter() - started
         assert execution.result == 900, execution.error
         samples.append(execution.history.filter(kind="transition_taken").count() / elapsed)
@@ -158,12 +158,12 @@ def bench_sync_loop(rounds):
 
 
 def bench_actions(count):
-    from executions import runner
+    from executions import services
 
-    execution = runner.start("bench-clicker").execution
+    execution = services.start("bench-clicker").execution
     started = time.perf_counter()
     for _ in range(count):
-        runner.trigger(execution.pk, "click", wait=True)
+        services.trigger(execution.pk, "click", wait=True)
     elapsed = time.perf_counter() - started
     execution.refresh_from_db()
     assert execution.context["n"] == count
@@ -221,7 +221,7 @@ class _cluster:
 
         from django_q.conf import Conf
 
-        from executions import tasks
+        from executions.runtime import queue
 
         stack = ExitStack()
         if "REDIS_URL" in self.extra_env:
@@ -230,8 +230,8 @@ class _cluster:
             redis.from_url(REDIS_URL).flushdb()  # its own Redis database: no stale tasks
             stack.enter_context(mock.patch.object(Conf, "ORM", None))
             stack.enter_context(mock.patch.object(Conf, "REDIS", REDIS_URL))
-        tasks._broker.cache_clear()
-        stack.callback(tasks._broker.cache_clear)
+        queue._broker.cache_clear()
+        stack.callback(queue._broker.cache_clear)
         return stack
 
     def __exit__(self, *exc):
@@ -268,12 +268,12 @@ def _from_callers(make_one, count):
 def _noop_rate(count):
     from django_q.tasks import async_task
 
-    from executions import tasks
+    from executions.runtime import queue
 
     count -= count % CALLERS
     marks = Path(tempfile.mkstemp(prefix="dm-noop-")[1])
     started = time.perf_counter()
-    _from_callers(lambda: async_task("bench.noop.mark", str(marks), broker=tasks._broker()),
+    _from_callers(lambda: async_task("bench.noop.mark", str(marks), broker=queue._broker()),
                   count)
     while len(marks.read_text().splitlines()) < count:
         if time.perf_counter() - started > 120:
@@ -285,7 +285,7 @@ def _noop_rate(count):
 
 
 def _async_rate(count):
-    from executions import runner
+    from executions import services
     from executions.models import Execution
 
     count -= count % CALLERS
@@ -294,7 +294,7 @@ def _async_rate(count):
     finished = Execution.objects.filter(machine_id="bench-quick", status="finished")
     before = finished.count()
     started = time.perf_counter()
-    _from_callers(lambda: runner.start("bench-quick"), count)
+    _from_callers(lambda: services.start("bench-quick"), count)
     while finished.count() - before < count:
         if time.perf_counter() - started > 120:
             raise RuntimeError("async executions did not finish")
@@ -303,12 +303,12 @@ def _async_rate(count):
 
 
 def _timer_lateness(count):
-    from executions import runner
+    from executions import services
     from executions.models import Execution
 
     ids = []
     for i in range(count):
-        ids.append(runner.start("bench-timer", input={"delay": 1 + (i % 10) / 10},
+        ids.append(services.start("bench-timer", input={"delay": 1 + (i % 10) / 10},
                                 wait=True).execution.pk)
     deadline = time.time() + 30
     while Execution.objects.filter(pk__in=ids, status="finished").count() < count:

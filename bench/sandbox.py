@@ -8,7 +8,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from executions.sandbox import _to_json, evaluate  # noqa: E402
+from expressions.sandbox import _to_json, evaluate  # noqa: E402
 from machines.definition import Expr  # noqa: E402
 
 CTX = {f"k{i}": i for i in range(18)} | {"n": 1, "items": ["a", "b", "c"]}

@@ -1,6 +1,6 @@
 """The executions part of the HTTP API (docs/api.md): start, list, read, history, drive.
 
-Views only translate HTTP to executions.runner (start, trigger, cancel, retry); the runner
+Views only translate HTTP to executions.services (start, trigger, cancel, retry); the runtime
 stores and applies everything. Its refusals become the one error shape: NotAvailable ->
 409 with `available_actions`, InvalidRequest -> 400, DoesNotExist -> 404.
 """
@@ -21,7 +21,7 @@ from rest_framework.views import APIView
 
 from accounts.api_permissions import CanView, ReadOrOperate
 from accounts.roles import can_edit
-from executions import engine, runner
+from executions import engine, services
 from executions.models import Execution, HistoryEntry
 from executions.paths import diagram_path
 from machines.api import (
@@ -48,13 +48,13 @@ CONFLICT = {409: error_response("Not possible now; nothing was changed. "
 # Errors -----------------------------------------------------------------------------------
 def exception_handler(exc, context):
     """The runner's refusals in the one error shape; everything else as everywhere."""
-    if isinstance(exc, runner.NotAvailable):
+    if isinstance(exc, services.NotAvailable):
         hint = ("available now: " + ", ".join(exc.available_actions)
                 if exc.available_actions else "no action is available now")
         body = error_body("not_available", exc.reason, [problem("action", exc.reason, hint)],
                           available_actions=exc.available_actions)
         return Response(body, status=409)
-    if isinstance(exc, runner.InvalidRequest):
+    if isinstance(exc, services.InvalidRequest):
         return Response(error_body("invalid_request", str(exc), [problem("", str(exc))]),
                         status=400)
     return api_errors.exception_handler(exc, context)
@@ -286,7 +286,7 @@ class StartView(ExecutionErrors, APIView):
         body = strict(StartSerializer, request.data)
         if body.get("mocks") is not None and not can_edit(request.user):
             raise exceptions.PermissionDenied("Starting with mocks needs the editor role.")
-        outcome = runner.start(
+        outcome = services.start(
             machine_id, input=body.get("input"), version=body.get("version"),
             idempotency_key=body.get("idempotency_key"), mocks=body.get("mocks"),
             mode=body.get("mode"), actor=actor_of(request), user=request.user,
@@ -399,7 +399,7 @@ class TriggerView(ExecutionErrors, APIView):
     )
     def post(self, request, execution_id):
         body = strict(TriggerSerializer, request.data)
-        outcome = runner.trigger(
+        outcome = services.trigger(
             execution_id, body["action"], input=body.get("input"),
             idempotency_key=body.get("idempotency_key"), actor=actor_of(request),
             wait=body["wait"], timeout=capped(body.get("timeout")),
@@ -426,7 +426,7 @@ class CancelView(ExecutionErrors, APIView):
     )
     def post(self, request, execution_id):
         body = strict(CancelSerializer, request.data)
-        runner.cancel(execution_id, actor=actor_of(request), reason=body.get("reason"))
+        services.cancel(execution_id, actor=actor_of(request), reason=body.get("reason"))
         execution = get_execution(execution_id)
         return Response(ExecutionSerializer(execution, context={"request": request}).data)
 
@@ -446,7 +446,7 @@ class RetryView(ExecutionErrors, APIView):
     )
     def post(self, request, execution_id):
         strict(NoBodySerializer, request.data)
-        runner.retry(execution_id, actor=actor_of(request))
+        services.retry(execution_id, actor=actor_of(request))
         execution = get_execution(execution_id)
         return Response(ExecutionSerializer(execution, context={"request": request}).data)
 

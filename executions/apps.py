@@ -4,3 +4,8 @@ from django.apps import AppConfig
 class ExecutionsConfig(AppConfig):
     name = "executions"
     verbose_name = "Executions"
+
+    def ready(self):
+        from executions.runtime import sqlstore, store
+
+        store.active = sqlstore.SqlStore()  # the runtime's store: the database

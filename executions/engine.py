@@ -2,7 +2,7 @@
 
 Data in, data out, in the spirit of XState's ``transition()`` and the original design's
 core step. No Django, no I/O, no clock or randomness except what ``Env`` hands in.
-The runner (executions/runner.py) persists what comes out and performs the effects.
+The runtime (executions/runtime/) persists what comes out and performs the effects.
 
 Semantics: ../shared/spec/machine-definition.md "How an execution moves"; the choices the
 spec leaves open are written down in docs/engine.md.
@@ -14,9 +14,9 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeAlias
 
-from executions.sandbox import ExpressionError
+from expressions.errors import ExpressionError
 from machines.definition import Decision, Expr, Machine, State, Transition, Update
 
 # Statuses --------------------------------------------------------------------------------
@@ -121,6 +121,10 @@ class Continue:
     actor: str | None = None
 
 
+Event: TypeAlias = (Start | Action | TimerFired | WorkSucceeded | WorkFailed | Cancel | Retry
+                    | Continue)
+
+
 # Effects ---------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ArmTimer:
@@ -137,7 +141,7 @@ class CancelTimer:
 @dataclass(frozen=True)
 class CallIO:
     token: str
-    call: Expr  # the invoke's `call` expression; the runner evaluates it with `io` bound
+    call: Expr  # the invoke's `call` expression; the runtime evaluates it with `io` bound
     names: dict  # ctx, input, execution as they were when the work started
     attempt: int = 1
     timeout_seconds: float | None = None
@@ -183,11 +187,15 @@ class ContinueLater:
     """Stopped after `Env.max_steps`; enqueue a `Continue` event (async-latency mode)."""
 
 
+Effect: TypeAlias = (ArmTimer | CancelTimer | CallIO | StartChild | SendAction | CancelWork
+                     | NotifyParent | ContinueLater)
+
+
 # Environment and result ------------------------------------------------------------------
 @dataclass(frozen=True)
 class Env:
     now: float  # epoch seconds, for history timestamps, timers, time() and now()
-    evaluate: Callable[[Expr, dict], Any]  # the sandbox; raises sandbox.ExpressionError
+    evaluate: Callable[[Expr, dict], Any]  # the sandbox; raises ExpressionError
     seed: int = 0  # seeds randint(), random(), uuid4() of expressions
     execution: dict = field(default_factory=dict)  # id, machine, version, started_at
     step_limit: int = 1000
@@ -198,7 +206,7 @@ class Env:
 class Result:
     snapshot: Snapshot
     history: tuple = ()  # dicts, see docs/engine.md "History"
-    effects: tuple = ()
+    effects: tuple[Effect, ...] = ()
     rejected: str | None = None  # why the event was not applied (snapshot unchanged)
     available_actions: tuple = ()
 
@@ -224,7 +232,7 @@ def helpers(now: float, seed: int) -> dict:
     }
 
 
-def transition(machine: Machine, snapshot: Snapshot | None, event, env: Env) -> Result:
+def transition(machine: Machine, snapshot: Snapshot | None, event: Event, env: Env) -> Result:
     """Apply one event. `snapshot` is None only for `Start`."""
     if isinstance(event, Start):
         if snapshot is not None:
@@ -344,7 +352,7 @@ class _Run:
         return entry
 
     def next_token(self) -> str:
-        """Token of whatever the next entry starts: unique, and the runner's idempotency key."""
+        """Token of whatever the next entry starts: unique, and the runtime's idempotency key."""
         return f"{self.execution_id}:{self.seq + 1}"
 
     def names(self, extra: dict | None) -> dict:
@@ -549,7 +557,7 @@ class _Run:
             self.acknowledge()
             raise
         reason = self.why_not(name, state, available)
-        detail = {"reason": reason, "available_actions": list(available)}
+        detail: dict[str, Any] = {"reason": reason, "available_actions": list(available)}
         if from_queue:
             detail["queued"] = True
         entry = self.record(ACTION_REJECTED, action=name, input=input_, detail=detail)
@@ -587,12 +595,14 @@ class _Run:
 
     def cancel_timer(self) -> None:
         timer, self.timer = self.timer, None
+        assert timer is not None
         self.effects.append(CancelTimer(timer["token"]))
         self.record(TIMER_CANCELED, with_guards=False, transition=timer["transition"],
                     detail={"token": timer["token"], "purpose": timer["purpose"]})
 
     def arm_wait(self, transition: Transition) -> None:
         wait = transition.wait
+        assert wait is not None
         if wait.seconds is not None:
             seconds = self.evaluate(wait.seconds, transition.id)
             if not isinstance(seconds, (int, float)) or isinstance(seconds, bool):
@@ -601,6 +611,7 @@ class _Run:
                     wait.seconds.path))
             due = self.env.now + seconds
         else:
+            assert wait.until is not None
             until = self.evaluate(wait.until, transition.id)
             try:
                 due = _epoch(until, wait.until.path)
@@ -611,17 +622,21 @@ class _Run:
         self.status, self.auto_steps = SLEEPING, 0
 
     def start_work(self, transition: Transition, attempt: int, **values) -> None:
-        """Evaluate what the work needs, then record it and hand the runner its effect."""
+        """Evaluate what the work needs, then record it and hand the runtime its effect."""
         invoke = transition.invoke
+        assert invoke is not None
         token = self.next_token()
         detail = {**values.pop("detail", {}), "token": token, "kind": invoke.kind,
                   "attempt": attempt}
+        effect: Effect
         if invoke.kind == "call":
+            assert invoke.call is not None
             effect = CallIO(token, invoke.call, {
                 "ctx": self.context, "input": self.input,
                 "execution": self.names(None)["execution"],
             }, attempt, invoke.timeout_seconds)
         elif invoke.kind == "machine":
+            assert invoke.machine_id is not None
             child_input = (None if invoke.input is None
                            else self.evaluate(invoke.input, transition.id))
             effect = StartChild(token, invoke.machine_id, invoke.machine_version, child_input,
@@ -629,6 +644,7 @@ class _Run:
             detail.update(machine=invoke.machine_id, version=invoke.machine_version,
                           work_input=child_input)
         else:
+            assert invoke.execution is not None and invoke.action is not None
             target = self.evaluate(invoke.execution, transition.id)
             action_input = ({} if invoke.input is None
                             else self.evaluate(invoke.input, transition.id))
@@ -645,6 +661,7 @@ class _Run:
 
     def work_done(self) -> Transition:
         """The reported work is over: forget it and its time-out; return its transition."""
+        assert self.work is not None
         transition = self.machine.states[self.state].transition(self.work["transition"])
         self.work = None
         if self.timer is not None and self.timer["purpose"] == "timeout":
@@ -653,6 +670,7 @@ class _Run:
 
     def succeeded(self, transition: Transition, output, attempt: int) -> None:
         invoke = transition.invoke
+        assert invoke is not None
         if invoke.ok_if is not None and not self.evaluate(
                 invoke.ok_if, transition.id, {"output": output}):
             self.failed(transition, {"type": "ok_if", "message": "ok_if was false",
@@ -667,6 +685,7 @@ class _Run:
 
     def failed(self, transition: Transition, error: dict, attempt: int) -> None:
         invoke = transition.invoke
+        assert invoke is not None
         retry = invoke.retry
         if retry is not None and attempt < retry.max_attempts:
             self.work = {"token": None, "transition": transition.id, "kind": invoke.kind,
@@ -739,9 +758,11 @@ def _timer_fired(run: _Run, event: TimerFired) -> None:
         run.move(transition, transition.update, transition.target)
         run.settle()
     elif purpose == "retry":
+        assert run.work is not None
         run.start_work(transition, run.work["attempt"] + 1)
     else:  # the work's time-out
         work = run.work
+        assert work is not None and transition.invoke is not None
         run.effects.append(CancelWork(work["token"], work["kind"]))
         run.work = None
         seconds = transition.invoke.timeout_seconds
@@ -766,9 +787,22 @@ def _work_reported(run: _Run, event) -> None:
         run.failed(run.work_done(), event.error, work["attempt"])
 
 
+def cancel_refused(status: str) -> str | None:
+    """Why an execution with this status cannot be canceled (None: it can)."""
+    return f"the execution is already {status}" if status in TERMINAL_STATUSES else None
+
+
+def retry_refused(status: str) -> str | None:
+    """Why an execution with this status cannot be retried (None: it can)."""
+    if status != FAILED:
+        return f"only a failed execution can be retried; this one is {status}"
+    return None
+
+
 def _cancel(run: _Run, event: Cancel) -> None:
-    if run.status in TERMINAL_STATUSES:
-        raise _Rejected(f"the execution is already {run.status}")
+    reason = cancel_refused(run.status)
+    if reason is not None:
+        raise _Rejected(reason)
     run.drop_outstanding()
     run.status, run.error, run.auto_steps = CANCELED, None, 0
     run.record(EXECUTION_CANCELED, detail={"reason": event.reason} if event.reason else {})
@@ -777,9 +811,11 @@ def _cancel(run: _Run, event: Cancel) -> None:
 
 
 def _retry(run: _Run, event: Retry) -> None:
-    if run.status != FAILED:
-        raise _Rejected(f"only a failed execution can be retried; this one is {run.status}")
+    reason = retry_refused(run.status)
+    if reason is not None:
+        raise _Rejected(reason)
     error = run.error
+    assert error is not None
     run.status, run.error, run.auto_steps = RUNNING, None, 0
     if error.get("type") == "expression_error" and error.get("state") is None:
         run.record(EXECUTION_RETRIED, detail={"error": error})
@@ -801,7 +837,7 @@ def _continue(run: _Run, event: Continue) -> None:
     run.settle()
 
 
-_HANDLERS = {
+_HANDLERS: dict[type, Callable[[_Run, Any], None]] = {
     Start: _start, Action: _action, TimerFired: _timer_fired, WorkSucceeded: _work_reported,
     WorkFailed: _work_reported, Cancel: _cancel, Retry: _retry, Continue: _continue,
 }

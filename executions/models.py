@@ -1,6 +1,7 @@
 """Durable executions: the snapshot, its history, and the rows that make work durable.
 
-Only executions/runner.py writes these; every surface calls the runner's functions.
+Only the runtime writes these (executions/runtime/sqlstore.py); every surface calls
+executions/services.py.
 - Execution: the engine snapshot, queryable columns + the engine's bookkeeping (`engine`).
 - HistoryEntry: append-only, `seq` gap-free per execution.
 - InboxItem: every action/timer/result/cancel/retry is stored here first
@@ -75,7 +76,7 @@ class Execution(models.Model):
             models.Index(fields=["status", "created_at"]),
             models.Index(fields=["parent", "parent_token"]),
             # Only executions a worker has not started yet: the batch start of
-            # async-throughput mode reads them (executions/sql.py).
+            # async-throughput mode reads them (executions/runtime/sqlstore.py).
             models.Index(fields=["id"], condition=Q(version=0), name="execution_not_started"),
         ]
 
@@ -222,7 +223,7 @@ class Work(models.Model):
 
 class StarterMarker(models.Model):
     """One row per task queue: since when a task that starts the waiting async-throughput
-    executions has been pending, or null when none is (executions/tasks.py).
+    executions has been pending, or null when none is (executions/runtime/queue.py).
 
     Used when tasks are not in Redis (with Redis the marker is a key beside the queue).
     """

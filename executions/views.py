@@ -1,6 +1,6 @@
 """The explorer: pages that show machines and executions to people who don't read code.
 
-Login everywhere; viewers read, operators act (POST + CSRF, through executions.runner
+Login everywhere; viewers read, operators act (POST + CSRF, through executions.services
 like every other surface). What a page shows is computed by executions.paths (the path,
 the steps, the heatmap) and executions.timeline (the words); the views only fetch rows,
 with aggregate queries wherever the answer is a count.
@@ -24,7 +24,8 @@ from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_POST
 
 from accounts.roles import can_operate, can_view, role_of
-from executions import engine, paths, runner, timeline
+from executions import engine, paths, timeline
+from executions import services as execution_services
 from executions.forms import ActionForm, CancelForm, ExecutionFilter
 from executions.models import Execution
 from machines import diagrams, services
@@ -384,11 +385,12 @@ def execution_trigger(request, execution_id):
     machine = execution.machine_version.parsed()
     label = timeline.action_label(machine, execution.state, action)
     try:
-        outcome = runner.trigger(execution.pk, action, input=given, actor=_actor(request),
-                                 wait=True, timeout=TRIGGER_WAIT)
-    except runner.NotAvailable as exc:
+        outcome = execution_services.trigger(execution.pk, action, input=given,
+                                             actor=_actor(request), wait=True,
+                                             timeout=TRIGGER_WAIT)
+    except execution_services.NotAvailable as exc:
         messages.error(request, f"“{label}” was not applied: {exc.reason}")
-    except runner.InvalidRequest as exc:
+    except execution_services.InvalidRequest as exc:
         messages.error(request, f"“{label}” was not sent: {exc}")
     else:
         done = outcome.execution
@@ -403,8 +405,8 @@ def execution_cancel(request, execution_id):
     form = CancelForm(request.POST)
     reason = form.cleaned_data.get("reason") if form.is_valid() else None
     try:
-        runner.cancel(execution.pk, actor=_actor(request), reason=reason or None)
-    except runner.NotAvailable as exc:
+        execution_services.cancel(execution.pk, actor=_actor(request), reason=reason or None)
+    except execution_services.NotAvailable as exc:
         messages.error(request, f"Not canceled: {exc.reason}")
     else:
         messages.success(request, "The execution was canceled.")
@@ -415,8 +417,8 @@ def execution_cancel(request, execution_id):
 def execution_retry(request, execution_id):
     execution = _execution(execution_id)
     try:
-        outcome = runner.retry(execution.pk, actor=_actor(request))
-    except runner.NotAvailable as exc:
+        outcome = execution_services.retry(execution.pk, actor=_actor(request))
+    except execution_services.NotAvailable as exc:
         messages.error(request, f"Not retried: {exc.reason}")
     else:
         messages.success(request, f"Retried: the execution is now {outcome.execution.status}.")

@@ -31,7 +31,8 @@ class Expr:
         """A one-line rendering for diagrams and the timeline."""
         import json
 
-        text = self.source if self.is_code else json.dumps(self.literal)
+        text = self.source if self.is_code and self.source is not None \
+            else json.dumps(self.literal)
         text = " ".join(text.split())
         return text if len(text) <= limit else text[: limit - 1] + "…"
 

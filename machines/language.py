@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from machines import expressions
+from expressions import checker
 from machines.definition import (
     DEFAULT_EXECUTION_MODE,
     DEFAULT_TIMEOUT_SECONDS,
@@ -79,7 +79,8 @@ class Problem:
     column: int | None = None
 
     def to_dict(self) -> dict:
-        data = {"path": self.path, "message": self.message, "hint": self.hint}
+        data: dict[str, str | int | None] = {"path": self.path, "message": self.message,
+                                             "hint": self.hint}
         if self.line is not None:
             data["line"] = self.line
         if self.column is not None:
@@ -483,7 +484,7 @@ class _Validator:
             if not value.strip():
                 self.error(path, "the expression is empty",
                            "write an expression, or null for no value")
-            for problem in expressions.check(value):
+            for problem in checker.check(value):
                 self.error(path, problem.message, line=problem.line, column=problem.column)
         elif object_literal and not isinstance(value, dict):
             self.error(path, f"'{_field(path)}' must be an expression (a string) or an object, "
@@ -750,7 +751,7 @@ class _Validator:
         start = self.document.get("start_at")
         if not (isinstance(start, str) and start in self.states):
             return
-        targets = {name: set() for name in self.states}
+        targets: dict[str, set[str]] = {name: set() for name in self.states}
         for name, _, transitions in self._action_lists():
             for _, t in transitions:
                 targets[name].update(_targets(t))

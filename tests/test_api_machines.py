@@ -152,10 +152,10 @@ def test_list_shows_latest_versions_with_counts(api, save_machine):
     save_machine(CART)
     save_machine(CART.replace("Cart", "Cart 2"))
     save_machine({"id": "aaa", "start_at": "a", "states": {"a": {"return": 1}}})
-    from executions import runner
+    from executions import services
 
-    runner.start("cart", actor="test")
-    runner.start("cart", actor="test")
+    services.start("cart", actor="test")
+    services.start("cart", actor="test")
     body = api("viewer").get("/api/machines/").json()
     assert [m["id"] for m in body] == ["aaa", "cart"]
     cart = body[1]

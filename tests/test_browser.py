@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from executions import runner
+from executions import services
 
 pytestmark = pytest.mark.browser
 
@@ -43,17 +43,17 @@ def orders(transactional_db, save_machine, admin_user):
     """A few order executions in different places; the first waits for fraud review."""
     save_machine("order.yaml")
     save_machine("shipment.yaml")
-    waiting = runner.start("order", mode="sync", actor="alice", mocks=MOCKS).execution
+    waiting = services.start("order", mode="sync", actor="alice", mocks=MOCKS).execution
     for sku, qty in (("bns12", 2), ("x9", 1)):
-        runner.trigger(waiting.id, "add", input={"sku": sku, "qty": qty}, actor="alice")
-    runner.trigger(waiting.id, "remove", input={"sku": "bns12"}, actor="alice")
-    runner.trigger(waiting.id, "place", actor="alice")
+        services.trigger(waiting.id, "add", input={"sku": sku, "qty": qty}, actor="alice")
+    services.trigger(waiting.id, "remove", input={"sku": "bns12"}, actor="alice")
+    services.trigger(waiting.id, "place", actor="alice")
     for _ in range(3):
-        runner.start("order", mode="sync", actor="bob")
-    rejected = runner.start("order", mode="sync", actor="bob").execution
-    runner.trigger(rejected.id, "place", actor="bob")
-    runner.trigger(rejected.id, "fraud-reject", actor="carol")
-    runner.trigger(rejected.id, "cancel", actor="carol")
+        services.start("order", mode="sync", actor="bob")
+    rejected = services.start("order", mode="sync", actor="bob").execution
+    services.trigger(rejected.id, "place", actor="bob")
+    services.trigger(rejected.id, "fraud-reject", actor="carol")
+    services.trigger(rejected.id, "cancel", actor="carol")
     return waiting
 
 

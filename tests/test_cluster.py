@@ -17,8 +17,10 @@ from django.db import connection
 from django_q.brokers import get_broker
 from django_q.conf import Conf
 
-from executions import engine, runner, sandbox, sql, tasks
+from executions import engine, services
 from executions.models import Execution, HistoryEntry
+from executions.runtime import queue as task_queue
+from expressions import sandbox
 from machines.definition import Expr
 from tests.helpers import Cluster, subprocess_database_url, wait_until
 
@@ -72,10 +74,10 @@ def wait_for(execution_id, statuses, timeout):
 
 
 def place_order(courier_url):
-    order = runner.start("order", input={"courier_url": courier_url}, actor="test").execution
+    order = services.start("order", input={"courier_url": courier_url}, actor="test").execution
     for action, payload in (("add", {"sku": "bns12", "qty": 2}), ("place", {}),
                             ("fraud-approve", {})):
-        runner.trigger(order.pk, action, input=payload, actor="test", wait=True)
+        services.trigger(order.pk, action, input=payload, actor="test", wait=True)
     return order
 
 
@@ -145,7 +147,7 @@ def work_lasting(seconds):
 
 def test_a_worker_killed_mid_advance_loses_nothing(cluster, save_machine):
     save_machine(SLOW)
-    execution = runner.start("slow", input={"work": work_lasting(5)}, actor="test").execution
+    execution = services.start("slow", input={"work": work_lasting(5)}, actor="test").execution
     # a worker took the starter task: it is inside the advance, which lasts about 5 s
     wait_until(lambda: get_broker().queue_size() == 0, 20, "no worker took the start")
     cluster.stop(signal.SIGKILL)
@@ -174,7 +176,7 @@ states:
 
 def test_a_timer_due_while_workers_were_down_fires_once_after_restart(cluster, save_machine):
     save_machine(SNOOZE)
-    execution = runner.start("snooze", wait=True).execution
+    execution = services.start("snooze", wait=True).execution
     assert execution.status == engine.SLEEPING
     due_at = max(execution.timers.values_list("due_at", flat=True))
     cluster.stop()
@@ -207,7 +209,7 @@ def start_from_threads(count, threads=8):
     def make(first):
         try:
             for n in range(first, count, threads):
-                started.append(runner.start("quick-start", input={"n": n}).execution)
+                started.append(services.start("quick-start", input={"n": n}).execution)
         except Exception as exc:  # collected and asserted below
             errors.append(exc)
         finally:
@@ -237,7 +239,7 @@ def test_concurrent_starts_all_reach_their_end(cluster, save_machine):
     save_machine(QUICK)
     all_finish_once(start_from_threads(400), 60)
     # the last starter cleared the marker on its way out
-    wait_until(lambda: sql.starter_pending_since(tasks._broker().list_key) is None, 10,
+    wait_until(lambda: task_queue.starter_pending_since(task_queue._broker().list_key) is None, 10,
                "the starter marker stayed set", interval=0.1)
 
 
@@ -259,22 +261,22 @@ def redis_cluster(transactional_db, cluster_log):
     redis.from_url(REDIS_URL).flushdb()  # a database of its own: no other queue's tasks
     env = {**os.environ, "DATABASE_URL": subprocess_database_url(), "REDIS_URL": REDIS_URL}
     with mock.patch.object(Conf, "ORM", None), mock.patch.object(Conf, "REDIS", REDIS_URL):
-        tasks._broker.cache_clear()
+        task_queue._broker.cache_clear()
         cluster = Cluster(env, cluster_log)
         cluster.start()
         try:
             yield cluster
         finally:
             cluster.stop()
-            tasks._broker.cache_clear()
+            task_queue._broker.cache_clear()
 
 
 def test_redis_broker_runs_async_executions(redis_cluster, save_machine):
     save_machine(SNOOZE)
     save_machine(SLOW.replace("id: slow", "id: quick"))
-    assert type(tasks._broker()).__name__ == "Redis"
-    quick = [runner.start("quick", input={"work": 2}).execution for _ in range(5)]
-    snooze = runner.start("snooze").execution
+    assert type(task_queue._broker()).__name__ == "Redis"
+    quick = [services.start("quick", input={"work": 2}).execution for _ in range(5)]
+    snooze = services.start("snooze").execution
     for execution in quick:
         assert wait_for(execution.pk, {engine.FINISHED}, 30).result == 900
     assert wait_for(snooze.pk, {engine.FINISHED}, 20).result == "ok"
@@ -290,8 +292,8 @@ def test_redis_starter_task_lost_with_its_marker_set_is_replaced(redis_cluster, 
     redis_cluster.stop()
     waiting = start_from_threads(20, threads=4)
     queue = redis.from_url(REDIS_URL)
-    assert queue.llen(tasks._broker().list_key) == 1  # one starter task for all of them
-    queue.delete(tasks._broker().list_key)  # a worker took it and was killed; marker stays set
+    assert queue.llen(task_queue._broker().list_key) == 1  # one starter task for all of them
+    queue.delete(task_queue._broker().list_key)  # a worker took it and was killed; marker stays set
     redis_cluster.start()
     # the marker expires after STARTER_LOST_AFTER_SECONDS; the sweeper then wakes a starter
-    all_finish_once(waiting, tasks.STARTER_LOST_AFTER_SECONDS + 30)
+    all_finish_once(waiting, task_queue.STARTER_LOST_AFTER_SECONDS + 30)

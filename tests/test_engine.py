@@ -2,7 +2,7 @@
 
 Machines are written in the definition language and built by machines.language; expressions
 run in the real sandbox. Work outcomes, timers and child results are fed back as events,
-the way the runner does.
+the way the runtime does.
 """
 import json
 from pathlib import Path
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from executions import engine as E
-from executions.sandbox import evaluate
+from expressions.sandbox import evaluate
 from machines.language import build, parse_text
 
 # The two examples of the machine-definition spec, as the repository keeps them.

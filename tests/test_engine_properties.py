@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from executions import engine as E
-from executions.sandbox import evaluate
+from expressions.sandbox import evaluate
 from machines.language import build
 
 STATES = ("s0", "s1", "s2", "s3")

@@ -7,7 +7,7 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from executions import engine, paths, runner
+from executions import engine, paths, services
 from executions.models import Execution, HistoryEntry
 
 REVIEW = """
@@ -63,7 +63,7 @@ def review(save_machine):
 
 @pytest.fixture
 def started(review):
-    return runner.start("review", actor="alice").execution
+    return services.start("review", actor="alice").execution
 
 
 @pytest.fixture
@@ -194,7 +194,7 @@ def test_operator_cancels(operator, started):
 
 def test_operator_retries_a_failed_execution(operator, save_machine):
     save_machine(BROKEN)
-    execution = runner.start("broken").execution
+    execution = services.start("broken").execution
     assert execution.status == engine.FAILED
     page = operator.get(f"/executions/{execution.id}/").content.decode()
     assert "Failed in <strong>one</strong>" in page
@@ -217,13 +217,13 @@ def test_unknown_ids_are_404(operator, review):
 def test_status_json_is_what_the_page_polls(viewer, started):
     data = viewer.get(f"/executions/{started.id}/status.json").json()
     assert data == {"version": started.version, "status": "waiting", "state": "draft"}
-    runner.trigger(started.id, "submit")
+    services.trigger(started.id, "submit")
     assert viewer.get(f"/executions/{started.id}/status.json").json()["version"] > data["version"]
 
 
 def test_execution_page_shows_path_steps_timeline_and_context(viewer, started):
-    runner.trigger(started.id, "submit", input={"note": "hi"}, actor="alice")
-    runner.trigger(started.id, "reject", actor="bob")
+    services.trigger(started.id, "submit", input={"note": "hi"}, actor="alice")
+    services.trigger(started.id, "reject", actor="bob")
     page = viewer.get(f"/executions/{started.id}/").content.decode()
     steps = json.loads(re.search(r'<script id="steps-data" type="application/json">(.*?)'
                                  r"</script>", page, re.S).group(1))
@@ -240,7 +240,7 @@ def test_execution_page_shows_path_steps_timeline_and_context(viewer, started):
 
 def test_the_timeline_of_a_long_history_is_collapsed_and_bounded(viewer, save_machine):
     save_machine(COUNTER)
-    execution = runner.start("counter").execution
+    execution = services.start("counter").execution
     assert execution.history.count() > 450
     page = viewer.get(f"/executions/{execution.id}/").content.decode()
     assert "× " in page and "timeline-group" in page
@@ -266,7 +266,7 @@ states:
         invoke: {machine: review, async: true, success: {state: sent}}
   sent: {return: null}
 """)
-    parent = runner.start("batch").execution
+    parent = services.start("batch").execution
     child = Execution.objects.get(parent=parent)
     assert f'href="/executions/{child.id}/"' in viewer.get(
         f"/executions/{parent.id}/").content.decode()
@@ -275,9 +275,9 @@ states:
 
 
 def test_machine_list_counts_executions_by_status_in_one_query(viewer, save_machine, review):
-    runner.start("review")
-    execution = runner.start("review").execution
-    runner.cancel(execution.id)
+    services.start("review")
+    execution = services.start("review").execution
+    services.cancel(execution.id)
 
     def queries():
         with CaptureQueriesContext(connection) as captured:
@@ -286,7 +286,7 @@ def test_machine_list_counts_executions_by_status_in_one_query(viewer, save_mach
 
     few = queries()
     save_machine(BROKEN)
-    runner.start("broken")
+    services.start("broken")
     save_machine(COUNTER)
     assert queries() == few
     page = viewer.get("/").content.decode()
@@ -296,9 +296,9 @@ def test_machine_list_counts_executions_by_status_in_one_query(viewer, save_mach
 
 def test_machine_page_draws_the_heatmap(viewer, review):
     for _ in range(3):
-        runner.start("review")
-    one = runner.start("review").execution
-    runner.trigger(one.id, "submit")
+        services.start("review")
+    one = services.start("review").execution
+    services.trigger(one.id, "submit")
     page = viewer.get("/machines/review/").content.decode()
     assert re.search(r'<g id="state-draft" class="node state heat-has">.*?'
                      r'<title>3 executions here now</title>', page, re.S)
@@ -308,10 +308,10 @@ def test_machine_page_draws_the_heatmap(viewer, review):
 
 
 def test_heat_counts_edges_with_aggregates(review):
-    execution = runner.start("review").execution
-    runner.trigger(execution.id, "submit")
-    runner.trigger(execution.id, "reject")
-    runner.trigger(execution.id, "submit")
+    execution = services.start("review").execution
+    services.trigger(execution.id, "submit")
+    services.trigger(execution.id, "reject")
+    services.trigger(execution.id, "submit")
     heat = paths.heat(review)
     assert heat.on_edge == {"edge-draft-submit": 2, "edge-review-reject": 1}
     assert heat.in_state == {"review": 1}
@@ -333,9 +333,9 @@ def test_machine_page_compares_two_versions(viewer, review, save_machine):
 
 def test_execution_lists_filter_and_paginate(viewer, review):
     for _ in range(3):
-        runner.start("review")
-    done = runner.start("review").execution
-    runner.trigger(done.id, "submit")
+        services.start("review")
+    done = services.start("review").execution
+    services.trigger(done.id, "submit")
     listed = viewer.get("/executions/?status=waiting&state=review").content.decode()
     assert done.short_id in listed and listed.count('class="mono"') == 1
     machine_page = viewer.get("/machines/review/?state=draft").content.decode()

@@ -1,9 +1,9 @@
-"""machines.expressions: what the definition validator reports before anything runs."""
+"""expressions.checker: what the definition validator reports before anything runs."""
 import ast
 
 import pytest
 
-from machines.expressions import (
+from expressions.checker import (
     MAX_SOURCE_CHARS,
     ExpressionProblem,
     ExpressionSyntaxError,

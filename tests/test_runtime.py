@@ -1,4 +1,4 @@
-"""The runner in-process: persistence, idempotency, rejection, concurrency, sync mode."""
+"""The runtime on the database: persistence, idempotency, rejection, concurrency, sync mode."""
 import threading
 import time
 from datetime import timedelta
@@ -9,8 +9,9 @@ from django.db import connection
 from django.db.models import F
 from django_q.models import OrmQ
 
-from executions import engine, runner, sql, tasks
+from executions import engine, services, tasks
 from executions.models import Execution, HistoryEntry, InboxItem, StarterMarker, Timer, Work
+from executions.runtime import advancing, queue, sqlstore, timers
 
 LOOP = """
 id: loop
@@ -55,7 +56,7 @@ def gap_free(execution):
 @pytest.mark.django_db(transaction=True)
 def test_sync_run_of_900_automatic_steps_is_persisted_in_one_advance(save_machine):
     save_machine(LOOP)
-    outcome = runner.start("loop", actor="test")
+    outcome = services.start("loop", actor="test")
     execution = outcome.execution
     assert execution.status == engine.FINISHED
     assert execution.result == 900
@@ -70,13 +71,13 @@ def test_sync_run_of_900_automatic_steps_is_persisted_in_one_advance(save_machin
 @pytest.mark.django_db(transaction=True)
 def test_actions_apply_and_unavailable_ones_change_nothing(save_machine):
     save_machine(CART)
-    execution = runner.start("cart", actor="alice").execution
+    execution = services.start("cart", actor="alice").execution
     assert execution.status == engine.WAITING
-    runner.trigger(execution.pk, "add", input={"sku": "x9"}, actor="alice", wait=True)
+    services.trigger(execution.pk, "add", input={"sku": "x9"}, actor="alice", wait=True)
     before = list(execution.history.values_list("seq", "kind"))
 
-    with pytest.raises(runner.NotAvailable) as refused:
-        runner.trigger(execution.pk, "wake", actor="alice", wait=True)
+    with pytest.raises(services.NotAvailable) as refused:
+        services.trigger(execution.pk, "wake", actor="alice", wait=True)
     assert "wake" in refused.value.reason
     assert set(refused.value.available_actions) == {"add", "close", "nap"}
     execution.refresh_from_db()
@@ -88,9 +89,9 @@ def test_actions_apply_and_unavailable_ones_change_nothing(save_machine):
 @pytest.mark.django_db(transaction=True)
 def test_a_false_guard_is_a_rejection_with_the_reason(save_machine):
     save_machine(CART)
-    execution = runner.start("cart").execution
-    with pytest.raises(runner.NotAvailable):
-        runner.trigger(execution.pk, "close", wait=True)
+    execution = services.start("cart").execution
+    with pytest.raises(services.NotAvailable):
+        services.trigger(execution.pk, "close", wait=True)
     execution.refresh_from_db()
     assert execution.state == "open"
 
@@ -98,27 +99,27 @@ def test_a_false_guard_is_a_rejection_with_the_reason(save_machine):
 @pytest.mark.django_db(transaction=True)
 def test_bad_input_is_refused_before_anything_is_stored(save_machine):
     save_machine(CART)
-    execution = runner.start("cart").execution
+    execution = services.start("cart").execution
     count = InboxItem.objects.count()
-    with pytest.raises(runner.InvalidRequest):
-        runner.trigger(execution.pk, "add", input=["not", "an", "object"])
-    with pytest.raises(runner.InvalidRequest):
-        runner.start("cart", input="text")
+    with pytest.raises(services.InvalidRequest):
+        services.trigger(execution.pk, "add", input=["not", "an", "object"])
+    with pytest.raises(services.InvalidRequest):
+        services.start("cart", input="text")
     assert InboxItem.objects.count() == count
 
 
 @pytest.mark.django_db(transaction=True)
 def test_an_async_start_is_the_stored_row_and_queued_actions_follow_it(save_machine):
     save_machine(CART)
-    execution = runner.start("cart", input={"who": "ann"}, mode="async-throughput",
+    execution = services.start("cart", input={"who": "ann"}, mode="async-throughput",
                              actor="user:ann").execution
     assert execution.version == 0 and not execution.engine_state
     assert not execution.history.exists() and not execution.inbox.exists()
     for sku in ("a", "b"):  # accepted before any worker started it: queued in order
-        runner.trigger(execution.pk, "add", input={"sku": sku})
+        services.trigger(execution.pk, "add", input={"sku": sku})
     assert execution.inbox.filter(processed_at__isnull=True).count() == 2
 
-    runner.advance(execution.pk)
+    advancing.advance(execution.pk)
     execution.refresh_from_db()
     assert execution.status == engine.WAITING and execution.context["items"] == ["a", "b"]
     started = execution.history.get(seq=1)
@@ -142,7 +143,7 @@ states:
 def _stored_starts(count, first=0):
     """Async starts no worker has applied yet: no cluster runs, so the starter task they
     woke stays in the queue and the test plays the worker."""
-    executions = [runner.start("quick", input={"n": n}).execution
+    executions = [services.start("quick", input={"n": n}).execution
                   for n in range(first, first + count)]
     return sorted(executions, key=lambda execution: execution.pk.hex)  # the batches' order
 
@@ -164,13 +165,13 @@ def _assert_started_once(executions):
 @pytest.mark.django_db(transaction=True)
 def test_one_starter_task_starts_every_waiting_execution(save_machine):
     save_machine(QUICK)
-    executions = _stored_starts(2 * runner.START_BATCH + 5)  # three batches
+    executions = _stored_starts(2 * advancing.START_BATCH + 5)  # three batches
     assert _starter_tasks() == 1  # woken by the first start; the others found it pending
-    assert sql.starter_pending_since(tasks._broker().list_key) is not None
+    assert queue.starter_pending_since(queue._broker().list_key) is not None
 
     tasks.start_task()
     _assert_started_once(executions)
-    assert sql.starter_pending_since(tasks._broker().list_key) is None
+    assert queue.starter_pending_since(queue._broker().list_key) is None
     _stored_starts(1)  # nothing pending any more: the next start wakes a new one
     assert _starter_tasks() == 2
 
@@ -183,7 +184,7 @@ def test_starts_accepted_while_a_starter_runs_are_not_left_waiting(save_machine)
     save_machine(QUICK)
     executions = _stored_starts(3)
     found, late = [], []
-    real = sql.executions_not_started
+    real = sqlstore.executions_not_started
 
     def look_then_start_one(after, limit):
         waiting = real(after, limit)
@@ -192,7 +193,7 @@ def test_starts_accepted_while_a_starter_runs_are_not_left_waiting(save_machine)
             late.extend(_stored_starts(1, first=100 + len(found)))
         return waiting
 
-    with mock.patch.object(sql, "executions_not_started", side_effect=look_then_start_one):
+    with mock.patch.object(sqlstore, "executions_not_started", side_effect=look_then_start_one):
         tasks.start_task()
     assert found == [3, 0, 1]
     _assert_started_once(executions + late[:1])  # the pass after the clear found the first
@@ -220,7 +221,7 @@ def test_a_start_that_cannot_be_stored_does_not_hold_up_the_others(save_machine,
     save_machine(QUICK)
     save_machine(NUL_RESULT)
     executions = _stored_starts(3)
-    refused = runner.start("nul").execution
+    refused = services.start("nul").execution
     tasks.start_task()
     _assert_started_once(executions)
     assert Execution.objects.get(pk=refused.pk).version == 0  # left for a later starter
@@ -231,11 +232,11 @@ def test_a_start_that_cannot_be_stored_does_not_hold_up_the_others(save_machine,
 def test_a_batch_start_skips_an_execution_another_worker_started_meanwhile(save_machine):
     save_machine(QUICK)
     executions = _stored_starts(3)
-    stale = sql.executions_not_started(None, 10)  # read before the other worker
+    stale = sqlstore.executions_not_started(None, 10)  # read before the other worker
     assert len(stale) == 3
-    runner.advance(executions[1].pk)  # the other worker
-    with mock.patch.object(sql, "executions_not_started", return_value=stale):
-        assert runner.start_waiting(deadline=time.monotonic() + 30) == 2
+    advancing.advance(executions[1].pk)  # the other worker
+    with mock.patch.object(sqlstore, "executions_not_started", return_value=stale):
+        assert advancing.start_waiting(deadline=time.monotonic() + 30) == 2
     _assert_started_once(executions)
 
 
@@ -246,12 +247,12 @@ def test_a_starter_whose_task_was_lost_is_replaced(save_machine):
     OrmQ.objects.all().delete()  # its task is lost (say, a worker killed after taking it)
     executions += _stored_starts(1, first=2)  # the marker is trusted for a while
     assert _starter_tasks() == 0
-    assert runner.sweep()["starts_waiting"] is False  # and the starts are new
+    assert timers.sweep()["starts_waiting"] is False  # and the starts are new
 
-    lost_for = tasks.STARTER_LOST_AFTER_SECONDS + 1
+    lost_for = queue.STARTER_LOST_AFTER_SECONDS + 1
     StarterMarker.objects.update(pending_since=F("pending_since") - lost_for)
     Execution.objects.update(created_at=F("created_at") - timedelta(seconds=lost_for))
-    swept = runner.sweep()
+    swept = timers.sweep()
     assert swept["starts_waiting"] is True and swept["executions"] == 0  # no task each
     assert _starter_tasks() == 1
     tasks.start_task()
@@ -264,7 +265,7 @@ def test_a_caller_replaces_a_starter_whose_task_was_lost(save_machine):
     executions = _stored_starts(1)
     OrmQ.objects.all().delete()
     StarterMarker.objects.update(
-        pending_since=F("pending_since") - tasks.STARTER_LOST_AFTER_SECONDS - 1)
+        pending_since=F("pending_since") - queue.STARTER_LOST_AFTER_SECONDS - 1)
     executions += _stored_starts(1, first=1)
     assert _starter_tasks() == 1
     tasks.start_task()
@@ -274,23 +275,24 @@ def test_a_caller_replaces_a_starter_whose_task_was_lost(save_machine):
 @pytest.mark.django_db(transaction=True)
 def test_a_start_after_a_new_version_was_saved_runs_the_new_version(save_machine):
     first = save_machine(QUICK)
-    assert runner.start("quick", input={"n": 1}).execution.machine_version_id == first.pk
+    assert services.start("quick", input={"n": 1}).execution.machine_version_id == first.pk
     second = save_machine(QUICK.replace("input['n']", "input['n'] + 1"))  # as if elsewhere
-    execution = runner.start("quick", input={"n": 1}, wait=True).execution
+    execution = services.start("quick", input={"n": 1}, wait=True).execution
     assert execution.machine_version_id == second.pk and execution.result == 2
 
 
 @pytest.mark.django_db(transaction=True)
 def test_same_idempotency_key_applies_once(save_machine):
     save_machine(CART)
-    first = runner.start("cart", idempotency_key="order-1")
-    again = runner.start("cart", idempotency_key="order-1")
+    first = services.start("cart", idempotency_key="order-1")
+    again = services.start("cart", idempotency_key="order-1")
     assert again.created is False and again.execution.pk == first.execution.pk
     assert Execution.objects.count() == 1
 
     execution = first.execution
     for _ in range(3):
-        runner.trigger(execution.pk, "add", input={"sku": "a"}, idempotency_key="add-a", wait=True)
+        services.trigger(execution.pk, "add", input={"sku": "a"}, idempotency_key="add-a",
+                         wait=True)
     execution.refresh_from_db()
     assert execution.context["items"] == ["a"]
     assert execution.history.filter(kind=engine.ACTION_RECEIVED).count() == 1
@@ -299,12 +301,12 @@ def test_same_idempotency_key_applies_once(save_machine):
 @pytest.mark.django_db(transaction=True)
 def test_fifty_concurrent_triggers_each_apply_exactly_once(save_machine):
     save_machine(CART)
-    execution = runner.start("cart").execution
+    execution = services.start("cart").execution
     errors = []
 
     def send(i):
         try:
-            runner.trigger(execution.pk, "add", input={"sku": f"s{i}"}, wait=True,
+            services.trigger(execution.pk, "add", input={"sku": f"s{i}"}, wait=True,
                            idempotency_key=f"k{i}", actor=f"client-{i}")
         except Exception as exc:  # collected and asserted below
             errors.append(exc)
@@ -327,13 +329,13 @@ def test_fifty_concurrent_triggers_each_apply_exactly_once(save_machine):
 @pytest.mark.django_db(transaction=True)
 def test_sleeping_timer_is_stored_and_canceled_by_an_action(save_machine):
     save_machine(CART)
-    execution = runner.start("cart").execution
-    runner.trigger(execution.pk, "nap", wait=True)
+    execution = services.start("cart").execution
+    services.trigger(execution.pk, "nap", wait=True)
     execution.refresh_from_db()
     assert execution.status == engine.SLEEPING
     timer = Timer.objects.get(execution=execution)
     assert timer.purpose == "wait"
-    runner.trigger(execution.pk, "wake", wait=True)
+    services.trigger(execution.pk, "wake", wait=True)
     execution.refresh_from_db()
     assert execution.status == engine.WAITING and execution.state == "open"
     assert not Timer.objects.filter(execution=execution).exists()
@@ -342,14 +344,14 @@ def test_sleeping_timer_is_stored_and_canceled_by_an_action(save_machine):
 @pytest.mark.django_db(transaction=True)
 def test_due_timer_fires_exactly_once(save_machine):
     save_machine(CART)
-    execution = runner.start("cart").execution
-    runner.trigger(execution.pk, "nap", wait=True)
+    execution = services.start("cart").execution
+    services.trigger(execution.pk, "nap", wait=True)
     due = Timer.objects.get(execution=execution).due_at
-    assert runner.fire_due_timers(now=due - 1) == 0
-    assert runner.fire_due_timers(now=due + 1) == 1  # sync mode: enqueued for a worker
-    assert runner.fire_due_timers(now=due + 2) == 0
+    assert timers.fire_due_timers(now=due - 1) == 0
+    assert timers.fire_due_timers(now=due + 1) == 1  # sync mode: enqueued for a worker
+    assert timers.fire_due_timers(now=due + 2) == 0
     item = InboxItem.objects.get(execution=execution, kind=InboxItem.TIMER)
-    runner.advance(execution.pk)
+    advancing.advance(execution.pk)
     execution.refresh_from_db()
     assert execution.state == "open" and execution.status == engine.WAITING
     item.refresh_from_db()
@@ -373,13 +375,13 @@ def test_timers_due_together_share_one_task_per_worker(save_machine):
     save_machine(CART)
     executions = []
     for _ in range(5):
-        execution = runner.start("cart").execution
-        runner.trigger(execution.pk, "nap", wait=True)
+        execution = services.start("cart").execution
+        services.trigger(execution.pk, "nap", wait=True)
         executions.append(execution)
     OrmQ.objects.all().delete()
     due = max(Timer.objects.values_list("due_at", flat=True))
-    assert runner.fire_due_timers(now=due + 1) == 5
-    assert _run_queued_tasks() == ["advance_many_task"] * tasks.Conf.WORKERS
+    assert timers.fire_due_timers(now=due + 1) == 5
+    assert _run_queued_tasks() == ["advance_many_task"] * queue.Conf.WORKERS
     for execution in executions:
         execution.refresh_from_db()
         assert (execution.state, execution.status) == ("open", engine.WAITING)
@@ -391,10 +393,10 @@ def test_timers_due_together_share_one_task_per_worker(save_machine):
 def test_one_execution_failing_in_a_shared_task_does_not_hold_up_the_others(save_machine,
                                                                              caplog):
     save_machine(CART)
-    execution = runner.start("cart").execution
-    runner.trigger(execution.pk, "nap", wait=True)
+    execution = services.start("cart").execution
+    services.trigger(execution.pk, "nap", wait=True)
     due = Timer.objects.get(execution=execution).due_at
-    runner.fire_due_timers(now=due + 1)
+    timers.fire_due_timers(now=due + 1)
     missing = "00000000-0000-4000-8000-000000000000"
     tasks.advance_many_task([(missing, "sync"), (str(execution.pk), "sync")])
     execution.refresh_from_db()
@@ -414,25 +416,25 @@ states:
       - {id: go, on: go, assign: {x: "input['needed']"}, state: t}
   t: {return: "ctx['x']"}
 """)
-    execution = runner.start("fragile").execution
-    runner.trigger(execution.pk, "go", input={}, wait=True)
+    execution = services.start("fragile").execution
+    services.trigger(execution.pk, "go", input={}, wait=True)
     execution.refresh_from_db()
     assert execution.status == engine.FAILED
     assert execution.error["type"] == "expression_error"
     assert "needed" in execution.error["message"]
     assert execution.state == "s"
 
-    runner.retry(execution.pk, actor="ops")
+    services.retry(execution.pk, actor="ops")
     execution.refresh_from_db()
     assert execution.status == engine.WAITING and execution.error is None
-    with pytest.raises(runner.NotAvailable):
-        runner.retry(execution.pk)
+    with pytest.raises(services.NotAvailable):
+        services.retry(execution.pk)
 
-    runner.cancel(execution.pk, actor="ops")
+    services.cancel(execution.pk, actor="ops")
     execution.refresh_from_db()
     assert execution.status == engine.CANCELED
-    with pytest.raises(runner.NotAvailable):
-        runner.cancel(execution.pk)
+    with pytest.raises(services.NotAvailable):
+        services.cancel(execution.pk)
     kinds = list(execution.history.order_by("seq").values_list("kind", flat=True))
     assert engine.EXECUTION_RETRIED in kinds and kinds[-1] == engine.EXECUTION_CANCELED
     gap_free(execution)
@@ -456,7 +458,7 @@ states:
   done: {return: "ctx['n']"}
   broken: {return: null}
 """)
-    mocked = runner.start(
+    mocked = services.start(
         "caller", mocks={"http.request.json": "{'status': 200, 'headers': {}, 'body': {'n': 7}}"}
     ).execution
     assert mocked.status == engine.FINISHED and mocked.result == 7
@@ -464,7 +466,7 @@ states:
     succeeded = mocked.history.get(kind=engine.WORK_SUCCEEDED)
     assert succeeded.duration_ms is not None
 
-    unmocked = runner.start("caller").execution  # port 9: connection refused
+    unmocked = services.start("caller").execution  # port 9: connection refused
     assert unmocked.status == engine.FINISHED and unmocked.state == "broken"
     failed = unmocked.history.get(kind=engine.WORK_FAILED)
     assert failed.error["type"] == "network_error"
@@ -473,8 +475,8 @@ states:
 @pytest.mark.django_db(transaction=True)
 def test_history_rows_carry_what_the_explorer_needs(save_machine):
     save_machine(CART)
-    execution = runner.start("cart", actor="user:alice").execution
-    runner.trigger(execution.pk, "add", input={"sku": "x"}, actor="user:alice", wait=True)
+    execution = services.start("cart", actor="user:alice").execution
+    services.trigger(execution.pk, "add", input={"sku": "x"}, actor="user:alice", wait=True)
     started = execution.history.get(seq=1)
     assert started.kind == engine.STARTED and started.actor == "user:alice"
     assert started.context == {"items": []}
@@ -508,7 +510,7 @@ states:
 ])
 def test_sending_to_an_execution_that_cannot_exist_is_a_clear_error(save_machine, to, says):
     save_machine(SENDER)
-    execution = runner.start("sender", input={"to": to}).execution
+    execution = services.start("sender", input={"to": to}).execution
     assert (execution.status, execution.state) == (engine.FINISHED, "oops")
     assert execution.result == {"type": "unknown_execution",
                                 "message": f"cannot send to {to!r}: {says}"}

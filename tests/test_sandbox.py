@@ -1,4 +1,4 @@
-"""executions.sandbox: the spec's names work, nothing else is reachable, every bomb ends
+"""expressions.sandbox: the spec's names work, nothing else is reachable, every bomb ends
 in a clear ExpressionError quickly and without a big allocation."""
 import json
 import math
@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from executions.engine import helpers
-from executions.sandbox import ExpressionError, evaluate
+from expressions.sandbox import ExpressionError, evaluate
 from machines.definition import Expr
 
 TIME_LIMIT = 1.0

@@ -4,7 +4,7 @@ from datetime import UTC, datetime
 
 from executions import engine as E
 from executions import paths, timeline
-from executions.sandbox import evaluate
+from expressions.sandbox import evaluate
 from machines.language import build, parse_text
 
 FLOW = build(parse_text("""

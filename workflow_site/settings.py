@@ -175,8 +175,8 @@ DATA_MACHINES = {
     "TIMER_POLL_SECONDS": float(os.environ.get("DM_TIMER_POLL_SECONDS", 0.05)),
     # Named IO operations: name -> dotted path of a callable(*args, **kwargs).
     "IO_OPERATIONS": {
-        "http.request": "executions.io.http_request",
-        "http.request.json": "executions.io.http_request_json",
+        "http.request": "executions.runtime.io.http_request",
+        "http.request.json": "executions.runtime.io.http_request_json",
     },
 }
 

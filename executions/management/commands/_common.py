@@ -3,7 +3,7 @@ import json
 
 from django.core.management.base import CommandError
 
-from executions import runner
+from executions import services
 from executions.models import Execution
 
 
@@ -47,6 +47,6 @@ def describe(execution, stdout):
         stdout.write(f"  error    {execution.error.get('message', execution.error)}")
 
 
-def not_available(exc: runner.NotAvailable):
+def not_available(exc: services.NotAvailable):
     available = ", ".join(exc.available_actions) or "none"
     return CommandError(f"{exc.reason} (available now: {available})")

@@ -13,7 +13,7 @@ from unittest import mock
 from django.core.management.base import BaseCommand, CommandError
 from django_q.conf import Conf
 
-from executions import runner
+from executions import services
 from machines.models import Machine
 
 SERVICES_PORT = 8765
@@ -99,15 +99,15 @@ class Command(BaseCommand):
             self.act(ticket, action, data, "heidi")
 
     def start(self, machine, data, who):
-        outcome = runner.start(machine, input=data, actor=f"user:{who}", wait=True)
+        outcome = services.start(machine, input=data, actor=f"user:{who}", wait=True)
         self.report(outcome.execution, f"{who} started {machine}")
         return outcome.execution
 
     def act(self, execution, action, data, who):
         try:
-            outcome = runner.trigger(execution.pk, action, input=data, actor=f"user:{who}",
+            outcome = services.trigger(execution.pk, action, input=data, actor=f"user:{who}",
                                      wait=True)
-        except runner.NotAvailable as exc:
+        except services.NotAvailable as exc:
             self.stdout.write(f"   {who}: {action} not available ({exc.reason})")
             return
         self.report(outcome.execution, f"{who} chose {action}")

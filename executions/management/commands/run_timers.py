@@ -11,7 +11,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 from django.db import close_old_connections
 
-from executions import runner
+from executions.runtime import timers
 
 SWEEP_EVERY_SECONDS = 5.0
 
@@ -32,15 +32,15 @@ class Command(BaseCommand):
             self.stdout.write(f"timer loop: polling every {poll:g} s")
         while not stopping:
             close_old_connections()
-            fired = runner.fire_due_timers()
+            fired = timers.fire_due_timers()
             if time.monotonic() - last_sweep >= SWEEP_EVERY_SECONDS or once:
-                runner.sweep()
+                timers.sweep()
                 last_sweep = time.monotonic()
             if once:
                 self.stdout.write(f"fired {fired} timer(s)")
                 return
             if fired:
                 continue
-            due = runner.next_timer_due()
+            due = timers.next_timer_due()
             delay = poll if due is None else min(poll, max(0.0, due - time.time()))
             time.sleep(delay)

@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from executions import runner
+from executions import services
 from executions.management.commands._common import describe, json_object
 from machines.models import MachineVersion
 
@@ -18,11 +18,11 @@ class Command(BaseCommand):
 
     def handle(self, *args, machine, input, version, wait, **options):
         try:
-            outcome = runner.start(machine, input=json_object(input), version=version,
+            outcome = services.start(machine, input=json_object(input), version=version,
                                    actor="cli", wait=True, timeout=wait)
         except MachineVersion.DoesNotExist as exc:
             which = f" version {version}" if version else ""
             raise CommandError(f"no machine {machine!r}{which}") from exc
-        except runner.InvalidRequest as exc:
+        except services.InvalidRequest as exc:
             raise CommandError(str(exc)) from exc
         describe(outcome.execution, self.stdout)

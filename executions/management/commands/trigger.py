@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from executions import runner
+from executions import services
 from executions.management.commands._common import (
     describe,
     find_execution,
@@ -22,10 +22,10 @@ class Command(BaseCommand):
     def handle(self, *args, execution, action, input, wait, **options):
         found = find_execution(execution)
         try:
-            outcome = runner.trigger(found.pk, action, input=json_object(input), actor="cli",
+            outcome = services.trigger(found.pk, action, input=json_object(input), actor="cli",
                                      wait=True, timeout=wait)
-        except runner.NotAvailable as exc:
+        except services.NotAvailable as exc:
             raise not_available(exc) from exc
-        except runner.InvalidRequest as exc:
+        except services.InvalidRequest as exc:
             raise CommandError(str(exc)) from exc
         describe(outcome.execution, self.stdout)

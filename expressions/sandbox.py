@@ -6,7 +6,7 @@ Python call or two per node, 15-25x CPython; compiled code with guards costs a f
 isolation does not come from the interpreter but from what the code can reach, so it is
 the same either way:
 - names: only the caller's names and the spec's safe builtins (no `__builtins__` at all);
-  names starting with `__` are refused by `machines.expressions.check`, so the guards
+  names starting with `__` are refused by `expressions.checker.check`, so the guards
   (`__dm_*`) cannot be named by the code;
 - attributes: only on plain data values (str, list, dict, ...), never starting with `_`,
   read through `_attribute`/`_call_method`;
@@ -16,7 +16,7 @@ the same either way:
   refuse an operation BEFORE it allocates a huge string, list or integer, and an allocation
   budget per run. What it cannot bound (one pathological C-level call) is in docs/sandbox.md.
 
-No Django here: the runner passes the limits from settings.
+No Django here: the runtime passes the limits from settings.
 """
 from __future__ import annotations
 
@@ -32,8 +32,9 @@ from dataclasses import dataclass
 from functools import lru_cache, partial
 from typing import Any
 
+from expressions.checker import check, parse
+from expressions.errors import ExpressionError, ExpressionSyntaxError
 from machines.definition import Expr
-from machines.expressions import ExpressionSyntaxError, check, parse
 
 # Bounds -------------------------------------------------------------------------------------
 MAX_LENGTH = 1_000_000  # items of one list/tuple/dict, characters of one str/bytes
@@ -46,7 +47,7 @@ MAX_CALL_DEPTH = 30  # nested calls of functions defined in the expression
 MAX_NESTING = 100  # depth of the value an expression returns
 CLOCK_EVERY = 128  # loop iterations and calls between two looks at the clock
 # Estimated bytes per item of a container a call or operator produces (with new items)
-ITEM_BYTES = {list: 32, tuple: 32, dict: 96, set: 96, frozenset: 96}
+ITEM_BYTES: dict[type, int] = {list: 32, tuple: 32, dict: 96, set: 96, frozenset: 96}
 
 SAFE_BUILTIN_NAMES = ("len min max sum sorted abs round int float str bool list dict range "
                       "enumerate zip any all").split()
@@ -68,35 +69,6 @@ EXCEPTION_CLASSES = {
     )
 }
 FILENAME = "<expression>"  # of the compiled code: its frames are the expression's own
-
-
-class ExpressionError(Exception):
-    """An expression failed; says which one (path), where in it (line, column) and why."""
-
-    def __init__(self, message, *, kind="runtime", path=None, line=None, column=None,
-                 exception=None):
-        super().__init__(message)
-        self.message = message
-        self.kind = kind  # syntax | runtime | timeout | resource | result
-        self.path = path
-        self.line = line
-        self.column = column
-        self.exception = exception  # the Python exception class name, e.g. "KeyError"
-
-    def __str__(self):
-        text = f"{self.exception} {self.message}" if self.exception else self.message
-        if self.path:
-            text += f" in {self.path}"
-        if self.line is not None:
-            text += f", line {self.line}"
-        if self.column is not None:
-            text += f", column {self.column}"
-        return text
-
-    def to_dict(self) -> dict:
-        return {"type": "expression_error", "kind": self.kind, "message": self.message,
-                "path": self.path, "line": self.line, "column": self.column,
-                "exception": self.exception}
 
 
 class _Abort(BaseException):
@@ -252,7 +224,7 @@ def _program(source: str) -> _Program:
         return _Program(problem=("expression is nested too deeply", None, None, None))
 
 
-def _compile(tree: ast.AST, mode: str):
+def _compile(tree: Any, mode: str):
     """CPython's compile(), without its SyntaxWarnings ('1[0]': "perhaps you missed a
     comma?"): the author sees the TypeError when it runs, not a warning in the worker's log."""
     with warnings.catch_warnings():
@@ -270,7 +242,7 @@ def _mutations(tree: ast.AST) -> tuple[bool, frozenset]:
     the inputs must be copied."""
     single_targets = {id(node.targets[0]) for node in ast.walk(tree)
                       if isinstance(node, ast.Assign) and len(node.targets) == 1}
-    fresh: dict[str, bool] = {}
+    fresh: dict[str | None, bool] = {}
     for node in ast.walk(tree):
         if isinstance(node, ast.Assign) and id(node.targets[0]) in single_targets \
                 and isinstance(node.targets[0], ast.Name):
@@ -286,8 +258,9 @@ def _mutations(tree: ast.AST) -> tuple[bool, frozenset]:
         in_place = (isinstance(node, ast.Subscript) and not isinstance(node.ctx, ast.Load)
                     or isinstance(node, ast.Attribute) and node.attr not in READ_ONLY_ATTRIBUTES)
         if in_place:
-            if isinstance(node.value, ast.Name) and fresh.get(node.value.id):
-                changed.add(node.value.id)
+            target = node.value  # type: ignore[attr-defined]  # Subscript or Attribute
+            if isinstance(target, ast.Name) and fresh.get(target.id):
+                changed.add(target.id)
             else:
                 return True, frozenset()
     return False, frozenset(changed)
@@ -337,7 +310,7 @@ class _Rewrite(ast.NodeTransformer):
 
     # helpers
     @staticmethod
-    def guard(name: str, node: ast.AST, *args: ast.AST, keywords=()) -> ast.Call:
+    def guard(name: str, node: ast.AST, *args: Any, keywords=()) -> ast.Call:
         call = ast.Call(func=ast.Name(f"__dm_{name}", ast.Load()), args=list(args),
                         keywords=list(keywords))
         return ast.copy_location(call, node)
@@ -1054,7 +1027,7 @@ def _comparing(method):
     return compared
 
 
-_GUARDED_METHODS = {
+_GUARDED_METHODS: dict[tuple[type, str], Any] = {
     **{(kind, name): _padding(name) for kind in (str, bytes)
        for name in ("ljust", "rjust", "center", "zfill")},
     **{(kind, "expandtabs"): _expandtabs for kind in (str, bytes)},
@@ -1264,7 +1237,7 @@ def _to_json(value, max_bytes: int):
                 key = next(key for key in item if type(key) is not str)
                 raise _ResultProblem("{path} has a key that is " + _describe(key)
                                      + f" ({key!r:.40}), not a string") from None
-            out = dict(item)  # at C speed; nested values are replaced by their copies
+            out: Any = dict(item)  # at C speed; nested values are replaced by their copies
             for key, child in item.items():
                 child_kind = type(child)
                 if child_kind is str:  # inline: the common cases, and this runs a lot

@@ -13,6 +13,8 @@ import ast
 from dataclasses import dataclass
 from functools import lru_cache
 
+from expressions.errors import ExpressionSyntaxError
+
 MAX_SOURCE_CHARS = 50_000
 
 # Constructs the sandbox cannot or must not run, with the reason an author sees.
@@ -35,16 +37,6 @@ FORBIDDEN_NODES: dict[type, str] = {
 }
 # Attributes that let str formatting reach attributes by name ("{0.__class__}").
 FORBIDDEN_ATTRIBUTES = frozenset({"format", "format_map"})
-
-
-class ExpressionSyntaxError(ValueError):
-    """The source does not parse as Python."""
-
-    def __init__(self, message: str, line: int | None = None, column: int | None = None):
-        super().__init__(message)
-        self.message = message
-        self.line = line
-        self.column = column
 
 
 @dataclass(frozen=True)
@@ -92,9 +84,9 @@ def _forbidden_constructs(tree: ast.Module) -> list[ExpressionProblem]:
 
 def _position(node: ast.AST) -> tuple[int | None, int | None]:
     """1-based line and column; for `a.b` the column of `b`, where the problem is."""
-    line = getattr(node, "end_lineno", None) if isinstance(node, ast.Attribute) else None
-    if line is not None:
-        return line, node.end_col_offset - len(node.attr) + 1
+    if isinstance(node, ast.Attribute) and node.end_lineno is not None \
+            and node.end_col_offset is not None:
+        return node.end_lineno, node.end_col_offset - len(node.attr) + 1
     column = getattr(node, "col_offset", None)
     return getattr(node, "lineno", None), None if column is None else column + 1
 

@@ -1,0 +1,167 @@
+"""Work performers: what leaves the process (IO calls, child starts, actions sent to other
+executions, notices to a parent, cancels of children), performed after the commit that
+asked for it, outside any transaction. Each result comes back as an inbox item keyed
+`result:<token>`, so it applies at most once.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+
+from django.core.exceptions import ValidationError
+
+from executions import engine
+from executions.models import Execution, Work
+from executions.runtime import accepting, advancing, effects
+from executions.runtime import store as stores
+from executions.runtime.io import IOFailure, operation
+from expressions.errors import ExpressionError
+from expressions.values import InvalidValue, check_object
+from machines.definition import Expr
+from machines.models import MachineVersion
+
+log = logging.getLogger(__name__)
+
+# What a performer returns: (ok, output, error) to report now, or None when the work is
+# done without a result of its own (a child reports back when it ends).
+Result = tuple[bool, Any, dict | None] | None
+
+
+def perform_work(work_id: int) -> list[Any]:
+    """Perform one piece of outgoing work and store its result; returns the ids of the
+    executions that got a result to apply (the caller has them advanced)."""
+    store = stores.active
+    work = store.claim_work(work_id)
+    if work is None:
+        return []
+    started = time.monotonic()
+    performer = PERFORMERS[work.kind]
+    try:
+        outcome = performer(work)
+    except Exception as exc:  # a bug or an unreachable database must not lose the work
+        log.exception("work %s failed unexpectedly", work.token)
+        outcome = (False, None, {"type": "internal_error", "message": str(exc)})
+    if outcome is None:
+        store.finish_work(work_id)
+        return [work.execution.parent_id] if work.kind == Work.NOTIFY else []
+    ok, output, error = outcome
+    deliver_result(work, ok=ok, output=output, error=error,
+                   duration_ms=(time.monotonic() - started) * 1000)
+    return [work.execution_id]
+
+
+def deliver_result(work: Work, *, ok: bool, output: Any = None, error: dict | None = None,
+                   duration_ms: float | None = None, execution_id: Any = None,
+                   token: str | None = None) -> None:
+    """Store a work result as an inbox item (once per token) and mark the work done."""
+    execution_id = execution_id or work.execution_id
+    token = token or work.token
+    payload = {"token": token, "ok": ok, "output": output, "error": error,
+               "duration_ms": duration_ms}
+    actor = f"execution:{work.execution_id}" if work.kind == Work.NOTIFY else "work"
+    stores.active.deliver(work, execution_id, payload, f"result:{token}", actor)
+
+
+def _perform_call(work: Work) -> Result:
+    payload = work.payload
+    execution = work.execution
+    failures = []
+
+    def io(op, *args, **kwargs):
+        try:
+            if op in execution.mocks:
+                return advancing.evaluate(
+                    Expr(path=f"mocks.{op}", source=execution.mocks[op])
+                    if isinstance(execution.mocks[op], str)
+                    else Expr(path=f"mocks.{op}", literal=execution.mocks[op]),
+                    {"args": list(args), "kwargs": kwargs, **payload["names"]})
+            return operation(op)(*args, idempotency_key=work.token, **kwargs)
+        except IOFailure as failure:
+            failures.append(failure.error)
+            raise
+
+    expr = Expr(path=payload["path"], source=payload["source"], literal=payload["literal"])
+    names = {**payload["names"], "io": io, **engine.helpers(time.time(), random.getrandbits(32))}
+    try:
+        output = advancing.evaluate(expr, names,
+                                    time_limit=(payload.get("timeout_seconds") or 300) + 1)
+    except ExpressionError as exc:
+        return False, None, failures[-1] if failures else exc.to_dict()
+    return True, output, None
+
+
+def _perform_child(work: Work) -> Result:
+    payload = work.payload
+    parent = work.execution
+    try:
+        outcome = accepting.start(
+            payload["machine"], input=check_object(payload["input"]),
+            version=payload["version"], idempotency_key=f"child:{work.token}",
+            mocks=parent.mocks, actor=f"execution:{parent.pk}",
+            parent=accepting.Parent(parent, work.token), wait=False,
+        )
+    except MachineVersion.DoesNotExist:
+        version = f" version {payload['version']}" if payload["version"] else ""
+        return False, None, {"type": "unknown_machine",
+                             "message": f"no machine {payload['machine']!r}{version}"}
+    except InvalidValue as exc:
+        return False, None, {"type": "invalid_input", "message": str(exc)}
+    if payload["async"]:
+        return True, {"execution_id": str(outcome.execution.pk)}, None
+    return None  # the child reports back when it finishes, fails or is canceled
+
+
+def _perform_send(work: Work) -> Result:
+    payload = work.payload
+    try:
+        outcome = accepting.trigger(
+            payload["execution"], payload["action"], input=check_object(payload["input"]),
+            idempotency_key=f"send:{work.token}", actor=f"execution:{work.execution_id}",
+            wait=not payload["async"])
+    except accepting.NotAvailable as exc:
+        target = stores.active.read_execution(payload["execution"])
+        return True, {"accepted": False, "status": target.status, "state": target.state,
+                      "reason": exc.reason}, None
+    except (Execution.DoesNotExist, ValueError, ValidationError) as exc:
+        why = " ".join(exc.messages) if isinstance(exc, ValidationError) else exc
+        return False, None, {"type": "unknown_execution",
+                             "message": f"cannot send to {payload['execution']!r}: {why}"}
+    target = outcome.execution
+    return True, {"accepted": True, "status": target.status, "state": target.state}, None
+
+
+def _perform_notify(work: Work) -> Result:
+    child = work.execution
+    payload = work.payload
+    ok = payload["status"] == engine.FINISHED
+    error = payload["error"] or {
+        "type": f"child_{payload['status']}",
+        "message": f"{child.machine_id} execution {child.short_id} {payload['status']}",
+    }
+    if not ok:
+        error = {**error, "execution_id": str(child.pk)}
+    deliver_result(work, ok=ok, output=payload["output"] if ok else None,
+                   error=None if ok else error, execution_id=child.parent_id,
+                   token=child.parent_token)
+    return None
+
+
+def _perform_cancel(work: Work) -> Result:
+    for child in stores.active.children(work.execution_id, work.payload["token"]):
+        with contextlib.suppress(accepting.NotAvailable):
+            accepting.cancel(child.pk, actor=f"execution:{work.execution_id}",
+                             reason="the parent execution was canceled")
+    return None
+
+
+PERFORMERS: dict[str, Callable[[Work], Result]] = {
+    Work.CALL: _perform_call,
+    Work.CHILD: _perform_child,
+    Work.SEND: _perform_send,
+    Work.NOTIFY: _perform_notify,
+    effects.CANCEL: _perform_cancel,
+}
