@@ -4,3 +4,8 @@ from django.apps import AppConfig
 class ExecutionsConfig(AppConfig):
     name = "executions"
     verbose_name = "Executions"
+
+    def ready(self):
+        from executions.api import errors
+
+        errors.register()  # the service refusals in the API's error shape

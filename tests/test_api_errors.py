@@ -121,7 +121,7 @@ def test_a_big_form_body_from_a_session_is_refused_in_the_error_shape(make_user,
 def test_django_s_request_data_too_big_becomes_413():
     from django.core.exceptions import RequestDataTooBig
 
-    from workflow_site.api_errors import exception_handler
+    from api.errors import exception_handler
 
     response = exception_handler(RequestDataTooBig("big"), {})
     assert response.status_code == 413 and response.data["type"] == "payload_too_large"
