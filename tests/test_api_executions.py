@@ -323,6 +323,12 @@ def test_the_execution_filter_works_in_a_plain_django_view(api, save_machine):
     assert filters.form["status"].value() == "bogus"
 
 
+def test_the_browsable_list_shows_the_filter_form(api, db):
+    response = api("viewer").get("/api/executions/?status=waiting", HTTP_ACCEPT="text/html")
+    assert response.status_code == 200 and response["Content-Type"].startswith("text/html")
+    assert 'name="status"' in response.content.decode()
+
+
 # Cancel and retry -------------------------------------------------------------------------
 def test_cancel_then_cancel_again_is_409(api, cart):
     operator = api("operator")
