@@ -6,8 +6,8 @@ A plain django-filter FilterSet, so a Django view uses it as it is:
     rows = filters.qs            # unfiltered while unbound or invalid
     filters.form                 # the bound form, for the filter bar and its errors
 
-The API refuses invalid values with a 400 naming the field (filters.errors); its messages
-are DRF's, so the API answers as it did when a serializer checked them.
+The API (through django-filter's DRF backend) refuses invalid values with a 400 naming the
+field; the messages are DRF's, as when a serializer checked these parameters.
 """
 from __future__ import annotations
 
@@ -85,8 +85,3 @@ class ExecutionFilter(django_filters.FilterSet):
         if self.form.errors:
             return queryset
         return super().filter_queryset(queryset)
-
-    def problems(self) -> dict[str, list[str]]:
-        """field -> messages, as DRF's ValidationError takes them ({} when valid)."""
-        return {name: [str(message) for message in messages]
-                for name, messages in self.form.errors.items()}
