@@ -22,16 +22,23 @@ ROLE_PERMISSIONS = {
 }
 
 
+def _granted(user, permission: str) -> bool:
+    """The one rule behind every role check (API, explorer, admin): an active, signed-in
+    user whose groups grant the permission (superusers have them all)."""
+    return user.is_authenticated and user.is_active and user.has_perm(permission)
+
+
 def can_view(user) -> bool:
-    return user.is_authenticated and user.has_perm("executions.view_execution")
+    return _granted(user, "executions.view_execution")
 
 
 def can_operate(user) -> bool:
-    return user.is_authenticated and user.has_perm("executions.operate_execution")
+    return _granted(user, "executions.operate_execution")
 
 
 def can_edit(user) -> bool:
-    return user.is_authenticated and user.has_perm("machines.add_machineversion")
+    """Editors write machines, whose expressions are code: they need add_machineversion."""
+    return _granted(user, "machines.add_machineversion")
 
 
 def actor_of(user, *, via_token: bool = False) -> str:

@@ -6,6 +6,9 @@ class ExecutionsConfig(AppConfig):
     verbose_name = "Executions"
 
     def ready(self):
+        from executions.api import errors
         from executions.runtime import sqlstore, store
 
         store.active = sqlstore.SqlStore()  # the runtime's store: the database
+
+        errors.register()  # the service refusals in the API's error shape

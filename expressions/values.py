@@ -88,8 +88,7 @@ def check_object(value, what: str = "input") -> dict:
     if value is None:
         return {}
     if not isinstance(value, dict):
-        kind = "null" if value is None else type(value).__name__
         raise InvalidValue(f"The {what} must be a JSON object like {{\"key\": \"value\"}}, "
-                           f"not {kind}.")
-    check_value(value, what if what != "input" else "")
+                           f"not {type(value).__name__}.", what)
+    check_value(value, what)
     return value

@@ -19,6 +19,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 
+from accounts.roles import can_edit
 from machines.forms import DiffForm, SourceForm
 from machines.language import DefinitionError
 from machines.models import Machine, MachineVersion
@@ -41,11 +42,6 @@ states:
     label: Done
     return: null
 """
-
-
-def can_edit(user) -> bool:
-    """Editors write machines, whose expressions are code: they need add_machineversion."""
-    return user.is_active and user.has_perm("machines.add_machineversion")
 
 
 def render_preview_svg(definition) -> str | None:

@@ -120,7 +120,76 @@ def test_a_big_form_body_from_a_session_is_refused_in_the_error_shape(make_user,
 def test_django_s_request_data_too_big_becomes_413():
     from django.core.exceptions import RequestDataTooBig
 
-    from workflow_site.api_errors import exception_handler
+    from api.errors import exception_handler
 
     response = exception_handler(RequestDataTooBig("big"), {})
     assert response.status_code == 413 and response.data["type"] == "payload_too_large"
+
+
+def test_an_exception_an_app_registers_gets_its_status_and_type():
+    from api import errors
+
+    class Overbooked(Exception):
+        path = "seats"
+
+    class NoSeatsLeft(Overbooked):
+        pass
+
+    errors.register(Overbooked, 429, "overbooked")
+    errors.register(NoSeatsLeft, 409, "no_seats", describe=lambda exc: (
+        "Sold out.", [errors.problem("seats", str(exc), "try tomorrow")], {"free": 0}))
+    try:
+        plain = errors.exception_handler(Overbooked("Too many at once."), {})
+        assert plain.status_code == 429 and plain.data == {
+            "type": "overbooked", "detail": "Too many at once.",
+            "errors": [{"path": "seats", "message": "Too many at once.", "hint": None}]}
+        specific = errors.exception_handler(NoSeatsLeft("none"), {})  # the subclass's own
+        assert specific.status_code == 409 and specific.data == {
+            "type": "no_seats", "detail": "Sold out.", "free": 0,
+            "errors": [{"path": "seats", "message": "none", "hint": "try tomorrow"}]}
+    finally:
+        errors.REGISTRY.pop(Overbooked)
+        errors.REGISTRY.pop(NoSeatsLeft)
+    assert errors.exception_handler(Overbooked("x"), {}) is None  # unknown: DRF's 500 path
+
+
+def test_the_apps_register_their_exceptions_from_ready():
+    from api.errors import mapping_for
+    from executions import services
+    from machines.language import DefinitionError
+    from machines.models import MachineVersion
+    from machines.services import VersionConflict
+
+    found = {name: (m.status, m.type) for name, m in [
+        ("definition", mapping_for(DefinitionError([]))),
+        ("conflict", mapping_for(VersionConflict("cart", 2))),
+        ("not_available", mapping_for(services.NotAvailable("no", []))),
+        ("invalid", mapping_for(services.InvalidRequest("bad"))),
+        ("missing", mapping_for(MachineVersion.DoesNotExist()))]}
+    assert found == {"definition": (400, "invalid_definition"),
+                     "conflict": (409, "version_conflict"),
+                     "not_available": (409, "not_available"),
+                     "invalid": (400, "invalid_request"), "missing": (404, "not_found")}
+
+
+def test_the_api_package_imports_no_app_but_in_its_routes():
+    """api/ is below the apps: they register with it; only urls.py names their views."""
+    import ast
+    from pathlib import Path
+
+    for path in (Path(__file__).parent.parent / "api").glob("*.py"):
+        if path.name == "urls.py":
+            continue
+        tree = ast.parse(path.read_text())
+        names = [alias.name for node in ast.walk(tree) if isinstance(node, ast.Import)
+                 for alias in node.names]
+        names += [node.module for node in ast.walk(tree)
+                  if isinstance(node, ast.ImportFrom) and node.module]
+        assert not [n for n in names if n.split(".")[0] in ("machines", "executions")], path
+
+
+def test_a_refused_value_names_where_it_is_in_the_body(operator):
+    body = assert_error(post_raw(operator, '{"input": {"items": ["a", "b\\u0000"]}}'), 400,
+                        "parse_error")
+    assert body["errors"] == [{"path": "input.items[1]",
+                               "message": "Text may not contain NUL characters.", "hint": None}]

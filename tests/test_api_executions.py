@@ -283,6 +283,56 @@ def test_invalid_filters_are_400_never_500(api, db, query, path):
     assert [e["path"] for e in body["errors"]] == [path]
 
 
+def test_invalid_filters_keep_drf_s_messages(api, db):
+    body = assert_error(api("viewer").get("/api/executions/?status=done&version=x&parent=1"),
+                        400, "validation_error")
+    assert {e["path"]: e["message"] for e in body["errors"]} == {
+        "status": '"done" is not a valid choice.', "version": "A valid integer is required.",
+        "parent": "Must be a valid UUID."}
+
+
+@pytest.mark.parametrize("name", ["machine", "status", "state", "version", "parent"])
+def test_a_blank_filter_is_400_in_the_api(api, db, name):
+    body = assert_error(api("viewer").get(f"/api/executions/?{name}=%20"), 400,
+                        "validation_error")
+    assert [e["path"] for e in body["errors"]] == [name]
+
+
+def test_the_execution_filter_works_in_a_plain_django_view(api, save_machine):
+    """The explorer's use: ExecutionFilter(request.GET or None, queryset=...) -> .qs, .form;
+    blank fields (an HTML form's "any") and invalid values filter nothing."""
+    from django.http import QueryDict
+
+    from executions import selectors
+    from executions.filters import ExecutionFilter
+
+    save_machine(CART)
+    save_machine(FRAGILE)
+    operator = api("operator")
+    cart = start(operator).json()["id"]
+    fragile = start(operator, machine="fragile").json()["id"]
+
+    def ids(query):
+        filters = ExecutionFilter(QueryDict(query) if query is not None else None,
+                                  queryset=selectors.executions())
+        return {str(e.pk) for e in filters.qs}, filters
+
+    assert ids(None)[0] == ids("machine=&status=&state=&version=")[0] == {cart, fragile}
+    assert ids("machine=cart&status=waiting&state=open&version=1")[0] == {cart}
+    assert ids("state=s")[0] == {fragile}
+    found, filters = ids("status=bogus&machine=cart")
+    assert found == {cart, fragile} and not filters.is_valid()
+    assert set(filters.errors) == {"status"}
+    assert {"machine", "status", "state", "version"} <= set(filters.form.fields)
+    assert filters.form["status"].value() == "bogus"
+
+
+def test_the_browsable_list_shows_the_filter_form(api, db):
+    response = api("viewer").get("/api/executions/?status=waiting", HTTP_ACCEPT="text/html")
+    assert response.status_code == 200 and response["Content-Type"].startswith("text/html")
+    assert 'name="status"' in response.content.decode()
+
+
 # Cancel and retry -------------------------------------------------------------------------
 def test_cancel_then_cancel_again_is_409(api, cart):
     operator = api("operator")

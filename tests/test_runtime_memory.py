@@ -142,7 +142,7 @@ def test_bad_input_is_refused_with_where(mem):
         services.trigger(execution.pk, "add", input=["not", "an", "object"])
     with pytest.raises(services.InvalidRequest) as bad:
         services.trigger(execution.pk, "add", input={"sku": float("nan")})
-    assert bad.value.path == "sku"
+    assert bad.value.path == "input.sku"
     with pytest.raises(services.InvalidRequest):
         services.start("cart", input="text")
     with pytest.raises(services.InvalidRequest):

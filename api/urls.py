@@ -1,0 +1,74 @@
+"""Every /api/ route (docs/api.md). Included from workflow_site/urls.py under "api/".
+
+Anything else under /api/ (an unknown path, a malformed UUID or machine id, a version
+beyond the database's integer range) gets a JSON 404 in the one error shape.
+"""
+from django.urls import path, re_path, register_converter
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from api.views import not_found
+from executions.api import views as executions
+from machines.api import views as machines
+
+app_name = "api"
+
+
+class MachineIdConverter:
+    """The language's machine id pattern, so no other text reaches a query."""
+
+    regex = r"[a-z0-9][a-z0-9._-]{0,99}"
+
+    def to_python(self, value):
+        return value
+
+    def to_url(self, value):
+        return value
+
+
+class VersionConverter:
+    """1..2147483647 as a number (the column's range); longer numbers do not match."""
+
+    regex = r"[0-9]{1,10}"
+
+    def to_python(self, value):
+        number = int(value)
+        if not 1 <= number <= 2**31 - 1:
+            raise ValueError("version out of range")
+        return number
+
+    def to_url(self, value):
+        return str(value)
+
+
+register_converter(MachineIdConverter, "machine")
+register_converter(VersionConverter, "version")
+
+VERSION = "machines/<machine:machine_id>/versions/<version:version>/"
+EXECUTION = "executions/<uuid:execution_id>/"
+
+urlpatterns = [
+    path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
+    path("machines/", machines.MachineListView.as_view(), name="machines"),
+    path("machines/validate/", machines.MachineValidateView.as_view(), name="validate"),
+    path("machines/<machine:machine_id>/", machines.MachineDetailView.as_view(),
+         name="machine"),
+    path("machines/<machine:machine_id>/versions/", machines.MachineVersionListView.as_view(),
+         name="machine-versions"),
+    path(VERSION, machines.MachineVersionDetailView.as_view(), name="machine-version"),
+    path(VERSION + "diagram.svg", machines.VersionDiagramSVGView.as_view(),
+         name="machine-version-svg"),
+    path(VERSION + "diagram.dot", machines.VersionDiagramDOTView.as_view(),
+         name="machine-version-dot"),
+    path("machines/<machine:machine_id>/executions/", executions.StartView.as_view(),
+         name="start"),
+    path("executions/", executions.ExecutionListView.as_view(), name="executions"),
+    path(EXECUTION, executions.ExecutionDetailView.as_view(), name="execution"),
+    path(EXECUTION + "history/", executions.HistoryView.as_view(), name="execution-history"),
+    path(EXECUTION + "actions/", executions.TriggerView.as_view(), name="trigger"),
+    path(EXECUTION + "cancel/", executions.CancelView.as_view(), name="cancel"),
+    path(EXECUTION + "retry/", executions.RetryView.as_view(), name="retry"),
+    path(EXECUTION + "diagram.svg", executions.ExecutionDiagramView.as_view(),
+         name="execution-svg"),
+    re_path(r"^", not_found),  # everything else, newlines in the path included
+]

@@ -1,0 +1,68 @@
+"""What the machines API answers (and the shape of a validation result)."""
+from django.urls import reverse
+from rest_framework import serializers
+
+from api.links import page_url
+from api.schema import ProblemSerializer
+from machines.models import MachineVersion
+
+
+class MachineVersionSerializer(serializers.ModelSerializer):
+    id = serializers.CharField(source="machine_id", help_text="The machine id.")
+    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True,
+                                              allow_null=True)
+    definition = serializers.JSONField(help_text="The parsed definition, version filled in.")
+    api_url = serializers.SerializerMethodField()
+    diagram_url = serializers.SerializerMethodField()
+    url = serializers.SerializerMethodField(help_text="Its page in the explorer.")
+
+    class Meta:
+        model = MachineVersion
+        fields = ["id", "version", "title", "description", "definition", "source",
+                  "source_format", "content_hash", "created_at", "created_by", "api_url",
+                  "diagram_url", "url"]
+
+    def get_api_url(self, version) -> str:
+        return reverse("api:machine-version", args=[version.machine_id, version.version])
+
+    def get_diagram_url(self, version) -> str:
+        return reverse("api:machine-version-svg", args=[version.machine_id, version.version])
+
+    def get_url(self, version) -> str | None:
+        return page_url(version)
+
+
+class SavedVersionSerializer(MachineVersionSerializer):
+    warnings = serializers.SerializerMethodField()
+
+    class Meta(MachineVersionSerializer.Meta):
+        fields = MachineVersionSerializer.Meta.fields + ["warnings"]
+
+    def get_warnings(self, version) -> list[dict]:
+        return self.context.get("warnings", [])
+
+
+class MachineSummarySerializer(serializers.Serializer):
+    id = serializers.CharField(source="machine_id")
+    version = serializers.IntegerField(help_text="The latest version.")
+    title = serializers.CharField()
+    description = serializers.CharField()
+    versions = serializers.IntegerField(source="versions_count",
+                                        help_text="How many versions are stored.")
+    executions = serializers.DictField(
+        child=serializers.IntegerField(), source="execution_counts",
+        help_text="Executions of every version by status, e.g. {\"waiting\": 3}.")
+    api_url = serializers.SerializerMethodField()
+    url = serializers.SerializerMethodField(help_text="Its page in the explorer.")
+
+    def get_api_url(self, version) -> str:
+        return reverse("api:machine", args=[version.machine_id])
+
+    def get_url(self, version) -> str | None:
+        return page_url(version.machine)
+
+
+class ValidationSerializer(serializers.Serializer):
+    valid = serializers.BooleanField()
+    errors = ProblemSerializer(many=True)
+    warnings = ProblemSerializer(many=True)

@@ -1,0 +1,44 @@
+"""Every read the surfaces (API, explorer, admin) make about machines and their versions.
+
+Selectors return model objects or querysets, or raise the model's DoesNotExist (an
+ObjectDoesNotExist, which the API answers with 404).
+"""
+from __future__ import annotations
+
+from django.db.models import Count, OuterRef, Subquery
+
+from machines.models import MachineVersion
+
+
+def latest_versions():
+    """The latest version of every machine, with `versions_count`, ordered by machine id."""
+    same_machine = MachineVersion.objects.filter(machine=OuterRef("machine"))
+    newest = same_machine.order_by("-version").values("version")[:1]
+    count = same_machine.order_by().values("machine").annotate(n=Count("pk")).values("n")
+    return (
+        MachineVersion.objects.filter(version=Subquery(newest))
+        .annotate(versions_count=Subquery(count))
+        .select_related("machine", "created_by")
+        .order_by("machine_id")
+    )
+
+
+def get_version(machine_id: str, version: int | None = None) -> MachineVersion:
+    """One version, the latest when `version` is None. Raises MachineVersion.DoesNotExist."""
+    versions = MachineVersion.objects.filter(machine_id=machine_id).select_related("created_by")
+    if version is not None:
+        return versions.get(version=version)
+    found = versions.order_by("-version").first()
+    if found is None:
+        raise MachineVersion.DoesNotExist(f"No machine '{machine_id}'.")
+    return found
+
+
+def versions_of(machine_id: str) -> list[MachineVersion]:
+    """Every version of a machine, newest first; DoesNotExist for an unknown machine (every
+    stored machine has a version: they are saved together)."""
+    versions = list(MachineVersion.objects.filter(machine_id=machine_id)
+                    .select_related("created_by").order_by("-version"))
+    if not versions:
+        raise MachineVersion.DoesNotExist(f"No machine '{machine_id}'.")
+    return versions
