@@ -23,7 +23,7 @@ from accounts.api_permissions import CanView, ReadOrOperate
 from accounts.roles import can_edit
 from executions import engine, runner
 from executions.models import Execution, HistoryEntry
-from executions.paths import diagram_path
+from explorer.presenters import execution_path as diagram_path
 from machines.api import (
     BODY_ERRORS,
     COMMON_ERRORS,

@@ -17,7 +17,8 @@ from rest_framework.views import APIView
 from accounts.api_permissions import CanView, ReadOrEdit
 from machines import diagrams
 from machines.models import Machine, MachineVersion
-from machines.services import check_source, get_version, latest_versions, save_version
+from machines.selectors import get_version, latest_versions
+from machines.services import check_source, save_version
 from workflow_site.api_errors import (
     ErrorShapeMixin,
     JSONBodyParser,

@@ -14,8 +14,6 @@ import hashlib
 import json
 import math
 import re
-import threading
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -38,6 +36,7 @@ from machines.definition import (
     Update,
     Wait,
 )
+from machines.lru import LRU
 
 ID_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,99}$"
 _ID_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,99}")
@@ -163,8 +162,7 @@ def build(document: dict) -> Machine:
     return _construct(document)
 
 
-_cache: OrderedDict[tuple, Machine] = OrderedDict()
-_cache_lock = threading.Lock()
+_machines: LRU[Machine] = LRU(CACHE_SIZE)
 
 
 def load_cached(machine_id: str, version: int, content_hash: str,
@@ -172,17 +170,18 @@ def load_cached(machine_id: str, version: int, content_hash: str,
     """build() once per stored version in this process (versions are immutable).
 
     `document` may be a function that fetches it, called only when the cache misses."""
-    key = (machine_id, version, content_hash)
-    with _cache_lock:
-        if key in _cache:
-            _cache.move_to_end(key)
-            return _cache[key]
-    machine = build(document() if callable(document) else document)
-    with _cache_lock:
-        _cache[key] = machine
-        while len(_cache) > CACHE_SIZE:
-            _cache.popitem(last=False)
-    return machine
+    return _machines.get((machine_id, version, content_hash),
+                         lambda: build(document() if callable(document) else document))
+
+
+_IO_CALL = re.compile(r"""\bio\(\s*(['"])([\w.\-]+)\1""")
+
+
+def io_operation(source: str | None) -> str | None:
+    """The operation a call expression reaches through `io('op', ...)`, if it names one:
+    ``io('http.request.json', 'GET', url)`` -> ``http.request.json``."""
+    found = _IO_CALL.search(source or "")
+    return found.group(2) if found else None
 
 
 def canonical_hash(document: dict) -> str:

@@ -1,4 +1,5 @@
-"""Saving and finding machine versions: the one place every surface stores a definition.
+"""Saving machine versions: the one place every surface stores a definition (reads are in
+machines.selectors).
 
 Versions are immutable. Saving is idempotent (the same definition twice is one version) and
 safe under concurrency: two saves racing for the next version number both succeed, the
@@ -9,7 +10,6 @@ from __future__ import annotations
 import json
 
 from django.db import IntegrityError, transaction
-from django.db.models import Count, OuterRef, Subquery
 
 from machines.language import DefinitionError, canonical_hash, check, parse_text
 from machines.models import Machine, MachineVersion
@@ -102,27 +102,3 @@ def declared_id(source: str | dict) -> str | None:
         except DefinitionError:
             return None
     return document.get("id") if isinstance(document, dict) else None
-
-
-def latest_versions():
-    """The latest version of every machine, with `versions_count`, ordered by machine id."""
-    same_machine = MachineVersion.objects.filter(machine=OuterRef("machine"))
-    newest = same_machine.order_by("-version").values("version")[:1]
-    count = same_machine.order_by().values("machine").annotate(n=Count("pk")).values("n")
-    return (
-        MachineVersion.objects.filter(version=Subquery(newest))
-        .annotate(versions_count=Subquery(count))
-        .select_related("machine", "created_by")
-        .order_by("machine_id")
-    )
-
-
-def get_version(machine_id: str, version: int | None = None) -> MachineVersion:
-    """One version, the latest when `version` is None. Raises MachineVersion.DoesNotExist."""
-    versions = MachineVersion.objects.filter(machine_id=machine_id).select_related("created_by")
-    if version is not None:
-        return versions.get(version=version)
-    found = versions.order_by("-version").first()
-    if found is None:
-        raise MachineVersion.DoesNotExist(f"No machine '{machine_id}'.")
-    return found

@@ -1,10 +1,11 @@
 """Plain-language sentences for every history kind, from history the real engine writes."""
+import html
 import re
 from datetime import UTC, datetime
 
 from executions import engine as E
-from executions import paths, timeline
 from executions.sandbox import evaluate
+from explorer import steps, timeline
 from machines.language import build, parse_text
 
 FLOW = build(parse_text("""
@@ -70,7 +71,7 @@ class Run:
         return next(e for e in self.result.effects if isinstance(e, kind))
 
     def said(self):
-        numbers = paths.numbered_steps(self.rows)
+        numbers = steps.numbered_steps(self.rows)
         return {s.seq: s for s in timeline.sentences(self.rows, self.machine, numbers)}
 
     def text_of(self, kind):
@@ -188,7 +189,7 @@ def test_repeated_steps_collapse_into_one_group():
         {"id": "stop", "state": "z"}]}, "z": {"return": None}}})
     run = Run(machine)
     items = timeline.collapse(timeline.sentences(run.rows, machine,
-                                                 paths.numbered_steps(run.rows)))
+                                                 steps.numbered_steps(run.rows)))
     groups = [i for i in items if isinstance(i, timeline.Group)]
     assert len(groups) == 1 and groups[0].count == 900
     assert groups[0].steps == "steps 1–900"
@@ -197,7 +198,8 @@ def test_repeated_steps_collapse_into_one_group():
 
 # The status line ---------------------------------------------------------------------------------
 def line(**facts):
-    return re.sub(r"<[^>]+>", "", timeline.status_line(FLOW, **facts))
+    """The status line as text (quotes are escaped in the HTML, like every value)."""
+    return html.unescape(re.sub(r"<[^>]+>", "", timeline.status_line(FLOW, **facts)))
 
 
 def test_status_lines():

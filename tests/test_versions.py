@@ -7,7 +7,8 @@ from django.db import connection
 
 from machines.language import DefinitionError
 from machines.models import Machine, MachineVersion
-from machines.services import VersionConflict, get_version, latest_versions, save_version
+from machines.selectors import get_version, latest_versions
+from machines.services import VersionConflict, save_version
 
 ORDER = """\
 # An order waits for payment.

@@ -1,9 +1,8 @@
 """Forms of the explorer pages: an action's JSON input, cancel, and the list filters."""
-import json
-
 from django import forms
 
 from executions import engine
+from expressions.values import InvalidValue, load_json
 
 
 class ActionForm(forms.Form):
@@ -18,12 +17,10 @@ class ActionForm(forms.Form):
 
     def clean_input(self):
         text = (self.cleaned_data.get("input") or "").strip() or "{}"
-        try:
-            value = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise forms.ValidationError(
-                f"This is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}."
-            ) from None
+        try:  # the one JSON check of every surface: no NaN, surrogates, deep nesting
+            value = load_json(text)
+        except InvalidValue as exc:
+            raise forms.ValidationError(str(exc)) from None
         if not isinstance(value, dict):
             raise forms.ValidationError(
                 f"The input must be a JSON object like {{\"key\": \"value\"}}, "
@@ -37,7 +34,8 @@ class CancelForm(forms.Form):
 
 
 class ExecutionFilter(forms.Form):
-    """Filters of the execution lists; every field is optional."""
+    """Filters of the execution lists; every field is optional. (To be replaced by the
+    FilterSet the API shares, executions.filters.ExecutionFilter.)"""
 
     machine = forms.CharField(required=False, max_length=100)
     status = forms.ChoiceField(

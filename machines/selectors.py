@@ -1,0 +1,44 @@
+"""Every read the surfaces (explorer pages, API, admin) make about machines and their
+versions, named for what it returns. A missing version raises
+``MachineVersion.DoesNotExist`` (catch ``django.core.exceptions.ObjectDoesNotExist``).
+"""
+from __future__ import annotations
+
+from django.db.models import Count, OuterRef, Subquery
+
+from machines.models import Machine, MachineVersion
+
+
+def latest_versions():
+    """The latest version of every machine, with `versions_count`, ordered by machine id."""
+    same_machine = MachineVersion.objects.filter(machine=OuterRef("machine"))
+    newest = same_machine.order_by("-version").values("version")[:1]
+    count = same_machine.order_by().values("machine").annotate(n=Count("pk")).values("n")
+    return (
+        MachineVersion.objects.filter(version=Subquery(newest))
+        .annotate(versions_count=Subquery(count))
+        .select_related("machine", "created_by")
+        .order_by("machine_id")
+    )
+
+
+def get_version(machine_id: str, version: int | None = None) -> MachineVersion:
+    """One version, the latest when `version` is None. Raises MachineVersion.DoesNotExist."""
+    versions = MachineVersion.objects.filter(machine_id=machine_id).select_related("created_by")
+    if version is not None:
+        return versions.get(version=version)
+    found = versions.order_by("-version").first()
+    if found is None:
+        raise MachineVersion.DoesNotExist(f"No machine '{machine_id}'.")
+    return found
+
+
+def versions_of(machine_id: str) -> list[dict]:
+    """Every version of a machine, newest first: id, version, title, created_at."""
+    return list(MachineVersion.objects.filter(machine_id=machine_id).order_by("-version")
+                .values("id", "version", "title", "created_at"))
+
+
+def machine_ids():
+    """The id of every machine, in id order."""
+    return list(Machine.objects.order_by("id").values_list("id", flat=True))
