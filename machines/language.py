@@ -3,8 +3,8 @@
 `check()` reports every error and warning of a definition at once, each with the path of
 the offending field, so an editor can fix them all in one go; `build()` turns a valid
 document into the immutable objects of `machines.definition` that the engine runs.
-The rules are those of the spec (machine-definition.md); the choices it leaves open are
-written down in docs/language.md. Pure Python: no Django.
+The rules, and the choices made where the language leaves room, are written down in
+docs/language.md. Pure Python: no Django.
 """
 from __future__ import annotations
 
@@ -60,7 +60,7 @@ WAIT_KEYS = ("seconds", "until")
 RETRY_KEYS = ("max_attempts", "delay_seconds", "backoff")
 MACHINE_REF_KEYS = ("id", "version")
 TRIGGER_KEYS = ("execution", "action", "input")
-# What may stand beside `invoke` / `if` in a transition (spec: "Allowed combinations").
+# What may stand beside `invoke` / `if` in a transition (docs/language.md, "Allowed combinations").
 WITH_INVOKE = frozenset({"invoke", "on", "when", "id", "label"})
 WITH_IF = frozenset({"if", "then", "else", "on", "when", "id", "label"})
 CACHE_SIZE = 256
@@ -607,7 +607,7 @@ class _Validator:
             self._invoke(t["invoke"], _join(path, "invoke"))
 
     def _combinations(self, t: dict, path: str) -> None:
-        """The spec's "Allowed combinations", each conflict reported once."""
+        """The "Allowed combinations" of docs/language.md, each conflict reported once."""
         known = [key for key in t if key in TRANSITION_KEYS]
         if "invoke" in t:
             for key in known:

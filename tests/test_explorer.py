@@ -175,6 +175,31 @@ def test_bad_input_is_a_clear_error_and_changes_nothing(operator, started, text,
     assert (started.version, started.state) == (version, "draft")
 
 
+@pytest.mark.parametrize("text, error", [
+    ('{"n": NaN}', "Invalid JSON"),
+    ('{"n": 1e999}', "Invalid JSON"),
+    ('{"n": "\\ud800"}', "unpaired surrogate"),
+    ('{"n": ' * 70 + "1" + "}" * 70, "nested too deeply"),
+    ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+])
+def test_input_no_database_can_store_is_a_form_error_not_a_500(operator, started, text,
+                                                                 error):
+    response = operator.post(f"/executions/{started.id}/trigger/",
+                             {"action": "submit", "input": text})
+    assert response.status_code == 400
+    assert error in response.content.decode()
+    started.refresh_from_db()
+    assert started.state == "draft"
+
+
+def test_operators_are_written_like_the_api_writes_them(operator, started):
+    operator.post(f"/executions/{started.id}/trigger/", {"action": "submit", "input": "{}"})
+    assert started.history.filter(kind=engine.TRANSITION_TAKEN).get().actor == "user:olga"
+    page = operator.get(f"/executions/{started.id}/").content.decode()
+    assert "Started by <strong>alice</strong>" in page  # an older row: plain `alice`
+    assert "<strong>olga</strong> chose" in page and "user:olga" not in page
+
+
 def test_an_action_not_available_now_is_a_message_not_a_change(operator, started):
     response = operator.post(f"/executions/{started.id}/trigger/",
                              {"action": "approve", "input": "{}"}, follow=True)

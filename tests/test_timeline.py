@@ -227,3 +227,25 @@ def test_status_lines():
     assert line(status="running", state="cart") == "Running: moving on from Shopping cart."
     assert line(status="running", state="cart", started=False) == (
         "Queued: a worker will start it in Shopping cart.")
+
+
+def test_labels_inputs_and_actors_are_escaped_in_the_html():
+    evil = "<script>alert(1)</script>"
+    machine = build({"id": "x", "start_at": "a", "states": {
+        "a": {"label": evil, "actions": [
+            {"id": "go", "on": "go", "label": evil, "state": "z"}]},
+        "z": {"return": None}}})
+    run = Run(machine, actor=f"user:{evil}")
+    run.send(E.Action("go", {"note": evil}, actor=f"user:{evil}"))
+    said = list(run.said().values())
+    fragments = [str(part) for s in said for part in (s.html, s.why)]
+    fragments.append(str(timeline.status_line(machine, status="waiting", state="a")))
+    assert all("<script>" not in part for part in fragments)
+    assert any("&lt;script&gt;" in part for part in fragments)
+    chose = next(s for s in said if s.kind == E.TRANSITION_TAKEN)
+    assert chose.text.startswith(f"① {evil} chose {evil} → z")  # the words are unchanged
+    assert f'input: note: "{evil}"' in chose.text
+
+
+def test_users_read_the_same_whether_written_user_alice_or_alice():
+    assert timeline.who("user:alice") == timeline.who("alice") == "alice"
