@@ -369,3 +369,16 @@ def test_wait_times_are_exact_and_time_passed_is_rounded():
     assert duration(90, exact=True) == "90 s" and duration(90) == "2 min"
     assert duration(0.25) == "250 ms" and duration(7200) == "2 h"
     assert duration(None) == ""
+
+
+def test_one_io_finder_and_one_lru_serve_diagrams_timeline_and_definitions():
+    from machines.lru import LRU
+
+    assert language.io_operation("io('http.request.json', 'GET', u)") == "http.request.json"
+    assert language.io_operation('x = io( "payments.charge", ctx)') == "payments.charge"
+    assert language.io_operation("ctx['n'] + 1") is None
+    cache, made = LRU(2), []
+    for key in ("a", "b", "a", "c", "b"):
+        cache.get(key, lambda key=key: made.append(key) or key.upper())
+    assert made == ["a", "b", "c", "b"]  # "b" was the least recently used when "c" came
+    assert len(cache) == 2 and "a" not in cache
