@@ -148,7 +148,7 @@ def main():
     from django.test import Client
     from django.test.utils import CaptureQueriesContext, setup_test_environment
 
-    from executions import paths
+    from executions import selectors
     from executions.models import Execution
     from machines.services import save_version
 
@@ -180,14 +180,14 @@ def main():
         return len(captured)
 
     def execution_queries():
-        rows = list(paths.path_rows(execution))
+        rows = selectors.step_rows(execution)
         page_rows = list(execution.history.filter(seq__gt=HISTORY_ROWS - 200).values())
         return len(rows) + len(page_rows)
 
     def machine_queries():
-        paths.executions_in_states(version)
-        paths.edge_counts(version.parsed(), version)
-        paths.median_stays(version)
+        selectors.executions_in_states(version)
+        selectors.step_counts(version.parsed(), version)
+        selectors.median_stays(version)
         list(Execution.objects.filter(machine_id="order").order_by()
              .values_list("status").annotate(n=Count("pk")))
         list(Execution.objects.filter(machine_version=version).order_by()

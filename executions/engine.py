@@ -4,8 +4,8 @@ Data in, data out, in the spirit of XState's ``transition()`` and the original d
 core step. No Django, no I/O, no clock or randomness except what ``Env`` hands in.
 The runtime (executions/runtime/) persists what comes out and performs the effects.
 
-Semantics: ../shared/spec/machine-definition.md "How an execution moves"; the choices the
-spec leaves open are written down in docs/engine.md.
+Semantics: "How an execution moves" in docs/language.md; the choices made where the
+language leaves room are written down in docs/engine.md.
 """
 from __future__ import annotations
 

@@ -1,48 +1,212 @@
-"""Every read the surfaces (API, explorer, commands) make about executions.
+"""Every read the surfaces (explorer pages, API, admin, commands) make about executions and
+their history, named for what it returns.
 
-Selectors return model objects or querysets, or raise the model's DoesNotExist (an
-ObjectDoesNotExist, which the API answers with 404). Writes go through the service
-functions, never through here.
+Surfaces call these instead of the ORM, so each query is written once, with its index in
+mind: counts are aggregate queries, long histories are read a page or a few columns at a
+time. A missing execution raises ``Execution.DoesNotExist`` (catch
+``django.core.exceptions.ObjectDoesNotExist``).
 """
 from __future__ import annotations
 
+import statistics
+import uuid
+
+from django.core.paginator import Paginator
 from django.db.models import Count, Prefetch
 
-from executions import engine, paths
+from executions import engine
 from executions.models import Execution, HistoryEntry
+from executions.steps import STEP_KINDS
+from machines.definition import Machine
+
+STEP_FIELDS = ("seq", "kind", "transition", "branch", "from_state", "to_state")
+STAY_WINDOW = 8_000  # newest history rows (all machines) whose stays feed the medians
 
 
-def executions():
+# One execution ---------------------------------------------------------------------------
+def execution(execution_id) -> Execution:
+    """The execution with its version, parent and creator; DoesNotExist for an unknown id
+    or for text that is not an execution id at all."""
+    try:
+        key = uuid.UUID(str(execution_id))
+    except ValueError:
+        raise Execution.DoesNotExist(f"{execution_id!r} is not an execution id") from None
+    return _with_children(
+        Execution.objects.select_related("machine_version", "parent", "created_by")).get(pk=key)
+
+
+def _with_children(queryset):
+    """Executions with their children's ids, which every answer about one lists."""
+    return queryset.prefetch_related(
+        Prefetch("children", queryset=Execution.objects.only("id", "parent_id")))
+
+
+def listed_executions():
     """Executions with what a listing shows: their version and their children's ids."""
-    children = Prefetch("children", queryset=Execution.objects.only("id", "parent_id"))
-    return Execution.objects.select_related("machine_version").prefetch_related(children)
-
-
-def get_execution(execution_id) -> Execution:
-    return executions().get(pk=execution_id)
+    return _with_children(Execution.objects.select_related("machine_version"))
 
 
 def history(execution_id):
     """An execution's history rows (DoesNotExist for an unknown execution, not no rows)."""
-    execution = Execution.objects.only("pk").get(pk=execution_id)
-    return HistoryEntry.objects.filter(execution=execution)
+    return HistoryEntry.objects.filter(execution=execution(execution_id).pk)
 
 
 def diagram_of(execution_id):
-    """(the execution's machine definition, the path to draw on its diagram)."""
-    execution = Execution.objects.select_related("machine_version").get(pk=execution_id)
-    return execution.machine_version.parsed(), paths.diagram_path(execution)
+    """(the execution's machine definition, its history's step rows), to draw its path."""
+    found = execution(execution_id)
+    return found, step_rows(found)
+
+
+def execution_status(execution_id) -> dict:
+    """`{version, status, state}` of one execution, all a poll needs."""
+    found = execution(execution_id)
+    return {"version": found.version, "status": found.status, "state": found.state}
+
+
+def step_rows(execution: Execution) -> list[dict]:
+    """Only the step rows and only the columns a path needs: cheap even for long histories."""
+    return list(execution.history.filter(kind__in=STEP_KINDS).order_by("seq")
+                .values(*STEP_FIELDS))
+
+
+def history_total(execution: Execution) -> int:
+    """How many history rows the execution has (the engine counts them)."""
+    return execution.engine_state.get("seq") or execution.history.count()
+
+
+def history_rows(execution: Execution, first: int, last: int) -> list[dict]:
+    """Whole history rows with seq from `first` to `last`, in order."""
+    return list(execution.history.filter(seq__gte=first, seq__lte=last).order_by("seq")
+                .values())
+
+
+def context_before(execution: Execution, seq: int) -> dict | None:
+    """The context recorded last before history row `seq` (None at the start)."""
+    if seq <= 1:
+        return None
+    return (execution.history.filter(seq__lt=seq, context__isnull=False).order_by("-seq")
+            .values_list("context", flat=True).first())
+
+
+def children(execution: Execution) -> list[dict]:
+    """The executions it started, oldest first: id, parent_token, machine, status, state."""
+    return list(execution.children.order_by("created_at").values(
+        "id", "parent_token", "machine_id", "status", "state"))
+
+
+# Lists and counts ------------------------------------------------------------------------
+def executions(machine_id: str | None = None):
+    """Every execution (of one machine), unordered: a queryset for filters and pages."""
+    found = Execution.objects.all()
+    return found.filter(machine_id=machine_id) if machine_id else found
+
+
+def execution_page(queryset, number, size: int):
+    """A page of `queryset`, newest first. The ids are paged first and the rows fetched
+    after: sorting narrow id rows is several times faster than sorting whole rows."""
+    page = Paginator(queryset.order_by("-created_at").values_list("pk", flat=True),
+                     size).get_page(number)
+    ids = list(page.object_list)
+    found = Execution.objects.select_related("machine_version").in_bulk(ids)
+    page.object_list = [found[pk] for pk in ids if pk in found]
+    return page
 
 
 def counts_by_status(machine_id: str | None = None) -> dict[str, dict[str, int]]:
     """machine id -> {status: how many executions}, statuses in engine.STATUSES order, for
     every machine or only `machine_id`; one aggregate query."""
-    rows = Execution.objects.order_by()
-    if machine_id is not None:
-        rows = rows.filter(machine_id=machine_id)
     found: dict[str, dict[str, int]] = {}
-    for machine, status, n in rows.values_list("machine_id", "status").annotate(n=Count("pk")):
+    rows = executions(machine_id).order_by().values_list("machine_id", "status")
+    for machine, status, n in rows.annotate(n=Count("pk")):
         found.setdefault(machine, {})[status] = n
     order = {status: i for i, status in enumerate(engine.STATUSES)}
     return {machine: dict(sorted(counts.items(), key=lambda item: order.get(item[0], 99)))
             for machine, counts in found.items()}
+
+
+def executions_per_version(version_ids) -> dict[int, int]:
+    """machine version pk -> executions of it."""
+    return dict(Execution.objects.filter(machine_version_id__in=list(version_ids)).order_by()
+                .values_list("machine_version_id").annotate(n=Count("pk")))
+
+
+# The heatmap of a version ----------------------------------------------------------------
+def executions_in_states(machine_version) -> dict[str, int]:
+    """state -> executions of the version there now; served by the (machine_version, state)
+    index alone."""
+    return dict(Execution.objects.filter(machine_version=machine_version).order_by()
+                .values_list("state").annotate(n=Count("pk")))
+
+
+def step_counts(machine: Machine, machine_version) -> list[tuple[dict, int]]:
+    """(step row, times) pairs of the version's history, a step row holding the kind,
+    transition, from_state and branch. Counting by (kind, transition) is served by the
+    (machine_version, kind, transition) index; only transitions whose id is not unique in
+    the machine, or that branch (decision, invoke), need a second look at their rows."""
+    owners: dict[str, list[str]] = {}
+    branching = set()
+    for state in machine.states.values():
+        for transition in state.transitions:
+            owners.setdefault(transition.id, []).append(state.name)
+            if transition.invoke or transition.decision:
+                branching.add(transition.id)
+    rows = HistoryEntry.objects.filter(machine_version=machine_version, kind__in=STEP_KINDS)
+    out: list[tuple[dict, int]] = []
+    unclear = set()
+    for kind, tid, n in rows.order_by().values_list("kind", "transition").annotate(
+            n=Count("pk")):
+        states = owners.get(tid, [])
+        if len(states) == 1 and (tid not in branching or kind == engine.WORK_STARTED):
+            out.append(({"kind": kind, "transition": tid, "from_state": states[0]}, n))
+        else:
+            unclear.add((kind, tid))
+    for kind in {kind for kind, _ in unclear}:
+        tids = [tid for k, tid in unclear if k == kind]
+        detailed = (rows.filter(kind=kind, transition__in=tids).order_by()
+                    .values_list("transition", "from_state", "branch").annotate(n=Count("pk")))
+        for tid, source, branch, n in detailed:
+            out.append(({"kind": kind, "transition": tid, "from_state": source,
+                         "branch": branch}, n))
+    return out
+
+
+def _stays(rows) -> dict[str, list[float]]:
+    """Seconds spent in each state, from history rows of many executions (any order).
+    A stay runs from entering a state to leaving it for another; staying put (a self loop)
+    continues it. Stays cut off by the start of `rows` are left out."""
+    by_execution: dict = {}
+    for row in rows:
+        by_execution.setdefault(row["execution_id"], []).append(row)
+    out: dict[str, list[float]] = {}
+    for history in by_execution.values():
+        history.sort(key=lambda r: r["seq"])
+        entered = None  # (state, when)
+        for row in history:
+            if row["kind"] == engine.STARTED:
+                entered = (row.get("state"), row["at"])
+            elif row["kind"] == engine.TRANSITION_TAKEN:
+                source, target = row["from_state"], row["to_state"] or row["from_state"]
+                if target == source:
+                    continue
+                if entered is not None and entered[0] in (None, source):
+                    out.setdefault(source, []).append((row["at"] - entered[1]).total_seconds())
+                entered = (target, row["at"])
+    return out
+
+
+def median_stays(machine_version, window: int = STAY_WINDOW) -> dict[str, float]:
+    """state -> median seconds spent there, over the newest `window` history rows: a
+    primary-key range, so the cost does not grow with the number of executions. (The
+    version is checked in Python: given it, databases prefer its index and read every row
+    of the version.)"""
+    newest = HistoryEntry.objects.order_by("-pk").values_list("pk", flat=True).first()
+    if newest is None:
+        return {}
+    rows = HistoryEntry.objects.filter(
+        pk__gt=newest - window, kind__in=(engine.STARTED, engine.TRANSITION_TAKEN),
+    ).order_by().values(
+        "machine_version_id", "execution_id", "seq", "kind", "at", "from_state", "to_state")
+    start_at = machine_version.parsed().start_at
+    found = _stays({**row, "state": start_at} for row in rows
+                   if row["machine_version_id"] == machine_version.pk)
+    return {state: statistics.median(seconds) for state, seconds in found.items()}

@@ -5,22 +5,27 @@ path with CSS and JS without rendering again (spawning ``dot`` costs ~25 ms, so 
 diagram is cached per machine version). Everything taken from the definition is user
 input: labels go into HTML-like labels escaped, tooltips and ids through
 ``graphviz.escape``, URLs XML-escaped (dot 2.43 does not escape ``URL``).
-Visual language: /work/shared/design/README.md; classes and JSON shapes: docs/diagrams.md.
+
+What a page marks on a diagram (an execution's path, the heatmap of a version, what
+changed between two versions) is drawn by `dot` from DOT attributes set here (classes,
+colours, widths, labels, tooltips): the SVG is never edited afterwards to add marks.
+Visual language, classes and JSON shapes: docs/diagrams.md.
 """
 from __future__ import annotations
 
 import html
 import re
 import textwrap
-import threading
-from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from hashlib import sha256
 
 import graphviz
 
 from machines.definition import Branch, Expr, Machine, State, Transition
+from machines.language import io_operation
+from machines.lru import LRU
+from machines.words import duration
 
 FONT = "Helvetica,Arial,sans-serif"
 
@@ -89,12 +94,38 @@ class DiagramPath:
     status: str = "running"
 
 
+@dataclass(frozen=True)
+class Heat:
+    """Where a version's executions are now, which edges they took, how long they stay."""
+
+    in_state: dict[str, int] = field(default_factory=dict)  # state -> executions there now
+    on_edge: dict[str, int] = field(default_factory=dict)  # edge id -> times taken
+    median_stay: dict[str, float] = field(default_factory=dict)  # state -> seconds
+
+    @property
+    def busiest_edge(self) -> int:
+        return max(self.on_edge.values(), default=0)
+
+    def key(self) -> tuple:
+        """What the drawing shows of it (stays in words): part of the cache key."""
+        return (tuple(sorted(self.in_state.items())), tuple(sorted(self.on_edge.items())),
+                tuple(sorted((name, duration(s)) for name, s in self.median_stay.items())))
+
+
+# Marks: extra classes by diagram id (the version diff), each with its look in the SVG.
+# Mark class -> (outline, fill of a node)
+MARK_LOOKS = {
+    "diff-added": (GREEN, "#DCFCE7"),
+    "diff-changed": (AMBER, "#FEF3C7"),
+}
+Marks = Mapping[str, list[str] | tuple[str, ...]]
+
+
 # Text helpers -----------------------------------------------------------------------------
 
 _CTX_KEY = re.compile(
     r"""\bctx(?:\[(['"])([^'"\]]+)\1\]|\.get\((['"])([^'"]+)\3(?:\s*,[^()]*)?\))""")
 _SUBSCRIPT = re.compile(r"""(\w)\[(['"])(\w+)\2\]""")
-_IO_CALL = re.compile(r"""\bio\(\s*(['"])([\w.\-]+)\1""")
 
 
 def short_code(expr: Expr, limit: int = 30) -> str:
@@ -106,19 +137,12 @@ def short_code(expr: Expr, limit: int = 30) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def human_seconds(seconds: float) -> str:
-    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
-        if seconds >= 2 * size:
-            return f"{round(seconds / size, 1):g} {unit}"
-    return f"{seconds:g} s"
-
-
 def _delay(transition: Transition) -> str:
     wait = transition.wait
     if wait.until is not None:
         return f"{CLOCK} until " + short_code(wait.until, 24)
     if not wait.seconds.is_code and isinstance(wait.seconds.literal, (int, float)):
-        return f"{CLOCK} " + human_seconds(wait.seconds.literal)
+        return f"{CLOCK} " + duration(wait.seconds.literal, exact=True)
     return f"{CLOCK} " + short_code(wait.seconds, 24)
 
 
@@ -167,10 +191,50 @@ class _Build:
     machine_url: Callable[[str], str] | None
     graph: graphviz.Digraph
     names: dict[str, str]  # state name -> DOT node name (states may hold any character)
+    heat: Heat | None = None
+    marks: Marks = field(default_factory=dict)
     helpers: int = 0
 
     def steps(self, eid: str) -> tuple[int, ...]:
         return self.path.edge_steps.get(eid, ()) if self.path else ()
+
+    def marked(self, did: str, classes: list[str], attrs: dict, *, edge: bool) -> dict:
+        """Add the marks of diagram id `did` to its classes, and their look to `attrs`."""
+        for mark in self.marks.get(did, ()):
+            classes.append(mark)
+            if mark in MARK_LOOKS:
+                outline, fill = MARK_LOOKS[mark]
+                attrs = attrs | {"color": outline, "penwidth": "2.6"}
+                if not edge:
+                    attrs["fillcolor"] = fill
+        return attrs
+
+
+# The heatmap ------------------------------------------------------------------------------
+HEAT_TEXT = "#1E3A8A"  # "×N" beside a used edge
+HEAT_BADGE = "#B45309"  # the count of executions in a state
+
+
+def _heat_badge(count: int) -> str:
+    """An external label: the number of executions in the state, white on amber."""
+    return ('<<TABLE BORDER="0" CELLBORDER="0" CELLPADDING="2" CELLSPACING="0" '
+            f'BGCOLOR="{HEAT_BADGE}" STYLE="rounded"><TR><TD><FONT COLOR="white" '
+            f'POINT-SIZE="10"><B>{count:,}</B></FONT></TD></TR></TABLE>>')
+
+
+def _heat_edge(b: _Build, eid: str, classes: list[str], attrs: dict,
+               text: list[str]) -> tuple[dict, list[str]]:
+    """A used edge as thick as it is used with "×N" after its label; unused ones fade."""
+    n = b.heat.on_edge.get(eid, 0) if b.heat else 0
+    busiest = b.heat.busiest_edge if b.heat else 0
+    if not n or not busiest:
+        classes.append("heat-unused")
+        return attrs, text
+    classes.append("heat-used")
+    width = 1.2 + 5 * (n / busiest) ** 0.5
+    count = f'<FONT COLOR="{HEAT_TEXT}" POINT-SIZE="9.5"><B>×{n:,}</B></FONT>'
+    text = [*text[:-1], f"{text[-1]} {count}"] if text else [count]
+    return attrs | {"penwidth": f"{width:.1f}", "color": PATH_BLUE}, text
 
 
 def _new_graph(machine: Machine) -> graphviz.Digraph:
@@ -212,11 +276,20 @@ def _state_node(b: _Build, state: State) -> None:
         classes.append("faded")
         attrs |= {"color": LINE_STRONG, "fontcolor": FAINT}
     returns = f"returns {state.returns.brief(80)}" if state.is_terminal and state.returns else None
+    here = b.heat.in_state.get(state.name, 0) if b.heat else 0
+    lines = [label]
+    if here:
+        classes.append("heat-has")
+        attrs["xlabel"] = _heat_badge(here)
+    if b.heat and state.name in b.heat.median_stay:
+        lines.append(_small(f"median {duration(b.heat.median_stay[state.name])}", MUTED))
+    attrs = b.marked(state_id(state.name), classes, attrs, edge=False)
     b.graph.node(
-        b.names[state.name], label=_html(label), id=graphviz.escape(state_id(state.name)),
+        b.names[state.name], label=_html(*lines), id=graphviz.escape(state_id(state.name)),
         tooltip=_tooltip(
             f"{state.display} ({state.name})" if state.label else state.name,
             state.description, returns, f"entered {visits}×" if visits > 1 else None,
+            f"{here:,} executions here now" if here else None,
         ),
         **{"class": " ".join(classes)}, **attrs,
     )
@@ -242,6 +315,9 @@ def _edge(b: _Build, tail: str, head: str, eid: str, kind: str, text: list[str],
         text = [*text[:-1], text[-1] + _step_marks(steps)]
     elif steps:
         text = [_step_marks(steps).strip()]
+    if b.heat:
+        attrs, text = _heat_edge(b, eid, classes, attrs, text)
+    attrs = b.marked(eid, classes, attrs, edge=True)
     label = {"label": _html(*text)} if text else {}
     b.graph.edge(tail, head, id=graphviz.escape(eid), tooltip=tooltip,
                  **{"class": " ".join(classes)}, **label, **attrs)
@@ -264,6 +340,7 @@ def _helper_node(b: _Build, nid: str, kind_class: str, label: str, tooltip: str,
     elif b.path:
         classes.append("faded")
         attrs = attrs | {"color": LINE_STRONG, "fontcolor": FAINT, "fillcolor": "white"}
+    attrs = b.marked(nid, classes, attrs, edge=False)
     b.graph.node(name, label=label, id=graphviz.escape(nid), tooltip=tooltip,
                  **{"class": " ".join(classes)}, **attrs)
     return name
@@ -315,8 +392,8 @@ def _invoke(b: _Build, state: State, t: Transition, lines: list[str]) -> None:
             attrs["target"] = "_top"
         tip = f"starts machine {inv.machine_id}{version}" + (" (async)" if inv.is_async else "")
     elif inv.kind == "call":
-        found = _IO_CALL.search(inv.call.source or "")
-        brief = f"io {found.group(2)}" if found else short_code(inv.call, 28)
+        operation = io_operation(inv.call.source)
+        brief = f"io {operation}" if operation else short_code(inv.call, 28)
         retry = inv.retry and inv.retry.max_attempts > 1
         label = _html(_esc(brief), _small(f"retry ×{inv.retry.max_attempts}") if retry else "")
         attrs = {"style": "rounded,filled,dashed", "fillcolor": "#F5F3FF", "color": VIOLET,
@@ -376,10 +453,16 @@ def _transitions(b: _Build, state: State) -> None:
 
 
 def to_dot(machine: Machine, path: DiagramPath | None = None, *,
-           machine_url: Callable[[str], str] | None = None) -> str:
-    """The DOT source of the machine's diagram, with `path` highlighted when given."""
+           machine_url: Callable[[str], str] | None = None, heat: Heat | None = None,
+           marks: Marks | None = None) -> str:
+    """The DOT source of the machine's diagram, with `path` highlighted when given, the
+    `heat` map drawn on it (a count badge on each state with executions in it, the median
+    stay under each state, edges as thick as they are used with "×N", unused ones faded),
+    and `marks` (diagram id -> extra classes such as diff-added / diff-changed)."""
     b = _Build(machine, path, machine_url, _new_graph(machine),
-               {name: f"s{i}" for i, name in enumerate(machine.states)})
+               {name: f"s{i}" for i, name in enumerate(machine.states)}, heat, marks or {})
+    if heat and heat.in_state:
+        b.graph.attr(forcelabels="true")  # every count badge is drawn
     b.graph.node("start", label="", shape="point", width="0.13", color=INK, fillcolor=INK,
                  id="start", tooltip=_tooltip("start"),
                  **{"class": "start" + (" visited" if path else "")})
@@ -416,43 +499,39 @@ def _dot_to_svg(source: str) -> str:
     return _inline(graphviz.Source(source).pipe(format="svg", encoding="utf-8"))
 
 
-_cache: OrderedDict[tuple, str] = OrderedDict()
-_cache_lock = threading.Lock()
 CACHE_SIZE = 256
+_svgs: LRU[str] = LRU(CACHE_SIZE)
 
 
-def _cache_key(machine: Machine, machine_url: Callable[[str], str] | None) -> tuple:
-    """(id, version, content): the definition itself, not the DOT, because building
-    the DOT of a 100-state machine takes ~100 ms and hashing its repr ~5 ms."""
+def _cache_key(machine: Machine, machine_url: Callable[[str], str] | None,
+               heat: Heat | None = None, marks: Marks | None = None) -> tuple:
+    """(id, version, content, heat, marks): the definition itself, not the DOT, because
+    building the DOT of a 100-state machine takes ~100 ms and hashing its repr ~5 ms."""
     invoked = sorted({t.invoke.machine_id for st in machine.states.values()
                       for t in st.transitions if t.invoke and t.invoke.machine_id})
     links = [machine_url(mid) for mid in invoked] if machine_url else []
     content = sha256(repr((machine, links)).encode()).hexdigest()
-    return machine.id, machine.version, content
+    marked = tuple(sorted((did, tuple(classes)) for did, classes in (marks or {}).items()))
+    return machine.id, machine.version, content, heat.key() if heat else None, marked
 
 
 def clear_cache() -> None:
-    with _cache_lock:
-        _cache.clear()
+    _svgs.clear()
 
 
 def render_svg(machine: Machine, path: DiagramPath | None = None, *,
-               machine_url: Callable[[str], str] | None = None) -> str:
-    """Inline-ready SVG. Without a path the result is cached (LRU) per machine id,
-    version and content, so a draft edited under the same version is never stale."""
+               machine_url: Callable[[str], str] | None = None, heat: Heat | None = None,
+               marks: Marks | None = None) -> str:
+    """Inline-ready SVG (see to_dot). Without a path the result is cached (LRU) per
+    machine id, version, content, heat and marks, so a draft edited under the same version
+    is never stale and a heatmap is drawn again only when what it shows changes."""
+    def draw() -> str:
+        return _dot_to_svg(to_dot(machine, path, machine_url=machine_url, heat=heat,
+                                  marks=marks))
+
     if path is not None:
-        return _dot_to_svg(to_dot(machine, path, machine_url=machine_url))
-    key = _cache_key(machine, machine_url)
-    with _cache_lock:
-        if key in _cache:
-            _cache.move_to_end(key)
-            return _cache[key]
-    svg = _dot_to_svg(to_dot(machine, machine_url=machine_url))
-    with _cache_lock:
-        _cache[key] = svg
-        if len(_cache) > CACHE_SIZE:
-            _cache.popitem(last=False)
-    return svg
+        return draw()
+    return _svgs.get(_cache_key(machine, machine_url, heat, marks), draw)
 
 
 def describe(machine: Machine, path: DiagramPath | None = None) -> str:

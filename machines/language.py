@@ -3,8 +3,8 @@
 `check()` reports every error and warning of a definition at once, each with the path of
 the offending field, so an editor can fix them all in one go; `build()` turns a valid
 document into the immutable objects of `machines.definition` that the engine runs.
-The rules are those of the spec (machine-definition.md); the choices it leaves open are
-written down in docs/language.md. Pure Python: no Django.
+The rules, and the choices made where the language leaves room, are written down in
+docs/language.md. Pure Python: no Django.
 """
 from __future__ import annotations
 
@@ -14,8 +14,6 @@ import hashlib
 import json
 import math
 import re
-import threading
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -38,6 +36,7 @@ from machines.definition import (
     Update,
     Wait,
 )
+from machines.lru import LRU
 
 ID_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,99}$"
 _ID_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,99}")
@@ -61,7 +60,7 @@ WAIT_KEYS = ("seconds", "until")
 RETRY_KEYS = ("max_attempts", "delay_seconds", "backoff")
 MACHINE_REF_KEYS = ("id", "version")
 TRIGGER_KEYS = ("execution", "action", "input")
-# What may stand beside `invoke` / `if` in a transition (spec: "Allowed combinations").
+# What may stand beside `invoke` / `if` in a transition (docs/language.md, "Allowed combinations").
 WITH_INVOKE = frozenset({"invoke", "on", "when", "id", "label"})
 WITH_IF = frozenset({"if", "then", "else", "on", "when", "id", "label"})
 CACHE_SIZE = 256
@@ -164,8 +163,7 @@ def build(document: dict) -> Machine:
     return _construct(document)
 
 
-_cache: OrderedDict[tuple, Machine] = OrderedDict()
-_cache_lock = threading.Lock()
+_machines: LRU[Machine] = LRU(CACHE_SIZE)
 
 
 def load_cached(machine_id: str, version: int, content_hash: str,
@@ -173,17 +171,18 @@ def load_cached(machine_id: str, version: int, content_hash: str,
     """build() once per stored version in this process (versions are immutable).
 
     `document` may be a function that fetches it, called only when the cache misses."""
-    key = (machine_id, version, content_hash)
-    with _cache_lock:
-        if key in _cache:
-            _cache.move_to_end(key)
-            return _cache[key]
-    machine = build(document() if callable(document) else document)
-    with _cache_lock:
-        _cache[key] = machine
-        while len(_cache) > CACHE_SIZE:
-            _cache.popitem(last=False)
-    return machine
+    return _machines.get((machine_id, version, content_hash),
+                         lambda: build(document() if callable(document) else document))
+
+
+_IO_CALL = re.compile(r"""\bio\(\s*(['"])([\w.\-]+)\1""")
+
+
+def io_operation(source: str | None) -> str | None:
+    """The operation a call expression reaches through `io('op', ...)`, if it names one:
+    ``io('http.request.json', 'GET', url)`` -> ``http.request.json``."""
+    found = _IO_CALL.search(source or "")
+    return found.group(2) if found else None
 
 
 def canonical_hash(document: dict) -> str:
@@ -609,7 +608,7 @@ class _Validator:
             self._invoke(t["invoke"], _join(path, "invoke"))
 
     def _combinations(self, t: dict, path: str) -> None:
-        """The spec's "Allowed combinations", each conflict reported once."""
+        """The "Allowed combinations" of docs/language.md, each conflict reported once."""
         known = [key for key in t if key in TRANSITION_KEYS]
         if "invoke" in t:
             for key in known:

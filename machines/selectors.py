@@ -1,13 +1,12 @@
-"""Every read the surfaces (API, explorer, admin) make about machines and their versions.
-
-Selectors return model objects or querysets, or raise the model's DoesNotExist (an
-ObjectDoesNotExist, which the API answers with 404).
+"""Every read the surfaces (explorer pages, API, admin) make about machines and their
+versions, named for what it returns. A missing version raises
+``MachineVersion.DoesNotExist`` (catch ``django.core.exceptions.ObjectDoesNotExist``).
 """
 from __future__ import annotations
 
 from django.db.models import Count, OuterRef, Subquery
 
-from machines.models import MachineVersion
+from machines.models import Machine, MachineVersion
 
 
 def latest_versions():
@@ -42,3 +41,14 @@ def versions_of(machine_id: str) -> list[MachineVersion]:
     if not versions:
         raise MachineVersion.DoesNotExist(f"No machine '{machine_id}'.")
     return versions
+
+
+def version_summaries(machine_id: str) -> list[dict]:
+    """Every version of a machine, newest first: id, version, title, created_at."""
+    return list(MachineVersion.objects.filter(machine_id=machine_id).order_by("-version")
+                .values("id", "version", "title", "created_at"))
+
+
+def machine_ids():
+    """The id of every machine, in id order."""
+    return list(Machine.objects.order_by("id").values_list("id", flat=True))

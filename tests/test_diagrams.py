@@ -313,3 +313,72 @@ def test_base_layout_has_navigation_and_a_post_logout():
     assert '<form method="post" action="/logout/">' in html and "csrfmiddlewaretoken" in html
     assert 'href="/machines/" aria-current="page"' in html and 'href="/admin/"' in html
     assert "dm.css" in html and 'dm.js" defer' in html
+
+
+REVIEW_HEAT = diagrams.Heat(in_state={"cart": 1234}, on_edge={"edge-cart-add": 9,
+                                                                "edge-cart-place": 1},
+                            median_stay={"cart": 420.0})
+
+
+def test_heat_is_drawn_by_dot_from_attributes():
+    svg = render_svg(ORDER, heat=REVIEW_HEAT)
+    classes = groups(svg)
+    assert classes["state-cart"] == "node state heat-has"
+    assert classes["state-create"] == "node state"
+    assert classes["edge-cart-add"] == "edge action heat-used"
+    assert classes["edge-cart-remove"] == "edge action heat-unused"
+    root = ET.fromstring(svg)
+    cart = next(g for g in root.iter(f"{SVG}g") if g.get("id") == "state-cart")
+    text = " ".join(cart.itertext())
+    assert "1,234" in text and "median 7 min" in text
+    assert "1,234 executions here now" in cart.find(f"{SVG}title").text
+    add = next(g for g in root.iter(f"{SVG}g") if g.get("id") == "edge-cart-add")
+    assert "×9" in " ".join(add.itertext())
+    widths = {g.get("id"): g.find(f".//{SVG}path").get("stroke-width")
+              for g in root.iter(f"{SVG}g") if g.get("id") in ("edge-cart-add",
+                                                               "edge-cart-place")}
+    assert float(widths["edge-cart-add"]) > float(widths["edge-cart-place"])
+
+
+def test_marks_add_classes_and_colours_by_diagram_id():
+    marks = {state_id("shipped"): ["diff-added"], edge_id("cart", "place"): ["diff-changed"]}
+    classes = groups(render_svg(ORDER, marks=marks))
+    assert classes["state-shipped"] == "node state terminal diff-added"
+    assert classes["edge-cart-place"] == "edge action diff-changed"
+    assert classes["state-cart"] == "node state"
+    shipped = next(g for g in ET.fromstring(render_svg(ORDER, marks=marks)).iter(f"{SVG}g")
+                   if g.get("id") == "state-shipped")
+    assert shipped.find(f".//{SVG}path").get("stroke") == diagrams.GREEN.lower()
+
+
+def test_heat_and_marks_are_part_of_the_cache_key(monkeypatch):
+    plain = render_svg(SHIPMENT)
+    heated = render_svg(SHIPMENT, heat=diagrams.Heat(in_state={"created": 2}))
+    marked = render_svg(SHIPMENT, marks={state_id("created"): ["diff-changed"]})
+    assert len({plain, heated, marked}) == 3
+    monkeypatch.setenv("PATH", "")  # dot cannot be found any more: all three are cached
+    assert render_svg(SHIPMENT, heat=diagrams.Heat(in_state={"created": 2})) is heated
+    assert render_svg(SHIPMENT, marks={state_id("created"): ["diff-changed"]}) is marked
+    with pytest.raises(graphviz.ExecutableNotFound):
+        render_svg(SHIPMENT, heat=diagrams.Heat(in_state={"created": 3}))
+
+
+def test_wait_times_are_exact_and_time_passed_is_rounded():
+    from machines.words import duration
+
+    assert duration(90, exact=True) == "90 s" and duration(90) == "2 min"
+    assert duration(0.25) == "250 ms" and duration(7200) == "2 h"
+    assert duration(None) == ""
+
+
+def test_one_io_finder_and_one_lru_serve_diagrams_timeline_and_definitions():
+    from machines.lru import LRU
+
+    assert language.io_operation("io('http.request.json', 'GET', u)") == "http.request.json"
+    assert language.io_operation('x = io( "payments.charge", ctx)') == "payments.charge"
+    assert language.io_operation("ctx['n'] + 1") is None
+    cache, made = LRU(2), []
+    for key in ("a", "b", "a", "c", "b"):
+        cache.get(key, lambda key=key: made.append(key) or key.upper())
+    assert made == ["a", "b", "c", "b"]  # "b" was the least recently used when "c" came
+    assert len(cache) == 2 and "a" not in cache

@@ -7,8 +7,10 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from executions import engine, paths, services
+from executions import engine, selectors, services
 from executions.models import Execution, HistoryEntry
+from executions.steps import MAX_STEPS
+from explorer import presenters
 
 REVIEW = """
 id: review
@@ -158,7 +160,7 @@ def test_operator_triggers_an_action_with_input(operator, started):
 
 
 @pytest.mark.parametrize("text, error", [
-    ("{not json", "This is not valid JSON"),
+    ("{not json", "Malformed JSON"),
     ("[1, 2]", "must be a JSON object"),
 ])
 def test_bad_input_is_a_clear_error_and_changes_nothing(operator, started, text, error):
@@ -171,6 +173,31 @@ def test_bad_input_is_a_clear_error_and_changes_nothing(operator, started, text,
     assert 'aria-invalid="true"' in page
     started.refresh_from_db()
     assert (started.version, started.state) == (version, "draft")
+
+
+@pytest.mark.parametrize("text, error", [
+    ('{"n": NaN}', "Invalid JSON"),
+    ('{"n": 1e999}', "Invalid JSON"),
+    ('{"n": "\\ud800"}', "unpaired surrogate"),
+    ('{"n": ' * 70 + "1" + "}" * 70, "nested too deeply"),
+    ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+])
+def test_input_no_database_can_store_is_a_form_error_not_a_500(operator, started, text,
+                                                                 error):
+    response = operator.post(f"/executions/{started.id}/trigger/",
+                             {"action": "submit", "input": text})
+    assert response.status_code == 400
+    assert error in response.content.decode()
+    started.refresh_from_db()
+    assert started.state == "draft"
+
+
+def test_operators_are_written_like_the_api_writes_them(operator, started):
+    operator.post(f"/executions/{started.id}/trigger/", {"action": "submit", "input": "{}"})
+    assert started.history.filter(kind=engine.TRANSITION_TAKEN).get().actor == "user:olga"
+    page = operator.get(f"/executions/{started.id}/").content.decode()
+    assert "Started by <strong>alice</strong>" in page  # an older row: plain `alice`
+    assert "<strong>olga</strong> chose" in page and "user:olga" not in page
 
 
 def test_an_action_not_available_now_is_a_message_not_a_change(operator, started):
@@ -246,7 +273,7 @@ def test_the_timeline_of_a_long_history_is_collapsed_and_bounded(viewer, save_ma
     assert "× " in page and "timeline-group" in page
     steps = json.loads(re.search(r'<script id="steps-data" type="application/json">(.*?)'
                                  r"</script>", page, re.S).group(1))
-    assert len(steps) <= paths.MAX_STEPS
+    assert len(steps) <= MAX_STEPS
     assert steps[-1]["status"] == "finished"
     assert "Earlier history" in page
     earliest = viewer.get(f"/executions/{execution.id}/?from=1").content.decode()
@@ -300,8 +327,8 @@ def test_machine_page_draws_the_heatmap(viewer, review):
     one = services.start("review").execution
     services.trigger(one.id, "submit")
     page = viewer.get("/machines/review/").content.decode()
-    assert re.search(r'<g id="state-draft" class="node state heat-has">.*?'
-                     r'<title>3 executions here now</title>', page, re.S)
+    assert re.search(r'<g id="state-draft" class="node state heat-has">\n'
+                     r'<title>[^<]*3 executions here now</title>', page)
     assert re.search(r'<g id="edge-draft-submit" class="edge action heat-used">.*?×1<', page, re.S)
     assert 'id="edge-review-approve" class="edge action heat-unused"' in page
     assert "Heatmap as a table" in page
@@ -312,12 +339,12 @@ def test_heat_counts_edges_with_aggregates(review):
     services.trigger(execution.id, "submit")
     services.trigger(execution.id, "reject")
     services.trigger(execution.id, "submit")
-    heat = paths.heat(review)
+    heat = presenters.heat(review)
     assert heat.on_edge == {"edge-draft-submit": 2, "edge-review-reject": 1}
     assert heat.in_state == {"review": 1}
     HistoryEntry.objects.filter(execution=execution, kind=engine.TRANSITION_TAKEN).update(
         at=execution.created_at)
-    assert set(paths.median_stays(review)) == {"draft", "review"}
+    assert set(selectors.median_stays(review)) == {"draft", "review"}
 
 
 def test_machine_page_compares_two_versions(viewer, review, save_machine):

@@ -1,9 +1,11 @@
 """Plain-language sentences for every history kind, from history the real engine writes."""
+import html
 import re
 from datetime import UTC, datetime
 
 from executions import engine as E
-from executions import paths, timeline
+from executions import steps
+from explorer import timeline
 from expressions.sandbox import evaluate
 from machines.language import build, parse_text
 
@@ -70,7 +72,7 @@ class Run:
         return next(e for e in self.result.effects if isinstance(e, kind))
 
     def said(self):
-        numbers = paths.numbered_steps(self.rows)
+        numbers = steps.numbered_steps(self.rows)
         return {s.seq: s for s in timeline.sentences(self.rows, self.machine, numbers)}
 
     def text_of(self, kind):
@@ -188,7 +190,7 @@ def test_repeated_steps_collapse_into_one_group():
         {"id": "stop", "state": "z"}]}, "z": {"return": None}}})
     run = Run(machine)
     items = timeline.collapse(timeline.sentences(run.rows, machine,
-                                                 paths.numbered_steps(run.rows)))
+                                                 steps.numbered_steps(run.rows)))
     groups = [i for i in items if isinstance(i, timeline.Group)]
     assert len(groups) == 1 and groups[0].count == 900
     assert groups[0].steps == "steps 1–900"
@@ -197,7 +199,8 @@ def test_repeated_steps_collapse_into_one_group():
 
 # The status line ---------------------------------------------------------------------------------
 def line(**facts):
-    return re.sub(r"<[^>]+>", "", timeline.status_line(FLOW, **facts))
+    """The status line as text (quotes are escaped in the HTML, like every value)."""
+    return html.unescape(re.sub(r"<[^>]+>", "", timeline.status_line(FLOW, **facts)))
 
 
 def test_status_lines():
@@ -225,3 +228,25 @@ def test_status_lines():
     assert line(status="running", state="cart") == "Running: moving on from Shopping cart."
     assert line(status="running", state="cart", started=False) == (
         "Queued: a worker will start it in Shopping cart.")
+
+
+def test_labels_inputs_and_actors_are_escaped_in_the_html():
+    evil = "<script>alert(1)</script>"
+    machine = build({"id": "x", "start_at": "a", "states": {
+        "a": {"label": evil, "actions": [
+            {"id": "go", "on": "go", "label": evil, "state": "z"}]},
+        "z": {"return": None}}})
+    run = Run(machine, actor=f"user:{evil}")
+    run.send(E.Action("go", {"note": evil}, actor=f"user:{evil}"))
+    said = list(run.said().values())
+    fragments = [str(part) for s in said for part in (s.html, s.why)]
+    fragments.append(str(timeline.status_line(machine, status="waiting", state="a")))
+    assert all("<script>" not in part for part in fragments)
+    assert any("&lt;script&gt;" in part for part in fragments)
+    chose = next(s for s in said if s.kind == E.TRANSITION_TAKEN)
+    assert chose.text.startswith(f"① {evil} chose {evil} → z")  # the words are unchanged
+    assert f'input: note: "{evil}"' in chose.text
+
+
+def test_users_read_the_same_whether_written_user_alice_or_alice():
+    assert timeline.who("user:alice") == timeline.who("alice") == "alice"

@@ -45,6 +45,7 @@ INSTALLED_APPS = [
     "django_q",
     "machines",
     "executions",
+    "explorer",
     "accounts",  # after the apps whose permissions its roles grant
 ]
 

@@ -7,5 +7,5 @@ urlpatterns = [
     path("api/", include("api.urls")),
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
-    path("", include("executions.urls")),
+    path("", include("explorer.urls")),
 ]

@@ -14,7 +14,7 @@ from accounts.roles import actor_of, can_edit
 from api.links import machine_link
 from api.schema import BODY_ERRORS, COMMON_ERRORS, SVG_EXAMPLE, SVG_RESPONSE, error_response
 from api.views import DiagramView, ErrorShapeMixin
-from executions import selectors, services
+from executions import selectors, services, steps
 from executions.api import examples
 from executions.api.pagination import BySeq, NewestFirst
 from executions.api.serializers import (
@@ -114,7 +114,7 @@ class ExecutionListView(ErrorShapeMixin, GenericAPIView):
     filterset_class = ExecutionFilter
 
     def get_queryset(self):
-        return selectors.executions()
+        return selectors.listed_executions()
 
     @extend_schema(
         summary="List executions, newest first",
@@ -141,7 +141,7 @@ class ExecutionDetailView(ErrorShapeMixin, APIView):
                    responses={200: ExecutionSerializer, **NOT_FOUND, **COMMON_ERRORS},
                    examples=[examples.EXECUTION_RESPONSE], tags=["executions"])
     def get(self, request, execution_id):
-        return answer(request, selectors.get_execution(execution_id))
+        return answer(request, selectors.execution(execution_id))
 
 
 class HistoryView(ErrorShapeMixin, GenericAPIView):
@@ -237,5 +237,8 @@ class ExecutionDiagramView(DiagramView):
                    responses={**SVG_RESPONSE, **NOT_FOUND, **COMMON_ERRORS},
                    examples=[SVG_EXAMPLE], tags=["executions"])
     def get(self, request, execution_id):
-        machine, path = selectors.diagram_of(execution_id)
+        execution, step_rows = selectors.diagram_of(execution_id)
+        machine = execution.machine_version.parsed()
+        path = steps.execution_path(machine, step_rows, state=execution.state,
+                                    status=execution.status)
         return self.diagram(diagrams.render_svg(machine, path, machine_url=machine_link))

@@ -2,8 +2,10 @@
 
 Written for support, product and operations people, not for the machine's author: states
 and actions by their labels, who did it, and WHY a branch was taken (the guards recorded
-in history). Sentences are small HTML fragments (names in <strong>, values escaped); each
-also has a plain `text` form for captions and screen readers. Rows are dicts shaped like
+in history). Sentences are small HTML fragments built with ``format_html`` (names in
+<strong>, everything from a definition, an input or an actor escaped); what a sentence
+maker returns as a plain ``str`` is text and is escaped too. Each sentence also has a
+plain `text` form for captions and screen readers. Rows are dicts shaped like
 ``HistoryEntry.objects.values()``; nothing here queries the database.
 """
 from __future__ import annotations
@@ -14,8 +16,14 @@ import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from django.utils.html import conditional_escape, format_html, format_html_join
+from django.utils.safestring import SafeString
+
 from executions import engine
 from machines.definition import Machine
+from machines.diagrams import step_mark
+from machines.language import io_operation
+from machines.words import duration
 
 BRIEF = 90  # characters of a JSON value shown inline
 COLLAPSE_AT = 4  # this many similar rows in a row become one "× N" group
@@ -30,8 +38,8 @@ class Sentence:
     at: datetime
     kind: str
     dot: str
-    html: str
-    why: str = ""  # a second, muted line: the reason, the input, the value
+    html: SafeString
+    why: SafeString = SafeString("")  # a second, muted line: the reason, the input, the value
     step: int | None = None  # the step number shared with the diagram
     actor: str = ""
     similar: tuple = ()  # what makes rows "the same" for collapsing repeats
@@ -67,12 +75,17 @@ class Group:
 
 
 # Small helpers ----------------------------------------------------------------------------
-def esc(value) -> str:
-    return html.escape(str(value), quote=False)
+def strong(value) -> SafeString:
+    return format_html("<strong>{}</strong>", value)
 
 
-def strong(value) -> str:
-    return f"<strong>{esc(value)}</strong>"
+def code(value) -> SafeString:
+    return format_html("<code>{}</code>", value)
+
+
+def joined(separator: str, parts) -> SafeString:
+    """The non-empty parts (HTML fragments or text, escaped) with `separator` between."""
+    return format_html_join(separator, "{}", ((part,) for part in parts if part))
 
 
 def brief(value, limit: int = BRIEF) -> str:
@@ -94,27 +107,13 @@ def clock(moment: datetime | float | None) -> str:
     return moment.astimezone(UTC).strftime("%H:%M:%S").removesuffix(":00")
 
 
-def duration(seconds: float | None) -> str:
-    """1.2 s, 45 s, 3 min, 2 h 5 min, 3 days."""
-    if seconds is None:
-        return ""
-    if seconds < 1:
-        return f"{seconds * 1000:.0f} ms"
-    if seconds < 60:
-        return f"{seconds:.3g} s"
-    minutes = seconds / 60
-    if minutes < 60:
-        return f"{minutes:.0f} min"
-    hours, minutes = divmod(round(minutes), 60)
-    if hours < 48:
-        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
-    return f"{hours // 24} days"
-
-
 def who(actor: str | None) -> str:
-    """The actor as a person reads it: users by name, machinery in words."""
+    """The actor as a person reads it: users by name, machinery in words. Users are
+    written `user:alice` (accounts.roles.actor_of); older rows say plain `alice`."""
     if not actor or actor == "system":
         return "the system"
+    if actor.startswith("user:"):
+        return actor[5:]
     if actor == "timer":
         return "the timer"
     if actor.startswith("token:"):
@@ -157,30 +156,32 @@ def transition_name(machine: Machine, state: str | None, transition_id: str) -> 
     return humanize(transition_id)
 
 
-def or_list(words: list[str]) -> str:
+def or_list(words: list) -> SafeString:
+    """"a, b or c", each word escaped unless it is already an HTML fragment."""
     if len(words) <= 1:
-        return "".join(words)
-    return ", ".join(words[:-1]) + " or " + words[-1]
+        return conditional_escape(words[0]) if words else SafeString("")
+    return format_html("{} or {}", joined(", ", words[:-1]), words[-1])
 
 
 # Why a branch was taken -----------------------------------------------------------------------
-def because(guards, transition_id: str, branch: str = "") -> str:
+def because(guards, transition_id: str, branch: str = "") -> SafeString:
     """The guards recorded with a step, in words: the one that let it through, and the
     earlier ones that said no."""
     parts = []
     for guard in guards or ():
-        code = f"<code>{esc(guard.get('when') or guard.get('if') or '')}</code>"
+        guard_code = code(guard.get("when") or guard.get("if") or "")
         mine = guard.get("transition") == transition_id
         if "if" in guard:
-            parts.append(f"because {code} was true" if guard["result"]
-                         else f"otherwise: {code} was false")
+            parts.append(format_html("because {} was true", guard_code) if guard["result"]
+                         else format_html("otherwise: {} was false", guard_code))
         elif mine and guard["result"]:
-            parts.append(f"because {code} was true")
+            parts.append(format_html("because {} was true", guard_code))
         elif not guard["result"]:
-            parts.append(f"not {esc(humanize(guard['transition']))}: {code} was false")
+            parts.append(format_html("not {}: {} was false", humanize(guard["transition"]),
+                                     guard_code))
     if branch == "else" and not any("otherwise" in p for p in parts):
         parts.append("otherwise")
-    return "; ".join(parts)
+    return joined("; ", parts)
 
 
 # One row -----------------------------------------------------------------------------------
@@ -191,68 +192,68 @@ def sentence(row: dict, machine: Machine, step: int | None = None,
     kind = row["kind"]
     make = _SENTENCES.get(kind, _unknown)
     dot, text, why = make(row, machine, children or {})
-    mark = f"{_step_mark(step)} " if step else ""
+    mark = format_html('<span class="step-no">{}</span> ', step_mark(step)) if step else ""
     similar = (kind, row.get("transition"), row.get("action"), row.get("actor"),
                row.get("from_state"), row.get("to_state"))
-    return Sentence(seq=row["seq"], at=row["at"], kind=kind, dot=dot, html=mark + text,
-                    why=why, step=step, actor=row.get("actor") or "", similar=similar)
+    return Sentence(seq=row["seq"], at=row["at"], kind=kind, dot=dot,
+                    html=format_html("{}{}", mark, text), why=conditional_escape(why),
+                    step=step, actor=row.get("actor") or "", similar=similar)
 
 
-def _step_mark(step: int) -> str:
-    from machines.diagrams import step_mark
-
-    return f'<span class="step-no">{esc(step_mark(step))}</span>'
-
-
+# Each maker returns (dot class, the sentence, the why line): HTML fragments or plain text.
 def _started(row, machine, children):
     given = inputs(row.get("input"))
-    return ("auto", f"Started by {strong(who(row.get('actor')))} in "
-            f"{strong(state_name(machine, machine.start_at))}",
-            f"input: {esc(given)}" if given else "with no input")
+    return ("auto", format_html("Started by {} in {}", strong(who(row.get("actor"))),
+                                strong(state_name(machine, machine.start_at))),
+            format_html("input: {}", given) if given else "with no input")
 
 
 def _received(row, machine, children):
     label = action_label(machine, row.get("from_state"), row.get("action") or "")
     queued = (row.get("detail") or {}).get("queued")
-    text = f"{strong(who(row.get('actor')))} asked for {strong(label)}"
+    text = format_html("{} asked for {}", strong(who(row.get("actor"))), strong(label))
     why = "kept in order: it applies once the outstanding work reports back" if queued else ""
     given = inputs(row.get("input"))
     if given:
-        why = f"input: {esc(given)}" + (f" · {why}" if why else "")
+        why = joined(" · ", (format_html("input: {}", given), why))
     return "action", text, why
 
 
 def _rejected(row, machine, children):
     detail = row.get("detail") or {}
     label = humanize(row.get("action") or "")
-    return ("rejected", f"{strong(who(row.get('actor')))}’s {strong(label)} was rejected",
-            esc(detail.get("reason") or "it is not available now"))
+    return ("rejected", format_html("{}’s {} was rejected", strong(who(row.get("actor"))),
+                                    strong(label)),
+            detail.get("reason") or "it is not available now")
 
 
 def _taken(row, machine, children):
     source, target = row.get("from_state"), row.get("to_state") or row.get("from_state")
     branch = row.get("branch") or ""
-    moved = (f"{strong(state_name(machine, source))} → {strong(state_name(machine, target))}"
-             if target != source else f"stayed in {strong(state_name(machine, source))}")
+    moved = (format_html("{} → {}", strong(state_name(machine, source)),
+                         strong(state_name(machine, target)))
+             if target != source else format_html("stayed in {}",
+                                                   strong(state_name(machine, source))))
     reason = because(row.get("guards"), row.get("transition") or "", branch)
     if row.get("action"):
         label = action_label(machine, source, row["action"])
         given = inputs(row.get("input"))
-        where = (f" → {strong(state_name(machine, target))}" if target != source
-                 else f" in {strong(state_name(machine, source))}")
-        text = f"{strong(who(row.get('actor')))} chose {strong(label)}{where}"
-        why = "; ".join(p for p in (f"input: {esc(given)}" if given else "", reason) if p)
-        return "action", text, why
+        where = (format_html(" → {}", strong(state_name(machine, target))) if target != source
+                 else format_html(" in {}", strong(state_name(machine, source))))
+        text = format_html("{} chose {}{}", strong(who(row.get("actor"))), strong(label),
+                           where)
+        return "action", text, joined("; ", (format_html("input: {}", given) if given else "",
+                                             reason))
     name = transition_name(machine, source, row.get("transition") or "")
     if branch == "success":
-        return "success", f"The work succeeded: moved {moved}", reason
+        return "success", format_html("The work succeeded: moved {}", moved), reason
     if branch == "error":
-        return "error", f"The work failed: moved {moved}", reason
-    how = f"automatically (<code>{esc(name)}</code>)"
+        return "error", format_html("The work failed: moved {}", moved), reason
+    how = format_html("automatically ({})", code(name))
     if row.get("actor") == "timer":
-        how = f"when the timer of <code>{esc(name)}</code> fired"
-    text = f"Moved {moved}" if target != source else f"Moved: {moved}"
-    return "auto", text, "; ".join(p for p in (how, reason) if p)
+        how = format_html("when the timer of {} fired", code(name))
+    text = format_html("Moved {}" if target != source else "Moved: {}", moved)
+    return "auto", text, joined("; ", (how, reason))
 
 
 def _timer_armed(row, machine, children):
@@ -263,9 +264,9 @@ def _timer_armed(row, machine, children):
                            row.get("transition") or "")
     purpose = detail.get("purpose")
     if purpose == "timeout":
-        text = f"Time limit set: the work must answer by {strong(clock(due))}"
+        text = format_html("Time limit set: the work must answer by {}", strong(clock(due)))
     else:
-        text = f"Sleeping until {strong(clock(due))} ({esc(name)})"
+        text = format_html("Sleeping until {} ({})", strong(clock(due)), name)
     return "timer", text, f"in {wait}" if wait else ""
 
 
@@ -275,7 +276,8 @@ def _retry_scheduled(row, machine, children):
     attempt = detail.get("attempt")
     of = _attempts(machine, row)
     wait = duration(due - row["at"].timestamp()) if due is not None else ""
-    return ("timer", f"Will try again at {strong(clock(due))} (attempt {attempt}{of})",
+    return ("timer", format_html("Will try again at {} (attempt {}{})", strong(clock(due)),
+                                 attempt, of),
             f"in {wait}" if wait else "")
 
 
@@ -284,7 +286,7 @@ def _timer_fired(row, machine, children):
     name = transition_name(machine, _state_of(machine, row), row.get("transition") or "")
     texts = {"timeout": "The time limit ran out before the work answered",
              "retry": "Time to try again"}
-    return "timer", texts.get(purpose, f"The timer of {strong(name)} fired"), ""
+    return "timer", texts.get(purpose) or format_html("The timer of {} fired", strong(name)), ""
 
 
 def _timer_canceled(row, machine, children):
@@ -302,77 +304,78 @@ def _work_started(row, machine, children):
     if kind == "machine":
         child = children.get(detail.get("token"))
         machine_id = detail.get("machine") or "another machine"
-        link = (f'<a href="{esc(child[1])}">{esc(str(child[0])[:8])}</a>' if child
-                else "")
-        text = f"Started a {strong(machine_id)} execution {link}".rstrip()
-        return "invoke", text, esc(f"input: {inputs(detail.get('work_input'))}")
+        text = format_html("Started a {} execution", strong(machine_id))
+        if child:
+            text = format_html('{} <a href="{}">{}</a>', text, child[1], str(child[0])[:8])
+        return "invoke", text, f"input: {inputs(detail.get('work_input'))}"
     if kind == "trigger":
         target = str(detail.get("execution") or "")[:8]
-        return ("invoke", f"Sent {strong(humanize(detail.get('action') or ''))} to execution "
-                f"{esc(target)}", "")
+        return ("invoke", format_html("Sent {} to execution {}",
+                                      strong(humanize(detail.get("action") or "")), target), "")
     reason = because(row.get("guards"), row.get("transition") or "")
     if row.get("action"):
         label = action_label(machine, row.get("from_state"), row["action"])
-        chose = f"{esc(who(row.get('actor')))} chose {esc(label)}"
-        reason = f"{chose}; {reason}" if reason else chose
-    return "invoke", f"Calling {strong(_call_name(machine, row) or name)}{tries}", reason
+        reason = joined("; ", (format_html("{} chose {}", who(row.get("actor")), label),
+                               reason))
+    return "invoke", format_html("Calling {}{}", strong(_call_name(machine, row) or name),
+                                 tries), reason
 
 
 def _work_done(row, machine, children):
     seconds = row["duration_ms"] / 1000 if row.get("duration_ms") is not None else None
     work = row.get("work") or {}
     if work.get("kind") == "machine":
-        what = f"The {strong(work.get('machine') or 'child')} execution"
+        what = format_html("The {} execution", strong(work.get("machine") or "child"))
         verbs = ("finished", "did not finish")
     elif work.get("kind") == "trigger":
         what, verbs = "Sending the action", ("succeeded", "failed")
     else:
         name = _call_name(machine, {**row, "from_state": row.get("state")})
-        what = f"The call to {strong(name)}" if name else "The work"
+        what = format_html("The call to {}", strong(name)) if name else "The work"
         verbs = ("succeeded", "failed")
     if row["kind"] == engine.WORK_SUCCEEDED:
         took = f" in {duration(seconds)}" if seconds is not None else ""
-        return ("success", f"{what} {verbs[0]}{took}",
-                esc(f"output: {brief(row.get('output'))}"))
+        return ("success", format_html("{} {}{}", what, verbs[0], took),
+                f"output: {brief(row.get('output'))}")
     error = row.get("error") or {}
     message = error.get("message") if isinstance(error, dict) else str(error)
     after = f" after {duration(seconds)}" if seconds is not None else ""
-    return "error", f"{what} {verbs[1]}{after}", esc(message or "")
+    return "error", format_html("{} {}{}", what, verbs[1], after), message or ""
 
 
 def _finished(row, machine, children):
     state = state_name(machine, _state_of(machine, row))
-    return ("finished", f"Finished in {strong(state)}",
-            esc(f"returned {brief(row.get('output'))}"))
+    return ("finished", format_html("Finished in {}", strong(state)),
+            f"returned {brief(row.get('output'))}")
 
 
 def _failed(row, machine, children):
     error = row.get("error") or {}
     state = error.get("state") if isinstance(error, dict) else None
-    where = f" in {strong(state_name(machine, state))}" if state else ""
-    return "failed", f"Failed{where}", esc(error_message(error))
+    where = format_html(" in {}", strong(state_name(machine, state))) if state else ""
+    return "failed", format_html("Failed{}", where), error_message(error)
 
 
 def _canceled(row, machine, children):
     reason = (row.get("detail") or {}).get("reason")
-    return ("failed", f"Canceled by {strong(who(row.get('actor')))}",
-            esc(f"reason: {reason}") if reason else "")
+    return ("failed", format_html("Canceled by {}", strong(who(row.get("actor")))),
+            f"reason: {reason}" if reason else "")
 
 
 def _retried(row, machine, children):
     error = (row.get("detail") or {}).get("error") or {}
-    return ("action", f"Retried by {strong(who(row.get('actor')))}",
-            esc(f"it had failed: {error_message(error)}") if error else "")
+    return ("action", format_html("Retried by {}", strong(who(row.get("actor")))),
+            f"it had failed: {error_message(error)}" if error else "")
 
 
 def _stuck(row, machine, children):
     state = state_name(machine, _state_of(machine, row))
-    return ("failed", f"Stuck in {strong(state)}",
+    return ("failed", format_html("Stuck in {}", strong(state)),
             "no transition can be taken and it accepts no actions")
 
 
 def _unknown(row, machine, children):
-    return "auto", esc(humanize(row["kind"])), ""
+    return "auto", humanize(row["kind"]), ""
 
 
 _SENTENCES = {
@@ -419,8 +422,7 @@ def _call_name(machine: Machine, row: dict) -> str:
         return ""
     if transition.label:
         return transition.label
-    found = re.search(r"""\bio\(\s*['"]([\w.\-]+)""", transition.invoke.call.source or "")
-    return found.group(1) if found else humanize(transition.id)
+    return io_operation(transition.invoke.call.source) or humanize(transition.id)
 
 
 def error_message(error) -> str:
@@ -485,7 +487,7 @@ def collapse(items: list[Sentence], at_least: int = COLLAPSE_AT) -> list:
 # The status line ---------------------------------------------------------------------------
 def status_line(machine: Machine, *, status: str, state: str, timer: dict | None = None,
                 work: dict | None = None, error=None, result=None,
-                child: tuple | None = None, started: bool = True) -> str:
+                child: tuple | None = None, started: bool = True) -> SafeString:
     """ONE sentence saying where the execution is and what it waits for (HTML fragment).
     `child` is (id, url) of the execution a machine invoke waits for; `started` is False
     while an async start waits for a worker."""
@@ -495,8 +497,9 @@ def status_line(machine: Machine, *, status: str, state: str, timer: dict | None
     choices = or_list([strong(action_label(machine, state, a)) for a in actions])
     if status == engine.WAITING:
         if not actions:
-            return f"Stuck in {here}: no transition can be taken and it accepts no actions."
-        return f"Waiting for: {choices}, in {here}."
+            return format_html(
+                "Stuck in {}: no transition can be taken and it accepts no actions.", here)
+        return format_html("Waiting for: {}, in {}.", choices, here)
     if status == engine.SLEEPING:
         timer = timer or {}
         until = strong(clock(timer.get("due")))
@@ -505,34 +508,35 @@ def status_line(machine: Machine, *, status: str, state: str, timer: dict | None
         if timer.get("purpose") == "retry":
             name = _call_name(machine, work_row) or "the work"
             attempt = (work or {}).get("attempt", 1) + 1
-            return (f"Sleeping until {until}, then trying {strong(name)} again "
-                    f"(attempt {attempt}{_attempts(machine, work_row)}), in {here}.")
+            return format_html("Sleeping until {}, then trying {} again (attempt {}{}), in {}.",
+                               until, strong(name), attempt, _attempts(machine, work_row), here)
         name = transition_name(machine, state, timer.get("transition") or "")
-        unless = f" Or someone chooses {choices}." if actions else ""
-        return f"Sleeping until {until} ({esc(name)}), in {here}.{unless}"
+        unless = format_html(" Or someone chooses {}.", choices) if actions else ""
+        return format_html("Sleeping until {} ({}), in {}.{}", until, name, here, unless)
     if status == engine.INVOKING:
         work = work or {}
         work_row = {"transition": work.get("transition"), "from_state": state}
         if work.get("kind") == "machine":
             transition = _transition(machine, work_row)
             machine_id = transition.invoke.machine_id if transition else "child"
-            link = (f' <a href="{esc(child[1])}">{esc(str(child[0])[:8])}</a>' if child
+            link = (format_html(' <a href="{}">{}</a>', child[1], str(child[0])[:8]) if child
                     else "")
-            return f"Waiting for {strong(machine_id)} execution{link} to finish, in {here}."
+            return format_html("Waiting for {} execution{} to finish, in {}.",
+                               strong(machine_id), link, here)
         if work.get("kind") == "trigger":
-            return f"Sending an action to another execution, in {here}."
+            return format_html("Sending an action to another execution, in {}.", here)
         name = _call_name(machine, work_row) or "a service"
         attempt = work.get("attempt", 1)
         of = _attempts(machine, work_row)
         tries = f" (attempt {attempt}{of})" if of else ""
-        return f"Calling {strong(name)}{tries}, in {here}."
+        return format_html("Calling {}{}, in {}.", strong(name), tries, here)
     if status == engine.FAILED:
         where = state_name(machine, (error or {}).get("state") or state)
-        return f"Failed in {strong(where)}: {esc(error_message(error))}."
+        return format_html("Failed in {}: {}.", strong(where), error_message(error))
     if status == engine.FINISHED:
-        return f"Finished: {here}, returning <code>{esc(brief(result))}</code>."
+        return format_html("Finished: {}, returning {}.", here, code(brief(result)))
     if status == engine.CANCELED:
-        return f"Canceled in {here}."
+        return format_html("Canceled in {}.", here)
     if not started:
-        return f"Queued: a worker will start it in {here}."
-    return f"Running: moving on from {here}."
+        return format_html("Queued: a worker will start it in {}.", here)
+    return format_html("Running: moving on from {}.", here)

@@ -1,0 +1,212 @@
+"""What the explorer's templates show, made from what the selectors read: diagrams with
+their marks, the heatmap, rows of execution lists, the execution page's path, steps,
+timeline and context. No request, no response, no ORM: the views pass what the request
+asked for and render what comes back.
+"""
+from __future__ import annotations
+
+import json
+import re
+
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.safestring import SafeString, mark_safe
+
+from executions import engine, selectors, steps
+from explorer import timeline
+from machines import diagrams, diffs
+from machines.definition import Machine
+from machines.words import duration
+
+HISTORY_PAGE = 200  # history rows per timeline page
+
+
+def machine_url(machine_id: str) -> str:
+    return reverse("explorer:machine", args=[machine_id])
+
+
+def execution_url(execution_id) -> str:
+    return reverse("explorer:execution", args=[execution_id])
+
+
+def svg(text: str) -> SafeString:
+    """SVG rendered by machines.diagrams, where every label from a definition is escaped."""
+    return mark_safe(text)  # noqa: S308 - escaped when the DOT was built
+
+
+# Machines --------------------------------------------------------------------------------
+_IDS = re.compile(r' id="[^"]*"')
+_TITLES = re.compile(r"<title>[^<]*</title>")
+
+
+def thumbnail(machine: Machine) -> SafeString:
+    """The cached diagram without ids and titles: a picture inside a link, several a page
+    (ids would repeat, tooltips would cover the link)."""
+    return svg(_TITLES.sub("", _IDS.sub("", diagrams.render_svg(machine))))
+
+
+def machine_cards(versions) -> list:
+    """The latest version of each machine with its executions by status and a thumbnail."""
+    counts = selectors.counts_by_status()
+    for version in versions:
+        by_status = counts.get(version.machine_id, {})
+        version.status_counts = list(by_status.items())
+        version.executions_total = sum(by_status.values())
+        version.thumbnail = thumbnail(version.parsed())
+    return versions
+
+
+def heat(machine_version) -> diagrams.Heat:
+    """The heatmap of one machine version, from aggregate queries on indexed columns."""
+    machine = machine_version.parsed()
+    return diagrams.Heat(
+        in_state=selectors.executions_in_states(machine_version),
+        on_edge=steps.edge_counts(selectors.step_counts(machine, machine_version)),
+        median_stay=selectors.median_stays(machine_version),
+    )
+
+
+def heat_diagram(machine: Machine, shown_heat: diagrams.Heat) -> SafeString:
+    return svg(diagrams.render_svg(machine, machine_url=machine_url, heat=shown_heat))
+
+
+def diff_diagram(new: Machine, diff: diffs.Diff) -> SafeString:
+    """The newer version's diagram with what was added and changed marked."""
+    return svg(diagrams.render_svg(new, machine_url=machine_url, marks=diff.marks()))
+
+
+def heat_rows(machine: Machine, shown_heat: diagrams.Heat) -> list[dict]:
+    """The heatmap as a table (its text alternative), states in definition order."""
+    return [{
+        "name": name, "label": state.display, "now": shown_heat.in_state.get(name, 0),
+        "stay": duration(shown_heat.median_stay.get(name)),
+        "terminal": state.is_terminal,
+    } for name, state in machine.states.items()]
+
+
+# Execution lists -------------------------------------------------------------------------
+def execution_rows(page) -> list[dict]:
+    rows = []
+    for execution in page.object_list:
+        machine = execution.machine_version.parsed()
+        rows.append({"execution": execution, "title": machine.display,
+                     "state": timeline.state_name(machine, execution.state),
+                     "actor": timeline.who(execution.actor) if execution.actor else ""})
+    return rows
+
+
+# One execution ---------------------------------------------------------------------------
+def execution_path(execution, step_rows: list[dict] | None = None) -> diagrams.DiagramPath:
+    """The path to draw on `execution`'s diagram (see machines.diagrams.render_svg)."""
+    if step_rows is None:
+        step_rows = selectors.step_rows(execution)
+    return steps.execution_path(execution.machine_version.parsed(), step_rows,
+                                state=execution.state, status=execution.status)
+
+
+def history_window(asked_from: str | None, total: int) -> tuple[int, int]:
+    """Seq range of the timeline page: `?from=N`, or the newest HISTORY_PAGE rows."""
+    try:
+        first = max(1, int(asked_from or ""))
+    except ValueError:
+        first = max(1, total - HISTORY_PAGE + 1)
+    return first, min(total, first + HISTORY_PAGE - 1)
+
+
+def execution_page(execution, *, asked_from: str | None, can_act: bool) -> dict:
+    """Everything the execution page shows (docs/explorer.md, top to bottom)."""
+    machine = execution.machine_version.parsed()
+    step_rows = selectors.step_rows(execution)
+    path = execution_path(execution, step_rows)
+    numbers = steps.numbered_steps(step_rows)
+    total = selectors.history_total(execution)
+    first, last = history_window(asked_from, total)
+    page_rows = selectors.history_rows(execution, first, last)
+    children = selectors.children(execution)
+    child_links = {c["parent_token"]: (c["id"], execution_url(c["id"])) for c in children}
+    said = timeline.sentences(page_rows, machine, numbers, child_links,
+                              state_before(machine, step_rows, first))
+    captions = {s.seq: s.text for s in said}
+    shown_steps = steps.build_steps(
+        step_rows, page_rows, start_at=machine.start_at,
+        context_before=selectors.context_before(execution, first),
+        final_status=execution.status if last >= total else None, captions=captions)
+    shown_context = shown_steps[-1]["context"] if shown_steps else execution.context
+    changes = shown_steps[-1]["changes"] if shown_steps else steps.context_changes({}, {})
+    work = execution.engine_state.get("work") or {}
+    waiting_child = child_links.get(work.get("token")) if work.get("kind") == "machine" else None
+    actions = engine.available_actions(machine, execution.snapshot()) if can_act else ()
+    return {
+        "execution": execution, "machine": machine,
+        "title": f"{machine.display} {execution.short_id}",
+        "status_line": timeline.status_line(
+            machine, status=execution.status, state=execution.state,
+            timer=execution.engine_state.get("timer"), work=work, error=execution.error,
+            result=execution.result, child=waiting_child,
+            started=bool(execution.engine_state)),
+        "actions": [(name, timeline.action_label(machine, execution.state, name))
+                    for name in actions],
+        "can_cancel": can_act and execution.status not in engine.TERMINAL_STATUSES,
+        "can_retry": can_act and execution.status == engine.FAILED,
+        "svg": svg(diagrams.render_svg(machine, path, machine_url=machine_url)),
+        "diagram_text": diagrams.describe(machine, path),
+        "path_words": path_words(machine, step_rows, numbers),
+        "steps": shown_steps,
+        "timeline": timeline.collapse(said),
+        "history_total": total, "history_first": first, "history_last": last,
+        "earlier": max(1, first - HISTORY_PAGE) if first > 1 else None,
+        "later": last + 1 if last < total else None,
+        "context_lines": context_lines(shown_context, changes),
+        "context_step": shown_steps[-1]["n"] if shown_steps else None,
+        "children": children, "running_for": running_for(execution),
+        "started_by": timeline.who(execution.actor),
+        "idle_for": duration((timezone.now() - page_rows[-1]["at"]).total_seconds())
+        if page_rows and execution.status in engine.PAUSED_STATUSES else "",
+        "result_json": json.dumps(execution.result, indent=2, ensure_ascii=False, default=str),
+        "error_text": timeline.error_message(execution.error) if execution.error else "",
+    }
+
+
+def state_before(machine: Machine, step_rows, first_seq: int) -> str:
+    """Where the execution was just before history row `first_seq`."""
+    state = machine.start_at
+    for row in step_rows:
+        if row["seq"] >= first_seq:
+            break
+        if row["kind"] == engine.TRANSITION_TAKEN:
+            state = row["to_state"] or row["from_state"]
+    return state
+
+
+def running_for(execution) -> str:
+    end = execution.finished_at or timezone.now()
+    return duration((end - execution.created_at).total_seconds())
+
+
+def path_words(machine: Machine, step_rows, numbers: dict[int, int]) -> list[str]:
+    """The path as a list of sentences, the diagram's text alternative."""
+    words = [f"Started in {timeline.state_name(machine, machine.start_at)}"]
+    for row in step_rows[-steps.MAX_STEPS:]:
+        source = timeline.state_name(machine, row["from_state"])
+        name = timeline.transition_name(machine, row["from_state"], row["transition"])
+        if row["kind"] == engine.WORK_STARTED:
+            words.append(f"Step {numbers[row['seq']]}: {name}, work started in {source}")
+        else:
+            target = timeline.state_name(machine, row["to_state"] or row["from_state"])
+            words.append(f"Step {numbers[row['seq']]}: {name}, {source} to {target}")
+    return words
+
+
+def context_lines(context, changes) -> list[tuple[str, str]]:
+    """The context as JSON lines with what changed marked, like dm.js renders it."""
+    added, changed = set(changes.get("added", [])), set(changes.get("changed", []))
+    removed = changes.get("removed", {})
+    items = [(k, v, "ctx-added" if k in added else "ctx-changed" if k in changed else "")
+             for k, v in (context or {}).items()]
+    items += [(k, v, "ctx-removed") for k, v in removed.items()]
+    lines = []
+    for i, (key, value, cls) in enumerate(items):
+        text = "  " + json.dumps(key) + ": " + json.dumps(
+            value, indent=2, ensure_ascii=False, default=str).replace("\n", "\n  ")
+        lines.append((text + ("," if i < len(items) - 1 else ""), cls))
+    return lines

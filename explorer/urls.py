@@ -1,0 +1,22 @@
+"""The explorer's pages (included at the site root)."""
+from django.urls import path
+
+from explorer.views import executions, machines
+
+app_name = "explorer"
+
+urlpatterns = [
+    path("", machines.machine_list, name="home"),
+    path("machines/", machines.machine_list, name="machines"),
+    path("machines/<str:machine_id>/", machines.machine_detail, name="machine"),
+    path("machines/<str:machine_id>/v/<int:version>/", machines.machine_detail,
+         name="machine-version"),
+    path("executions/", executions.execution_list, name="executions"),
+    path("executions/<str:execution_id>/", executions.execution_detail, name="execution"),
+    path("executions/<str:execution_id>/status.json", executions.execution_status,
+         name="execution-status"),
+    path("executions/<str:execution_id>/trigger/", executions.execution_trigger,
+         name="trigger"),
+    path("executions/<str:execution_id>/cancel/", executions.execution_cancel, name="cancel"),
+    path("executions/<str:execution_id>/retry/", executions.execution_retry, name="retry"),
+]

@@ -1,0 +1,118 @@
+"""The execution pages: lists, one execution, its status for polling, and the actions
+operators take (through the service functions, like every other surface)."""
+from __future__ import annotations
+
+from functools import wraps
+
+from django.contrib import messages
+from django.core.exceptions import ObjectDoesNotExist
+from django.http import Http404, JsonResponse
+from django.shortcuts import redirect, render
+
+from accounts.roles import actor_of, can_operate
+from executions import selectors, services
+from executions.filters import ExecutionFilter
+from explorer import presenters, timeline
+from explorer.forms import ActionForm, CancelForm
+from explorer.views.access import operator, page_context, query_without_page, viewer
+from machines import selectors as machines
+
+PAGE_SIZE = 50  # executions per list page
+TRIGGER_WAIT = 5  # seconds an action waits to be applied before the page reloads
+
+
+def _found(view):
+    """404 for an execution id that is unknown or not an id at all."""
+    @wraps(view)
+    def wrapped(request, execution_id, *args, **kwargs):
+        try:
+            return view(request, selectors.execution(execution_id), *args, **kwargs)
+        except ObjectDoesNotExist:
+            raise Http404("No such execution") from None
+    return wrapped
+
+
+@viewer
+def execution_list(request):
+    filters = ExecutionFilter(request.GET or None, queryset=selectors.executions())
+    page = selectors.execution_page(filters.qs,
+                                    request.GET.get("page"), PAGE_SIZE)
+    return render(request, "explorer/executions.html", {
+        "filters": filters, "page": page, "rows": presenters.execution_rows(page),
+        "machines": machines.machine_ids(),
+        "query": query_without_page(request), **page_context(request),
+    })
+
+
+@viewer
+@_found
+def execution_detail(request, execution):
+    return _execution_page(request, execution)
+
+
+def _execution_page(request, execution, *, action_form=None, status=200):
+    shown = presenters.execution_page(execution, asked_from=request.GET.get("from"),
+                                      can_act=can_operate(request.user))
+    return render(request, "explorer/execution.html",
+                  {**shown, "action_form": action_form, **page_context(request)},
+                  status=status)
+
+
+@viewer
+@_found
+def execution_status(request, execution):
+    """What dm.js polls: the page reloads when `version` changes."""
+    return JsonResponse({"version": execution.version, "status": execution.status,
+                         "state": execution.state})
+
+
+# Acting ----------------------------------------------------------------------------------
+@operator
+@_found
+def execution_trigger(request, execution):
+    form = ActionForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Nothing was sent: the input needs fixing (see below).")
+        return _execution_page(request, execution, action_form=form, status=400)
+    action, given = form.cleaned_data["action"], form.cleaned_data["input"]
+    machine = execution.machine_version.parsed()
+    label = timeline.action_label(machine, execution.state, action)
+    try:
+        outcome = services.trigger(execution.pk, action, input=given,
+                                   actor=actor_of(request.user), wait=True,
+                                   timeout=TRIGGER_WAIT)
+    except services.NotAvailable as exc:
+        messages.error(request, f"“{label}” was not applied: {exc.reason}")
+    except services.InvalidRequest as exc:
+        messages.error(request, f"“{label}” was not sent: {exc}")
+    else:
+        done = outcome.execution
+        messages.success(request, f"“{label}” was applied: the execution is now "
+                                  f"{done.status} in {timeline.state_name(machine, done.state)}.")
+    return redirect(execution.get_absolute_url())
+
+
+@operator
+@_found
+def execution_cancel(request, execution):
+    form = CancelForm(request.POST)
+    reason = form.cleaned_data.get("reason") if form.is_valid() else None
+    try:
+        services.cancel(execution.pk, actor=actor_of(request.user), reason=reason or None)
+    except services.NotAvailable as exc:
+        messages.error(request, f"Not canceled: {exc.reason}")
+    else:
+        messages.success(request, "The execution was canceled.")
+    return redirect(execution.get_absolute_url())
+
+
+@operator
+@_found
+def execution_retry(request, execution):
+    try:
+        outcome = services.retry(execution.pk, actor=actor_of(request.user))
+    except services.NotAvailable as exc:
+        messages.error(request, f"Not retried: {exc.reason}")
+    else:
+        messages.success(request, f"Retried: the execution is now {outcome.execution.status}.")
+    return redirect(execution.get_absolute_url())
