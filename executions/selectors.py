@@ -57,6 +57,21 @@ def diagram_of(execution_id):
     return found, step_rows(found)
 
 
+def executions_by_short_id(prefix: str, limit: int = 2) -> list[Execution]:
+    """Executions whose id is `prefix` or starts with it (the short ids shown everywhere),
+    at most `limit`; none for text that cannot be part of an id."""
+    prefix = prefix.strip().lower()
+    if not prefix or len(prefix) > 36 or set(prefix) - set("0123456789abcdef-"):
+        return []
+    if len(prefix) == 36:
+        try:
+            return list(Execution.objects.filter(pk=uuid.UUID(prefix)))
+        except ValueError:
+            return []
+    return list(Execution.objects.select_related("machine_version")
+                .filter(id__startswith=prefix)[:limit])
+
+
 def execution_status(execution_id) -> dict:
     """`{version, status, state}` of one execution, all a poll needs."""
     found = execution(execution_id)

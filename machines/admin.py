@@ -11,7 +11,6 @@ import yaml
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
-from django.db.models import Count, Max, OuterRef, Subquery
 from django.http import Http404, HttpResponseNotAllowed, JsonResponse
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
@@ -20,6 +19,7 @@ from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 
 from accounts.roles import can_edit
+from machines import selectors
 from machines.forms import DiffForm, SourceForm
 from machines.language import DefinitionError
 from machines.models import Machine, MachineVersion
@@ -59,16 +59,7 @@ class MachineAdmin(admin.ModelAdmin):
     search_fields = ["id", "versions__title"]
 
     def get_queryset(self, request):
-        newest = MachineVersion.objects.filter(machine=OuterRef("pk")).order_by("-version")
-        return (
-            super()
-            .get_queryset(request)
-            .annotate(
-                latest_version=Max("versions__version"),
-                versions_count=Count("versions"),
-                latest_title=Subquery(newest.values("title")[:1]),
-            )
-        )
+        return selectors.with_latest_version(super().get_queryset(request))
 
     @admin.display(description="Latest version", ordering="latest_version")
     def latest_version(self, machine):
@@ -389,7 +380,7 @@ class MachineVersionAdmin(admin.ModelAdmin):
     @admin.display(description="Compare")
     def compare(self, version):
         diff = reverse("admin:machines_machine_diff", args=[version.machine_id])
-        previous = version.machine.versions.filter(version__lt=version.version).first()
+        previous = selectors.previous_version(version)
         if previous is None:
             return "This is the first version."
         return format_html(

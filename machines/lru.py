@@ -1,5 +1,5 @@
-"""A small thread-safe LRU map for the per-process caches of parsed definitions and
-rendered diagrams. Pure Python: no Django.
+"""A small thread-safe LRU map for the per-process caches: parsed definitions, rendered
+diagrams, the executions a process persisted last. Pure Python: no Django.
 
 functools.lru_cache does not fit those two: their keys are computed from arguments that
 are not all hashable (a definition document, a URL function), and the value is built
@@ -30,12 +30,27 @@ class LRU(Generic[V]):
                 self._items.move_to_end(key)
                 return self._items[key]
         value = make()
+        self.put(key, value)
+        return value
+
+    def find(self, key: Hashable) -> V | None:
+        """The value for `key` (now the most recently used), or None."""
+        with self._lock:
+            if key not in self._items:
+                return None
+            self._items.move_to_end(key)
+            return self._items[key]
+
+    def put(self, key: Hashable, value: V) -> None:
         with self._lock:
             self._items[key] = value
             self._items.move_to_end(key)
             while len(self._items) > self.size:
                 self._items.popitem(last=False)
-        return value
+
+    def forget(self, key: Hashable) -> None:
+        with self._lock:
+            self._items.pop(key, None)
 
     def clear(self) -> None:
         with self._lock:

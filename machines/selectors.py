@@ -4,7 +4,7 @@ versions, named for what it returns. A missing version raises
 """
 from __future__ import annotations
 
-from django.db.models import Count, OuterRef, Subquery
+from django.db.models import Count, Max, OuterRef, Subquery
 
 from machines.models import Machine, MachineVersion
 
@@ -49,6 +49,28 @@ def version_summaries(machine_id: str) -> list[dict]:
                 .values("id", "version", "title", "created_at"))
 
 
+def machine_exists(machine_id: str) -> bool:
+    return Machine.objects.filter(id=machine_id).exists()
+
+
 def machine_ids():
     """The id of every machine, in id order."""
     return list(Machine.objects.order_by("id").values_list("id", flat=True))
+
+
+def with_latest_version(machines):
+    """Machines annotated with their latest version's number and title and how many
+    versions they have (the admin's list)."""
+    newest = MachineVersion.objects.filter(machine=OuterRef("pk")).order_by("-version")
+    return machines.annotate(
+        latest_version=Max("versions__version"),
+        versions_count=Count("versions"),
+        latest_title=Subquery(newest.values("title")[:1]),
+    )
+
+
+def previous_version(version: MachineVersion) -> MachineVersion | None:
+    """The newest version of the same machine before `version`, if any."""
+    return (MachineVersion.objects.filter(machine_id=version.machine_id,
+                                          version__lt=version.version)
+            .order_by("-version").first())

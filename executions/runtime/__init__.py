@@ -10,7 +10,8 @@
 - `timers`: due timers into inbox items, and the sweeper;
 - `queue`: enqueueing django-q2 tasks (imports no runtime module); `io`: IO operations.
 
-One knot is in the domain itself and stays: `advancing`, `performers` and `accepting` import
-each other as modules (no names at import time), because sync mode performs work inline and
-that work starts or triggers other executions inline.
+Sync mode performs work inline, and that work starts or triggers other executions inline:
+a recursion in the domain. The modules still import one way (queue, store, effects, io ->
+advancing -> accepting -> performers): `executions.apps` plugs `performers.PERFORM` into
+`advancing.perform_here`, as it plugs the SQL store into `store.active`.
 """

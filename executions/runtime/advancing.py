@@ -22,7 +22,7 @@ from django.utils import timezone
 
 from executions import engine
 from executions.models import Execution, InboxItem, Work
-from executions.runtime import performers, queue
+from executions.runtime import queue
 from executions.runtime import store as stores
 from executions.runtime.store import Conflict, Step
 from expressions import sandbox
@@ -265,22 +265,24 @@ def _store_starts(steps: list[tuple[Execution, Step]]) -> list[Advanced]:
 WorkPolicy = Callable[[Any, Work], bool]  # (execution id, work) -> performed here
 
 
-def PERFORM(execution_id: Any, work: Work) -> bool:
-    """Perform the work in this process; results for other executions get them advanced."""
-    for other in performers.perform_work(work.pk):
-        if str(other) != str(execution_id):
-            schedule(other)
-    return True
-
-
 def ENQUEUE(execution_id: Any, work: Work) -> bool:
     queue.enqueue_work(work.pk)
     return False
 
 
+# Performing work here can start or trigger other executions, which comes back into
+# acceptance, above this module: executions.apps plugs performers.PERFORM in here, as it
+# plugs in the store, so that no runtime module imports one above it.
+perform_here: WorkPolicy | None = None
+
+
 def policy_for(mode: str) -> WorkPolicy:
     """sync mode performs its work in the caller's process; the others in workers."""
-    return PERFORM if mode == "sync" else ENQUEUE
+    if mode != "sync":
+        return ENQUEUE
+    if perform_here is None:
+        raise RuntimeError("no work performer in use: executions.apps sets it")
+    return perform_here
 
 
 _inline = threading.local()
@@ -294,8 +296,9 @@ def _running_inline() -> dict:
 
 
 def run_inline(execution_id: Any, *, deadline: float, work: WorkPolicy) -> bool:
-    """Advance in this process until the next pause, handling work by `work` (PERFORM or
-    ENQUEUE). True when the execution paused before the deadline; past it, what is left
+    """Advance in this process until the next pause, handling work by `work` (policy_for:
+    performed here or enqueued). True when the execution paused before the deadline; past
+    it, what is left
     goes on asynchronously through the queue."""
     return _loop(execution_id, None, deadline, work)
 
@@ -353,7 +356,7 @@ def schedule(execution_id: Any, mode: str | None = None) -> None:
         mode = store.execution_mode(execution_id)
     if mode == "sync":
         execution = store.read_execution(execution_id)
-        run_inline(execution_id, deadline=deadline_for(execution, None), work=PERFORM)
+        run_inline(execution_id, deadline=deadline_for(execution, None), work=policy_for(mode))
     elif queue.queue_in_database():  # the task commits (or not) with what it advances
         queue.enqueue_advance(execution_id, mode)
     else:

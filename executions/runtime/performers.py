@@ -31,6 +31,15 @@ log = logging.getLogger(__name__)
 Result = tuple[bool, Any, dict | None] | None
 
 
+def PERFORM(execution_id: Any, work: Work) -> bool:
+    """The sync-mode work policy (advancing.policy_for): perform the work in this process;
+    results for other executions get them advanced."""
+    for other in perform_work(work.pk):
+        if str(other) != str(execution_id):
+            advancing.schedule(other)
+    return True
+
+
 def perform_work(work_id: int) -> list[Any]:
     """Perform one piece of outgoing work and store its result; returns the ids of the
     executions that got a result to apply (the caller has them advanced)."""

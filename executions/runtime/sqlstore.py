@@ -10,9 +10,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
-import threading
 import uuid
-from collections import OrderedDict
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -34,6 +32,7 @@ from executions.runtime.store import (
     snapshot_columns,
     swapped,
 )
+from machines.lru import LRU
 from machines.models import MachineVersion
 
 VERSION_COLUMNS = ("id", "machine_id", "version", "content_hash")
@@ -311,24 +310,17 @@ class RecentExecutions:
     """Executions this process persisted last, by id (bounded; copies in and out)."""
 
     def __init__(self, size: int = 4096):
-        self.size, self.lock = size, threading.Lock()
-        self.items: OrderedDict[str, Execution] = OrderedDict()
+        self.items: LRU[Execution] = LRU(size)
 
     def get(self, execution_id: Any) -> Execution | None:
-        with self.lock:
-            found = self.items.get(str(execution_id))
-            return copy.copy(found) if found is not None else None
+        found = self.items.find(str(execution_id))
+        return copy.copy(found) if found is not None else None
 
     def remember(self, execution: Execution) -> None:
-        with self.lock:
-            self.items[str(execution.pk)] = copy.copy(execution)
-            self.items.move_to_end(str(execution.pk))
-            while len(self.items) > self.size:
-                self.items.popitem(last=False)
+        self.items.put(str(execution.pk), copy.copy(execution))
 
     def forget(self, execution_id: Any) -> None:
-        with self.lock:
-            self.items.pop(str(execution_id), None)
+        self.items.forget(str(execution_id))
 
 
 class SqlStore:

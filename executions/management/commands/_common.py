@@ -3,15 +3,15 @@ import json
 
 from django.core.management.base import CommandError
 
-from executions import services
-from executions.models import Execution
+from executions import selectors, services
+from expressions.values import InvalidValue, load_json
 
 
 def json_object(text, what="--input"):
     try:
-        value = json.loads(text)
-    except ValueError as exc:
-        raise CommandError(f"{what} is not valid JSON: {exc}") from exc
+        value = load_json(text)
+    except InvalidValue as exc:
+        raise CommandError(f"{what} is not valid JSON: {exc}") from None
     if not isinstance(value, dict):
         raise CommandError(f"{what} must be a JSON object, like '{{\"sku\": \"x9\"}}'")
     return value
@@ -19,12 +19,7 @@ def json_object(text, what="--input"):
 
 def find_execution(prefix):
     """An execution by full id or unique prefix of its id (as shown by show_execution)."""
-    matches = Execution.objects.filter(id__startswith=prefix.lower()) if len(prefix) < 36 else \
-        Execution.objects.filter(id=prefix)
-    try:
-        found = list(matches[:2])
-    except Exception as exc:  # e.g. a malformed UUID
-        raise CommandError(f"{prefix!r} is not an execution id") from exc
+    found = selectors.executions_by_short_id(prefix)
     if not found:
         raise CommandError(f"no execution {prefix!r}")
     if len(found) > 1:
@@ -33,7 +28,7 @@ def find_execution(prefix):
 
 
 def describe(execution, stdout):
-    execution.refresh_from_db()
+    execution = selectors.execution(execution.pk)  # as stored now
     actions = ", ".join(execution.available_actions()) or "none"
     stdout.write(f"execution {execution.id}")
     stdout.write(f"  machine  {execution.machine_id} v{execution.machine_version.version}")

@@ -13,8 +13,8 @@ from unittest import mock
 from django.core.management.base import BaseCommand, CommandError
 from django_q.conf import Conf
 
-from executions import services
-from machines.models import Machine
+from executions import selectors, services
+from machines import selectors as machine_selectors
 
 SERVICES_PORT = 8765
 _numbers = itertools.count(1001)
@@ -50,7 +50,7 @@ class Command(BaseCommand):
     def handle(self, *args, port, **options):
         needed = {"order", "shipment", "document-approval", "employee-onboarding",
                   "subscription-billing", "support-ticket"}
-        missing = needed - set(Machine.objects.filter(id__in=needed).values_list("id", flat=True))
+        missing = needed - set(machine_selectors.machine_ids())
         if missing:
             raise CommandError(f"load the examples first (missing: {', '.join(sorted(missing))}):"
                                " manage.py load_machines examples")
@@ -113,6 +113,6 @@ class Command(BaseCommand):
         self.report(outcome.execution, f"{who} chose {action}")
 
     def report(self, execution, what):
-        execution.refresh_from_db()
+        execution = selectors.execution(execution.pk)  # as stored now
         self.stdout.write(f"{execution.short_id}  {what:<42} -> {execution.status} in "
                           f"{execution.state}")

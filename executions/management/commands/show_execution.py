@@ -2,6 +2,7 @@ import json
 
 from django.core.management.base import BaseCommand
 
+from executions import selectors
 from executions.management.commands._common import describe, find_execution
 
 
@@ -16,7 +17,7 @@ class Command(BaseCommand):
         describe(found, self.stdout)
         self.stdout.write("")
         self.stdout.write(f"{'seq':>4}  {'at':<12}  {'kind':<22}  {'actor':<14}  what")
-        for row in found.history.order_by("seq"):
+        for row in selectors.history(found.pk).order_by("seq"):
             self.stdout.write(
                 f"{row.seq:>4}  {row.at:%H:%M:%S.%f}"[:-3] + "  "
                 f"{row.kind:<22}  {(row.actor or '-')[:14]:<14}  {_what(row)}"

@@ -1,8 +1,8 @@
+from django.core.exceptions import ObjectDoesNotExist
 from django.core.management.base import BaseCommand, CommandError
 
 from executions import services
 from executions.management.commands._common import describe, json_object
-from machines.models import MachineVersion
 
 
 class Command(BaseCommand):
@@ -20,7 +20,7 @@ class Command(BaseCommand):
         try:
             outcome = services.start(machine, input=json_object(input), version=version,
                                    actor="cli", wait=True, timeout=wait)
-        except MachineVersion.DoesNotExist as exc:
+        except ObjectDoesNotExist as exc:
             which = f" version {version}" if version else ""
             raise CommandError(f"no machine {machine!r}{which}") from exc
         except services.InvalidRequest as exc:

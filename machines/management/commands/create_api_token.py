@@ -1,8 +1,8 @@
 """manage.py create_api_token USERNAME [--reset]: print the user's API token."""
-from django.contrib.auth import get_user_model
+from django.core.exceptions import ObjectDoesNotExist
 from django.core.management.base import BaseCommand, CommandError
-from django.db import transaction
-from rest_framework.authtoken.models import Token
+
+from accounts.services import api_token
 
 
 class Command(BaseCommand):
@@ -15,15 +15,10 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, username, reset, **options):
-        User = get_user_model()
         try:
-            user = User.objects.get(**{User.USERNAME_FIELD: username})
-        except User.DoesNotExist:
+            key = api_token(username, reset=reset)
+        except ObjectDoesNotExist:
             raise CommandError(
                 f"No user named '{username}'. Create one first (manage.py createsuperuser)."
             ) from None
-        with transaction.atomic():
-            if reset:
-                Token.objects.filter(user=user).delete()
-            token, _ = Token.objects.get_or_create(user=user)
-        self.stdout.write(token.key)
+        self.stdout.write(key)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
+from machines import selectors
 from machines.language import check, parse_text
-from machines.models import Machine
 
 
 class Command(BaseCommand):
@@ -22,7 +22,7 @@ class Command(BaseCommand):
         given_ids = _ids(text for text in texts.values() if isinstance(text, str))
 
         def machine_exists(machine_id: str) -> bool:
-            return machine_id in given_ids or Machine.objects.filter(id=machine_id).exists()
+            return machine_id in given_ids or selectors.machine_exists(machine_id)
 
         failed = 0
         for name, text in texts.items():
