@@ -226,9 +226,9 @@ def _apply_on_remembered(execution_id: Any, kind: str, payload: dict, actor: str
     if not (wait or execution.execution_mode == "sync"):
         return None
     item = InboxItem(execution=execution, kind=kind, payload=payload, actor=actor)
-    try:
+    try:  # the engine (and the expressions) run before the transaction opens
+        step = advancing.compute_or_refuse(execution, [item])
         with store.atomic():
-            step = advancing.compute_or_refuse(execution, [item])
             advanced = advancing.save(execution, step, only_if_inbox_empty=True)
     except (Conflict, advancing.Refused):
         store.forget(execution_id)
