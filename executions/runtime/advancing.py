@@ -22,10 +22,10 @@ from django.utils import timezone
 
 from executions import engine
 from executions.models import Execution, InboxItem, Work
-from executions.runtime import queue
+from executions.runtime import pool, pool_child, queue
 from executions.runtime import store as stores
 from executions.runtime.store import Conflict, Step
-from expressions import sandbox
+from expressions.errors import ExpressionError
 from machines.definition import Expr
 
 log = logging.getLogger(__name__)
@@ -57,25 +57,10 @@ def _config(name: str) -> Any:
     return settings.DATA_MACHINES[name]
 
 
-def evaluate(expr: Expr, names: dict, time_limit: float | None = None) -> Any:
-    """The sandbox with the configured bounds."""
-    return sandbox.evaluate(
-        expr,
-        names,
-        time_limit=time_limit or _config("EXPRESSION_TIME_LIMIT"),
-        max_result_bytes=_config("EXPRESSION_MAX_RESULT_BYTES"),
-    )
-
-
-def _env(execution: Execution, *, max_steps: int | None = None) -> engine.Env:
-    return engine.Env(
-        now=time.time(),
-        evaluate=evaluate,
-        seed=random.getrandbits(32),
-        execution=_facts(execution),
-        step_limit=_config("STEP_LIMIT"),
-        max_steps=max_steps,
-    )
+def _env(execution: Execution, *, max_steps: int | None = None) -> dict:
+    """The engine's Env as data, for the pool's child (it binds the sandbox itself)."""
+    return {"now": time.time(), "seed": random.getrandbits(32), "execution": _facts(execution),
+            "step_limit": _config("STEP_LIMIT"), "max_steps": max_steps}
 
 
 def _facts(execution: Execution) -> dict:
@@ -131,39 +116,101 @@ def compute_or_refuse(execution: Execution, items: list[InboxItem]) -> Step:
 
 
 def _compute(execution: Execution, items: list[InboxItem], *, refuse: bool) -> Step:
-    machine = execution.machine_version.parsed()
+    """The engine runs in a child of the pool (executions/runtime/pool.py), never here: one
+    round trip for the lead event (Start, or Continue of a running execution) and every
+    item. When the child dies on event i (killed past its time limit, crashed, out of
+    memory), the events before i are computed again in a fresh child, and event i fails the
+    execution here through the engine's own failure path, with an `evaluate` that runs no
+    code: it raises the child's error (kind timeout/resource/crashed, the expression's path)
+    at the event's first expression. Items after i stay pending for the next advance."""
+    version = execution.machine_version
     latency_mode = execution.execution_mode == "async-latency"
-    env = _env(execution, max_steps=1 if latency_mode else None)
     snapshot = execution.snapshot() if execution.engine_state else None
-    step = Step(snapshot)
-
-    def apply(event: engine.Event) -> engine.Result:
-        result = engine.transition(machine, step.snapshot, event, env)
-        step.snapshot = result.snapshot
-        step.history.extend(result.history)
-        step.effects.extend(result.effects)
-        return result
-
+    lead: list[engine.Event] = []
     if snapshot is None:  # not started yet: the execution row holds what it starts with
-        apply(engine.Start(execution.input, execution.actor or None))
+        lead.append(engine.Start(execution.input, execution.actor or None))
     elif snapshot.status == engine.RUNNING:
-        apply(engine.Continue())
-    assert step.snapshot is not None
-    if step.snapshot.status != engine.RUNNING:
-        for item in items:
-            result = apply(event_of(item))
-            if refuse and result.rejected:
-                raise Refused(result.rejected, result.available_actions)
-            item.outcome = (
-                InboxItem.APPLIED if not result.rejected
-                else InboxItem.REJECTED if result.history else InboxItem.IGNORED
-            )
-            item.reason = result.rejected or ""
-            _attach_duration(item, result.history)
-            step.processed.append(item)
-            if step.snapshot.status == engine.RUNNING:
-                break  # async-latency: one step per task; the rest waits for the next one
+        lead.append(engine.Continue())
+    events = lead + [event_of(item) for item in items]
+    env = _env(execution, max_steps=1 if latency_mode else None)
+    request = {
+        "machine_key": f"{version.machine_id}:{version.version}:{version.content_hash}",
+        "document": lambda: version.definition,
+        "snapshot": snapshot.to_dict() if snapshot is not None else None,
+        "events": [pool_child.event_data(event) for event in events], "lead": len(lead),
+        "refuse": refuse, "env": env, "time_limit": _config("EXPRESSION_TIME_LIMIT"),
+        "max_result_bytes": _config("EXPRESSION_MAX_RESULT_BYTES"),
+    }
+    try:
+        data = pool.compute(**request)
+    except pool.Failure as failure:
+        data = _failed(version.parsed(), snapshot, events, env, failure, request)
+    step = Step(engine.Snapshot.from_dict(data["snapshot"]))
+    step.history = data["history"]
+    step.effects = [pool_child.effect_from(effect) for effect in data["effects"]]
+    results = data["results"]
+    offset = sum(result["history"] for result in results[:len(lead)])
+    for index, item in enumerate(items, start=len(lead)):
+        if index >= len(results):
+            break
+        result = results[index]
+        if refuse and result["rejected"]:
+            raise Refused(result["rejected"], tuple(result["available_actions"]))
+        entries = step.history[offset:offset + result["history"]]
+        offset += result["history"]
+        item.outcome = (
+            InboxItem.APPLIED if not result["rejected"]
+            else InboxItem.REJECTED if entries else InboxItem.IGNORED
+        )
+        item.reason = result["rejected"] or ""
+        _attach_duration(item, entries)
+        step.processed.append(item)
     return step
+
+
+def _failed(machine, snapshot: engine.Snapshot | None, events: list[engine.Event], env: dict,
+            failure: pool.Failure, request: dict) -> dict:
+    """The step when the pool's child could not finish event `failure.index`: the events
+    before it (computed again, in a fresh child), then that event failing the execution."""
+    log.warning("execution %s: %s %s (%s)", env["execution"]["id"], failure.kind,
+                failure.message, failure.path)
+    index = min(max(failure.index, 0), len(events) - 1)
+    data: dict = {"snapshot": request["snapshot"], "history": [], "effects": [],
+                  "results": []}
+    if index > 0:
+        try:
+            data = pool.compute(**{**request, "stop_before": index})
+        except pool.Failure:
+            index = 0
+        index = len(data["results"])
+        if index >= len(events):  # the events replayed fine this time
+            return data
+    where = f" in {failure.path}" if failure.path else ""
+    messages = {
+        "timeout": f"the expression{where} ran past its time limit and its process was "
+                   "stopped",
+        "resource": f"the expression{where} used more memory than its process may "
+                    f"({pool.config('POOL_MEMORY_MB')} MiB) and its process was stopped",
+        "crashed": f"the evaluation of the expression{where} crashed its process "
+                   f"({failure.message})",
+        "result": f"what the step computed cannot be stored ({failure.message})",
+    }
+    error = ExpressionError(messages.get(failure.kind, failure.message), kind=failure.kind,
+                            path=failure.path)
+
+    def evaluate(expr: Expr, names: dict) -> Any:  # runs no code: the child's error
+        raise error
+
+    current = engine.Snapshot.from_dict(data["snapshot"]) if data["snapshot"] else None
+    result = engine.transition(machine, current, events[index], engine.Env(
+        now=env["now"], evaluate=evaluate, seed=env["seed"], execution=env["execution"],
+        step_limit=env["step_limit"], max_steps=env["max_steps"]))
+    return {"snapshot": result.snapshot.to_dict(),
+            "history": data["history"] + list(result.history),
+            "effects": data["effects"] + [pool_child.effect_data(e) for e in result.effects],
+            "results": data["results"] + [{
+                "rejected": result.rejected, "available_actions": list(result.available_actions),
+                "history": len(result.history)}]}
 
 
 def save(execution: Execution, step: Step, *, only_if_inbox_empty: bool = False) -> Advanced:

@@ -12,16 +12,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 
 from executions import engine
 from executions.models import Execution, Work
-from executions.runtime import accepting, advancing, effects
+from executions.runtime import accepting, advancing, effects, pool
 from executions.runtime import store as stores
-from executions.runtime.io import IOFailure, operation
-from expressions.errors import ExpressionError
 from expressions.values import InvalidValue, check_object
-from machines.definition import Expr
 from machines.models import MachineVersion
 
 log = logging.getLogger(__name__)
@@ -76,31 +74,47 @@ def deliver_result(work: Work, *, ok: bool, output: Any = None, error: dict | No
 
 
 def _perform_call(work: Work) -> Result:
+    """The call's expression, with io(), in a child of the IO pool: killed after the call's
+    `timeout_seconds` of wall clock (a hung operation, a runaway expression), the
+    operations resolved there by dotted path, mocks evaluated there as expressions."""
     payload = work.payload
     execution = work.execution
-    failures = []
-
-    def io(op, *args, **kwargs):
-        try:
-            if op in execution.mocks:
-                return advancing.evaluate(
-                    Expr(path=f"mocks.{op}", source=execution.mocks[op])
-                    if isinstance(execution.mocks[op], str)
-                    else Expr(path=f"mocks.{op}", literal=execution.mocks[op]),
-                    {"args": list(args), "kwargs": kwargs, **payload["names"]})
-            return operation(op)(*args, idempotency_key=work.token, **kwargs)
-        except IOFailure as failure:
-            failures.append(failure.error)
-            raise
-
-    expr = Expr(path=payload["path"], source=payload["source"], literal=payload["literal"])
-    names = {**payload["names"], "io": io, **engine.helpers(time.time(), random.getrandbits(32))}
+    timeout = float(payload.get("timeout_seconds") or 300)
     try:
-        output = advancing.evaluate(expr, names,
-                                    time_limit=(payload.get("timeout_seconds") or 300) + 1)
-    except ExpressionError as exc:
-        return False, None, failures[-1] if failures else exc.to_dict()
-    return True, output, None
+        reply = pool.call(
+            expr={"path": payload["path"], "source": payload["source"],
+                  "literal": payload["literal"]},
+            names=payload["names"], mocks=execution.mocks or {}, token=work.token,
+            now=time.time(), seed=random.getrandbits(32), timeout=timeout,
+            max_result_bytes=settings.DATA_MACHINES["EXPRESSION_MAX_RESULT_BYTES"])
+    except pool.Failure as failure:
+        return False, None, _call_failure(payload, failure, timeout)
+    if reply.get("ok"):
+        return True, reply["output"], None
+    error = reply.get("error")
+    if not isinstance(error, dict):  # the child could not send what it computed
+        error = {"type": "expression_error", "kind": reply.get("kind", "crashed"),
+                 "message": reply.get("message", "the call failed"), "path": payload["path"]}
+    return False, None, error
+
+
+def _call_failure(payload: dict, failure: pool.Failure, timeout: float) -> dict:
+    """The error the `error` branch sees when the call's process was killed or died."""
+    path = failure.path or payload["path"]
+    if path.startswith("io:"):  # in an IO operation
+        operation = path[3:]
+        if failure.kind == "timeout":
+            return {"type": "timeout", "message": f"io({operation!r}) did not finish within "
+                    f"the call's timeout of {timeout:g} s", "operation": operation}
+        path = payload["path"]
+    messages = {
+        "timeout": f"the call did not finish within its timeout of {timeout:g} s and its "
+                   "process was stopped",
+        "resource": "the call used more memory than its process may and was stopped",
+    }
+    return {"type": "expression_error", "kind": failure.kind,
+            "message": messages.get(failure.kind, f"the call {failure.message}"),
+            "path": path, "line": None, "column": None, "exception": None}
 
 
 def _perform_child(work: Work) -> Result:

@@ -1,0 +1,331 @@
+"""The evaluation pool: user-written code runs in bounded child processes, never here.
+
+Each web or worker process owns two small pools of pre-started children, started lazily:
+
+- `compute`: one whole engine computation for one execution per round trip (the lead event
+  and the inbox items' events; the machine is cached in the child by content key, the
+  document sent only on a miss), `executions/runtime/pool_child.py`;
+- `io`: one `invoke.call` expression with its `io()` calls, bounded by the call's own
+  `timeout_seconds` (wall clock).
+
+A child is a plain `python -m executions.runtime.pool_child` speaking JSON lines over its
+stdin and stdout (exec'd, not forked: it inherits no database connection, no lock, no
+thread of this process; file descriptors are closed except its status page). It limits its
+own address space (RLIMIT_AS) and, per call, its CPU time (RLIMIT_CPU, a backstop). This
+process kills it (SIGKILL) and starts another when an expression has run past the time
+limit plus a margin, or the whole call past its budget; a crash, a kill or an out-of-memory
+comes back as `Failure` with `kind` `timeout`, `resource` or `crashed` and the path of the
+expression it was in (read from the shared status page), for that execution only.
+
+The pools are per process and per fork: a process forked after using a pool (a django-q2
+worker, a preloaded gunicorn worker) starts its own, never talking to its parent's children.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import mmap
+import os
+import select
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+
+from executions.runtime import pool_child
+from executions.runtime.pool_child import STATUS_SIZE, read_status
+
+log = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+MARGIN = 0.5  # seconds past a time limit before the child is killed
+MAX_REPLY_BYTES = 64 * 2**20  # a reply larger than this is refused (resource)
+START_TIMEOUT = 30.0  # a child that does not answer its first ping in time is a failure
+
+DEFAULTS = {
+    "POOL_SIZE": 2,  # compute children per process
+    "IO_POOL_SIZE": 4,  # call children per process
+    "POOL_MEMORY_MB": 512,  # RLIMIT_AS of a child
+    "POOL_CALL_TIME_LIMIT": 30.0,  # one whole computation (all its expressions), seconds
+}
+
+
+def config(name: str) -> Any:
+    return settings.DATA_MACHINES.get(name, DEFAULTS.get(name))
+
+
+@dataclass
+class Failure(Exception):
+    """The child could not finish: `kind` timeout | resource | crashed | result."""
+
+    kind: str
+    message: str
+    path: str | None = None
+    index: int = 0
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class _Dead(Exception):
+    """The child exited (or was killed by us)."""
+
+
+class Worker:
+    """One child process and its status page."""
+
+    def __init__(self, memory_bytes: int):
+        self.memory_bytes = memory_bytes
+        self.status_fd = os.memfd_create("dm-pool-status", os.MFD_CLOEXEC)
+        os.ftruncate(self.status_fd, STATUS_SIZE)
+        self.page = mmap.mmap(self.status_fd, STATUS_SIZE)
+        env = {**os.environ, "DM_POOL_MEMORY_BYTES": str(memory_bytes),
+               "DM_POOL_STATUS_FD": str(self.status_fd),
+               "PYTHONPATH": os.pathsep.join(
+                   [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "executions.runtime.pool_child"], cwd=ROOT, env=env,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, pass_fds=(self.status_fd,),
+            bufsize=0)
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.stdin, self.stdout = self.process.stdin, self.process.stdout
+        self.out_fd = self.stdout.fileno()
+        self.poller = select.poll()
+        self.poller.register(self.out_fd, select.POLLIN | select.POLLHUP | select.POLLERR)
+        self.buffer = bytearray()
+        self.machines: set[str] = set()  # machine keys this child was sent
+        self.killed_by_us = False
+        self.calls = 0
+
+    def request(self, message: dict, *, total: float, per_expression: float | None) -> dict:
+        """Send one request and wait for its reply; kill the child past its bounds."""
+        data = json.dumps(message, separators=(",", ":")).encode() + b"\n"
+        self.calls += 1
+        self.page[:pool_child.STATUS_HEADER] = bytes(pool_child.STATUS_HEADER)  # idle, event 0
+        began = time.monotonic()
+        try:
+            self.stdin.write(data)
+        except (BrokenPipeError, OSError):
+            raise _Dead() from None
+        return self._reply(began + total, per_expression)
+
+    def _reply(self, deadline: float, per_expression: float | None) -> dict:
+        buffer = self.buffer
+        while True:
+            end = buffer.find(b"\n")
+            if end >= 0:
+                line = bytes(buffer[:end])
+                del buffer[:end + 1]
+                return json.loads(line)
+            now = time.monotonic()
+            if now >= deadline:
+                self.kill()
+                raise _Dead()
+            if per_expression is not None:
+                started, _, _ = read_status(self.page)
+                if started and now - started > per_expression:
+                    self.kill()
+                    raise _Dead()
+            wait = deadline - now
+            if per_expression is not None:
+                wait = min(wait, 0.05)
+            if not self.poller.poll(max(1, int(wait * 1000))):
+                continue
+            chunk = os.read(self.out_fd, 1 << 20)
+            if not chunk:
+                raise _Dead()
+            buffer += chunk
+            if len(buffer) > MAX_REPLY_BYTES:
+                self.kill()
+                raise Failure("resource", "the step's result is larger than "
+                              f"{MAX_REPLY_BYTES // 2**20} MiB")
+
+    def where(self) -> tuple[int, str | None]:
+        _, index, path = read_status(self.page)
+        return index, path or None
+
+    def kill(self) -> None:
+        self.killed_by_us = True
+        if self.process.poll() is None:
+            self.process.kill()
+
+    def close(self) -> None:
+        self.kill()
+        for stream in (self.stdin, self.stdout):
+            try:
+                stream.close()
+            except OSError:
+                pass
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:  # pragma: no cover - a kill always ends it
+            log.warning("pool child %s did not exit", self.process.pid)
+        self.page.close()
+        os.close(self.status_fd)
+
+    def death(self) -> tuple[str, str]:
+        """(kind, message) of why the child is gone."""
+        try:
+            code = self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:  # pragma: no cover
+            self.process.kill()
+            code = self.process.wait()
+        if self.killed_by_us or code == -signal.SIGXCPU:
+            return "timeout", "it ran past its time limit and its process was stopped"
+        if code == -signal.SIGKILL:
+            return "resource", "its process was killed (out of memory?)"
+        if code < 0:
+            name = signal.Signals(-code).name
+            return "crashed", f"its process crashed ({name})"
+        return "crashed", f"its process exited with status {code}"
+
+
+class Pool:
+    """At most `size` children, started on first use and replaced when one dies."""
+
+    def __init__(self, size: int, memory_bytes: int):
+        self.size = max(1, size)
+        self.memory_bytes = memory_bytes
+        self.idle: list[Worker] = []
+        self.count = 0
+        self.ready = threading.Condition()
+        self.started = 0  # children started over the pool's life (tests, logs)
+
+    def acquire(self) -> Worker:
+        with self.ready:
+            while not self.idle and self.count >= self.size:
+                self.ready.wait()
+            if self.idle:
+                return self.idle.pop()
+            self.count += 1
+        try:
+            worker = Worker(self.memory_bytes)
+        except BaseException:
+            with self.ready:
+                self.count -= 1
+                self.ready.notify()
+            raise
+        self.started += 1
+        return worker
+
+    def release(self, worker: Worker, *, broken: bool = False) -> None:
+        if broken:
+            worker.close()
+        with self.ready:
+            if broken:
+                self.count -= 1
+            else:
+                self.idle.append(worker)
+            self.ready.notify()
+
+    def run(self, message: dict, *, total: float, per_expression: float | None = None,
+            machine: tuple[str, Any] | None = None) -> dict:
+        """One request on one child: the reply, or Failure when the child died."""
+        worker = self.acquire()
+        try:
+            if machine is not None:
+                key, document = machine
+                message["machine_key"] = key
+                if key not in worker.machines:
+                    message["machine"] = document()
+            reply = worker.request(message, total=total, per_expression=per_expression)
+            if reply.get("miss"):  # the child dropped it from its cache: send it again
+                assert machine is not None
+                message["machine"] = machine[1]()
+                reply = worker.request(message, total=total, per_expression=per_expression)
+            if machine is not None:
+                if len(worker.machines) >= pool_child.MACHINE_CACHE:
+                    worker.machines.clear()  # the child evicts too; a miss resends
+                worker.machines.add(machine[0])
+        except _Dead:
+            index, path = worker.where()
+            kind, why = worker.death()
+            self.release(worker, broken=True)
+            raise Failure(kind, why, path, index) from None
+        except BaseException:
+            self.release(worker, broken=True)
+            raise
+        broken = not reply.get("ok", True) and reply.get("kind") in ("resource", "crashed")
+        self.release(worker, broken=broken)  # after a MemoryError: a fresh child
+        return reply
+
+    def close(self) -> None:
+        with self.ready:
+            idle, self.idle = self.idle, []
+            self.count -= len(idle)
+        for worker in idle:
+            worker.close()
+
+
+_pools: dict[str, Pool] = {}
+_pools_lock = threading.Lock()
+
+
+def get(kind: str) -> Pool:
+    """This process's pool of `kind` (compute | io)."""
+    pool = _pools.get(kind)
+    if pool is None:
+        with _pools_lock:
+            pool = _pools.get(kind)
+            if pool is None:
+                size = config("POOL_SIZE" if kind == "compute" else "IO_POOL_SIZE")
+                pool = _pools[kind] = Pool(int(size), int(config("POOL_MEMORY_MB")) * 2**20)
+    return pool
+
+
+def shutdown() -> None:
+    """Stop this process's children (tests; they also exit when this process does)."""
+    with _pools_lock:
+        pools = list(_pools.values())
+        _pools.clear()
+    for pool in pools:
+        pool.close()
+
+
+def _forget_after_fork() -> None:
+    """A forked process must not talk to its parent's children: it starts its own."""
+    global _pools_lock
+    _pools.clear()
+    _pools_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
+
+
+# The two kinds of request -----------------------------------------------------------------
+def compute(*, machine_key: str, document, snapshot: dict | None, events: list[dict],
+            lead: int, refuse: bool, env: dict, time_limit: float, max_result_bytes: int,
+            stop_before: int | None = None) -> dict:
+    """One engine computation in a child (pool_child.compute); the step as data. Raises
+    Failure when the child was killed, crashed or ran out of memory, or when what it
+    computed cannot be sent back."""
+    total = float(config("POOL_CALL_TIME_LIMIT"))
+    message = {"op": "compute", "snapshot": snapshot, "events": events, "lead": lead,
+               "refuse": refuse, "env": env, "stop_before": stop_before,
+               "limits": {"time_limit": time_limit, "max_result_bytes": max_result_bytes},
+               "cpu_seconds": total + MARGIN}
+    reply = get("compute").run(message, total=total + MARGIN,
+                               per_expression=time_limit + MARGIN,
+                               machine=(machine_key, document))
+    if not reply.get("ok"):
+        raise Failure(reply.get("kind", "crashed"), reply.get("message", ""),
+                      reply.get("path"), reply.get("index", 0))
+    return reply["step"]
+
+
+def call(*, expr: dict, names: dict, mocks: dict, token: str, now: float, seed: int,
+         timeout: float, max_result_bytes: int) -> dict:
+    """An invoke.call expression with io() in a child, killed after `timeout` seconds of
+    wall clock: {"ok": True, "output"} or {"ok": False, "error"}; Failure when killed."""
+    message = {"op": "call", "expr": expr, "names": names, "mocks": mocks, "token": token,
+               "now": now, "seed": seed, "time_limit": timeout,
+               "max_result_bytes": max_result_bytes,
+               "operations": dict(settings.DATA_MACHINES["IO_OPERATIONS"]),
+               "cpu_seconds": timeout + MARGIN}
+    return get("io").run(message, total=timeout + MARGIN)

@@ -1,0 +1,326 @@
+"""The evaluation process of the pool (executions/runtime/pool.py): pure code only.
+
+This module is the child's whole program. It imports the pure core (the engine, the
+language, the sandbox) and the standard library, never Django: a child must not inherit or
+open a database connection, and nothing user-written runs in the web or worker process.
+`tests/test_architecture.py` checks that its imports stay in the pure core.
+
+Protocol: one JSON object per line on stdin, one reply per line on stdout.
+
+- `{"op": "compute", ...}`: one whole engine computation for one execution (the lead event,
+  Start or Continue, then the inbox items' events), as `compute()` below. The machine is
+  sent by key; the child answers `{"miss": true}` when it does not hold it, and the parent
+  sends it again with the document. Reply: the snapshot, the history entries, the effects
+  (as data), and per event whether it was rejected and how many history entries it made.
+- `{"op": "call", ...}`: an `invoke.call` expression with `io()` bound; IO operations are
+  resolved by dotted path here, in the child; mocks are expressions.
+
+Before each evaluation the child writes into a shared page (a memfd the parent mapped too)
+the wall-clock time it started, the index of the event and the expression's path: when the
+child has to be killed (past its time limit), crashes or runs out of memory, the parent
+reads from there which expression it was in.
+"""
+from __future__ import annotations
+
+import gc
+import importlib
+import json
+import mmap
+import os
+import random
+import resource
+import struct
+import sys
+import time
+from collections import OrderedDict
+from dataclasses import fields
+from typing import Any
+
+from executions import engine
+from expressions import sandbox
+from expressions.errors import ExpressionError
+from machines.definition import Expr
+from machines.language import build
+
+# The shared status page ------------------------------------------------------------------
+STATUS_SIZE = 4096
+_HEADER = struct.Struct("<dii")  # started (CLOCK_MONOTONIC s, 0 = idle), event index, path len
+STATUS_HEADER = _HEADER.size
+_MAX_PATH = STATUS_SIZE - _HEADER.size - 8  # the rest: the path, then the IO operation
+MACHINE_CACHE = 64  # machine definitions kept by content key
+
+
+class Status:
+    """What the child is doing, where its parent can read it even after it died."""
+
+    def __init__(self, page: mmap.mmap | None):
+        self.page = page
+        self.index = 0
+        self._encoded: dict[str, bytes] = {}
+
+    def begin(self, path: str | None) -> None:
+        page = self.page
+        if page is None:
+            return
+        raw = self._encoded.get(path or "")
+        if raw is None:
+            raw = (path or "").encode("utf-8", "replace")[:_MAX_PATH]
+            if len(self._encoded) < 4096:
+                self._encoded[path or ""] = raw
+        page[_HEADER.size:_HEADER.size + len(raw)] = raw
+        _HEADER.pack_into(page, 0, time.monotonic(), self.index, len(raw))
+
+    def idle(self) -> None:
+        if self.page is not None:
+            _HEADER.pack_into(self.page, 0, 0.0, 0, 0)
+
+
+def read_status(page: mmap.mmap) -> tuple[float, int, str]:
+    """(started, event index, path) as last written by the child."""
+    started, index, length = _HEADER.unpack_from(page, 0)
+    length = max(0, min(length, _MAX_PATH))
+    path = bytes(page[_HEADER.size:_HEADER.size + length]).decode("utf-8", "replace")
+    return started, index, path
+
+
+# Data codecs (shared with the parent) ----------------------------------------------------
+EVENT_TYPES = {cls.__name__: cls for cls in (
+    engine.Start, engine.Action, engine.TimerFired, engine.WorkSucceeded, engine.WorkFailed,
+    engine.Cancel, engine.Retry, engine.Continue)}
+EFFECT_TYPES = {cls.__name__: cls for cls in (
+    engine.ArmTimer, engine.CancelTimer, engine.CallIO, engine.StartChild, engine.SendAction,
+    engine.CancelWork, engine.NotifyParent, engine.ContinueLater)}
+
+
+def event_data(event: engine.Event) -> dict:
+    data = {f.name: getattr(event, f.name) for f in fields(event)}
+    data["type"] = type(event).__name__
+    return data
+
+
+def event_from(data: dict) -> engine.Event:
+    values = dict(data)
+    return EVENT_TYPES[values.pop("type")](**values)
+
+
+def expr_data(expr: Expr) -> dict:
+    return {"path": expr.path, "source": expr.source, "literal": expr.literal}
+
+
+def effect_data(effect: engine.Effect) -> dict:
+    data = {f.name: getattr(effect, f.name) for f in fields(effect)}
+    if isinstance(effect, engine.CallIO):
+        data["call"] = expr_data(effect.call)
+    data["type"] = type(effect).__name__
+    return data
+
+
+def effect_from(data: dict) -> engine.Effect:
+    values = dict(data)
+    cls = EFFECT_TYPES[values.pop("type")]
+    if cls is engine.CallIO:
+        values["call"] = Expr(**values["call"])
+    return cls(**values)
+
+
+# One engine computation ------------------------------------------------------------------
+def compute(machine, snapshot: engine.Snapshot | None, events: list[engine.Event],
+            env: engine.Env, *, lead: int, refuse: bool, status: Status | None = None,
+            stop_before: int | None = None) -> dict:
+    """The engine on one execution: `events[:lead]` (a Start or a Continue) always, then
+    the rest (inbox items) while the execution is not running; stops after an item that
+    leaves it running (async-latency), at the first rejection when `refuse`, and before
+    event `stop_before`. Returns the step as data."""
+    history: list[dict] = []
+    effects: list = []
+    results: list[dict] = []
+    for index, event in enumerate(events):
+        if stop_before is not None and index >= stop_before:
+            break
+        if index >= lead and snapshot is not None and snapshot.status == engine.RUNNING:
+            break
+        if status is not None:
+            status.index = index
+        result = engine.transition(machine, snapshot, event, env)
+        snapshot = result.snapshot
+        history.extend(result.history)
+        effects.extend(result.effects)
+        results.append({"rejected": result.rejected,
+                        "available_actions": list(result.available_actions),
+                        "history": len(result.history)})
+        if refuse and result.rejected and index >= lead:
+            break
+        if index >= lead and snapshot.status == engine.RUNNING:
+            break
+    return {"snapshot": snapshot.to_dict() if snapshot is not None else None,
+            "history": history, "effects": [effect_data(e) for e in effects],
+            "results": results}
+
+
+class Child:
+    """The child's state: its cached machines, its status page, its limits."""
+
+    def __init__(self, page: mmap.mmap | None):
+        self.status = Status(page)
+        self.machines: OrderedDict[str, Any] = OrderedDict()
+        self.io_ready = False
+
+    # evaluation with the status written first
+    def evaluate(self, time_limit: float, max_result_bytes: int):
+        status = self.status
+
+        def evaluate(expr: Expr, names: dict, limit: float | None = None) -> Any:
+            status.begin(expr.path)
+            try:
+                return sandbox.evaluate(expr, names, time_limit=limit or time_limit,
+                                        max_result_bytes=max_result_bytes)
+            except MemoryError:
+                raise ExpressionError("the expression ran out of memory", kind="resource",
+                                      path=expr.path, exception="MemoryError") from None
+            except RecursionError:
+                raise ExpressionError("the expression nested too deeply", kind="resource",
+                                      path=expr.path, exception="RecursionError") from None
+        return evaluate
+
+    def machine(self, request: dict):
+        key = request["machine_key"]
+        machine = self.machines.get(key)
+        if machine is not None:
+            self.machines.move_to_end(key)
+            return machine
+        document = request.get("machine")
+        if document is None:
+            return None
+        machine = self.machines[key] = build(document)
+        while len(self.machines) > MACHINE_CACHE:
+            self.machines.popitem(last=False)
+        return machine
+
+    def compute(self, request: dict) -> dict:
+        machine = self.machine(request)
+        if machine is None:
+            return {"miss": True}
+        limits = request["limits"]
+        facts = request["env"]
+        env = engine.Env(
+            now=facts["now"], seed=facts["seed"], execution=facts["execution"],
+            step_limit=facts["step_limit"], max_steps=facts["max_steps"],
+            evaluate=self.evaluate(limits["time_limit"], limits["max_result_bytes"]))
+        snapshot = request["snapshot"]
+        step = compute(
+            machine, engine.Snapshot.from_dict(snapshot) if snapshot is not None else None,
+            [event_from(event) for event in request["events"]], env,
+            lead=request["lead"], refuse=request["refuse"], status=self.status,
+            stop_before=request.get("stop_before"))
+        return {"ok": True, "step": step}
+
+    def call(self, request: dict) -> dict:
+        """An invoke.call expression with io() bound (operations resolved here)."""
+        registry, mocks = request["operations"], request["mocks"] or {}
+        names = request["names"]
+        failures: list[dict] = []
+        evaluate = self.evaluate(request["time_limit"], request["max_result_bytes"])
+        status = self.status
+        expr = Expr(**request["expr"])
+
+        def io(op, *args, **kwargs):
+            if op in mocks:
+                mock = mocks[op]
+                mock_expr = (Expr(path=f"mocks.{op}", source=mock) if isinstance(mock, str)
+                             else Expr(path=f"mocks.{op}", literal=mock))
+                try:
+                    return evaluate(mock_expr, {"args": list(args), "kwargs": kwargs, **names})
+                finally:
+                    status.begin(expr.path)
+            function = self.operation(registry, op)
+            status.begin(f"io:{op}")
+            try:
+                return function(*args, idempotency_key=request["token"], **kwargs)
+            except Exception as exc:
+                error = getattr(exc, "error", None)
+                if isinstance(error, dict):  # IOFailure: the error branch sees its JSON
+                    failures.append(error)
+                raise
+            finally:
+                status.begin(expr.path)
+
+        bound = {**names, "io": io, **engine.helpers(request["now"], request["seed"])}
+        try:
+            output = evaluate(expr, bound)
+        except ExpressionError as exc:
+            return {"ok": False, "error": failures[-1] if failures else exc.to_dict()}
+        return {"ok": True, "output": output}
+
+    def operation(self, registry: dict, name: str):
+        if name not in registry:
+            known = ", ".join(sorted(registry))
+            error = {"type": "unknown_operation",
+                     "message": f"no IO operation named {name!r} (known: {known})"}
+            raise _IOError(error)
+        if not self.io_ready and os.environ.get("DJANGO_SETTINGS_MODULE"):
+            # Operations may read settings; setting Django up opens no database connection.
+            importlib.import_module("django").setup()
+            self.io_ready = True
+        module, _, attribute = registry[name].rpartition(".")
+        return getattr(importlib.import_module(module), attribute)
+
+
+class _IOError(Exception):
+    def __init__(self, error: dict):
+        super().__init__(error["message"])
+        self.error = error
+
+
+# The loop --------------------------------------------------------------------------------
+def _limit(memory_bytes: int) -> None:
+    if memory_bytes > 0:
+        resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+
+def _cpu_backstop(seconds: float) -> None:
+    """RLIMIT_CPU counts the process's whole life: allow this call `seconds` more."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    used = usage.ru_utime + usage.ru_stime
+    soft = int(used + seconds) + 1
+    _, hard = resource.getrlimit(resource.RLIMIT_CPU)
+    if hard != resource.RLIM_INFINITY:
+        soft = min(soft, hard)
+    resource.setrlimit(resource.RLIMIT_CPU, (soft, hard))
+
+
+def main() -> None:
+    memory = int(os.environ.get("DM_POOL_MEMORY_BYTES", "0"))
+    fd = int(os.environ.get("DM_POOL_STATUS_FD", "-1"))
+    page = mmap.mmap(fd, STATUS_SIZE) if fd >= 0 else None
+    child = Child(page)
+    _limit(memory)
+    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    encode = json.JSONEncoder(allow_nan=False, separators=(",", ":")).encode  # ASCII out
+    gc.freeze()  # what was imported stays shared and unscanned
+    for line in stdin:
+        request = json.loads(line)
+        _cpu_backstop(float(request.get("cpu_seconds", 60)))
+        random.seed()
+        try:
+            reply = child.call(request) if request["op"] == "call" else child.compute(request)
+            child.status.idle()  # encoding the reply is not an expression's time
+            text = encode(reply)
+        except MemoryError:
+            reply = None
+            text = ""
+        except Exception as exc:  # a bug, or values that are not JSON: this execution only
+            reply = None
+            text = encode({"ok": False, "kind": "result" if isinstance(exc, ValueError)
+                           else "crashed", "index": child.status.index,
+                           "message": f"{type(exc).__name__}: {exc}"[:2000]})
+        if reply is None and not text:
+            text = encode({"ok": False, "kind": "resource", "index": child.status.index,
+                           "message": "the computation ran out of memory"})
+        child.status.idle()
+        stdout.write(text.encode("ascii") + b"\n")
+        stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
