@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
+from django.db import IntegrityError
 
 from executions import engine
 from executions.models import Execution, InboxItem
@@ -94,6 +95,9 @@ def start(machine_id: str, *, input: dict, version: int | None = None,
         # A transaction only when needed: to apply the start with the row, to enqueue its
         # own task with it (a broker in this database), or as a savepoint in the caller's
         # transaction; otherwise the INSERT is a transaction by itself.
+        # The engine runs before any transaction opens (the row gets its id and version 0
+        # when it is built; the save below is a compare-and-swap on that version).
+        step = advancing.compute(execution, []) if inline else None
         shared_task = execution_mode == "async-throughput" and not inline
         needs_transaction = inline or store.in_transaction() or (
             not shared_task and queue.queue_in_database())
@@ -102,8 +106,8 @@ def start(machine_id: str, *, input: dict, version: int | None = None,
                 if not store.insert_execution(execution, if_latest=cached is not None):
                     cached = None  # a newer version was saved since it was cached: read it
                     continue
-                if inline:  # otherwise the stored row, not yet started, is what a worker applies
-                    advanced = advancing.save(execution, advancing.compute(execution, []))
+                if step is not None:  # else the stored row, not started, is what a worker applies
+                    advanced = advancing.save(execution, step)
                 elif shared_task:  # right away, unless in the caller's transaction
                     store.on_commit(queue.wake_starter)
                 else:
@@ -157,57 +161,66 @@ def _accept(execution_id: Any, kind: str, payload: dict, actor: str, *, wait: bo
             rule: Callable[[str], str | None] | None = None) -> Outcome:
     """Apply now when the caller waits and nothing is pending, else queue. `rule`: the
     engine's rule for this kind of input, checked on the status before anything is stored
-    (cancel and retry are refused at once, even when they would be queued)."""
+    (cancel and retry are refused at once, even when they would be queued).
+
+    The engine (the machine's expressions, in the pool) never runs inside a transaction:
+    an input applied now is computed on a plain read, then saved with compare-and-swap
+    that also requires an empty inbox, so nothing was applied or queued in between (the
+    same proof as the fast path); a lost race computes again on a fresh read. Queuing
+    locks the execution row, so inbox order is acceptance order."""
     store = stores.active
     for _ in range(advancing.CAS_RETRIES):
-        earlier = None
-        try:
-            with store.atomic():
-                execution = store.read_execution(execution_id, lock=True)
-                if idempotency_key is not None:
-                    earlier = store.earlier_item(execution, idempotency_key)
-                if earlier is None:  # else reported on below, once the transaction is over
-                    advanced, queued = _store_or_apply(execution, kind, payload, actor, wait,
-                                                       idempotency_key, rule)
-        except Conflict:
-            time.sleep(random.uniform(0, 0.005))
-            continue
+        execution = store.read_execution(execution_id)
+        earlier = (store.earlier_item(execution, idempotency_key)
+                   if idempotency_key is not None else None)
         if earlier is not None:
             return _report_earlier(execution, earlier, wait=wait, timeout=timeout)
-        if queued is not None:
-            return _queue(execution, queued, wait=wait, timeout=timeout)
-        assert advanced is not None
-        store.remember(advanced.execution)
-        return _finish(advanced, timeout)
+        _check_rule(execution, rule)
+        item = InboxItem(execution=execution, kind=kind, payload=payload, actor=actor,
+                         idempotency_key=idempotency_key)
+        try:
+            if _applies_now(execution, wait):
+                advanced = _apply_now(execution, item)
+                store.remember(advanced.execution)
+                return _finish(advanced, timeout)
+            with store.atomic():
+                execution = store.read_execution(execution_id, lock=True)
+                if idempotency_key is not None and store.earlier_item(execution,
+                                                                      idempotency_key):
+                    raise Conflict()  # accepted meanwhile: report on it from a fresh read
+                _check_rule(execution, rule)
+                if _applies_now(execution, wait):
+                    raise Conflict()  # paused meanwhile: apply it now instead
+                item.execution = execution
+                store.add_item(item)
+        except (Conflict, IntegrityError):  # IntegrityError: the same key, accepted meanwhile
+            time.sleep(random.uniform(0, 0.005))
+            continue
+        return _queue(execution, item, wait=wait, timeout=timeout)
     raise RuntimeError(f"could not update {execution_id}: too many concurrent writers")
 
 
-def _store_or_apply(execution: Execution, kind: str, payload: dict, actor: str, wait: bool,
-                    idempotency_key: str | None, rule: Callable[[str], str | None] | None
-                    ) -> tuple[Advanced | None, InboxItem | None]:
-    """In the accepting transaction: (the advance, None) when applied now, else (None, the
-    item queued)."""
+def _check_rule(execution: Execution, rule: Callable[[str], str | None] | None) -> None:
     refusal = rule(execution.status) if rule is not None else None
     if refusal is not None:
         raise NotAvailable(refusal, execution.available_actions())
-    item = InboxItem(execution=execution, kind=kind, payload=payload, actor=actor,
-                     idempotency_key=idempotency_key)
-    applies_now = (wait or execution.execution_mode == "sync") and \
+
+
+def _applies_now(execution: Execution, wait: bool) -> bool:
+    return (wait or execution.execution_mode == "sync") and \
         execution.status != engine.RUNNING and not execution.has_pending
-    if not applies_now:
-        stores.active.add_item(item)
-        return None, item
-    return _apply_now(execution, item), None
 
 
 def _apply_now(execution: Execution, item: InboxItem) -> Advanced:
-    """Store the item and apply it, in the caller's transaction; a rejection raises
-    NotAvailable, which rolls the whole transaction back: nothing changes."""
+    """Compute the item on the execution as read (outside any transaction), then store it
+    applied in one transaction with compare-and-swap (Conflict: try again). A rejection
+    raises NotAvailable: nothing is stored."""
     try:
         step = advancing.compute_or_refuse(execution, [item])
     except advancing.Refused as refused:
         raise NotAvailable(refused.reason, refused.available_actions) from None
-    return advancing.save(execution, step)
+    with stores.active.atomic():
+        return advancing.save(execution, step, only_if_inbox_empty=True)
 
 
 def _apply_on_remembered(execution_id: Any, kind: str, payload: dict, actor: str, *,
