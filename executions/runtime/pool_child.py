@@ -232,9 +232,9 @@ class Child:
                     return evaluate(mock_expr, {"args": list(args), "kwargs": kwargs, **names})
                 finally:
                     status.begin(expr.path)
-            function = self.operation(registry, op)
             status.begin(f"io:{op}")
             try:
+                function = self.operation(registry, op)
                 return function(*args, idempotency_key=request["token"], **kwargs)
             except Exception as exc:
                 error = getattr(exc, "error", None)
