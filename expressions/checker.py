@@ -46,7 +46,23 @@ class ExpressionProblem:
     column: int | None
 
 
-@lru_cache(maxsize=4096)
+SMALL_SOURCE_CHARS = 2_000  # the cache keeps 4,096 sources up to this size, 32 larger ones
+
+
+def bounded_cache(function):
+    """Cache `function(source)` per source, bounded in memory: 4,096 small sources (most
+    expressions), but only 32 large ones (up to MAX_SOURCE_CHARS each, and a tree or a
+    program weighs many times its source)."""
+    small, large = lru_cache(maxsize=4096)(function), lru_cache(maxsize=32)(function)
+
+    def cached(source: str):
+        return (small if len(source) <= SMALL_SOURCE_CHARS else large)(source)
+
+    cached.__doc__ = function.__doc__
+    return cached
+
+
+@bounded_cache
 def parse(source: str) -> ast.Module:
     """Parse once per distinct source; the shared tree must not be mutated by callers."""
     try:

@@ -29,10 +29,10 @@ import threading
 import time
 import warnings
 from dataclasses import dataclass
-from functools import lru_cache, partial
+from functools import partial
 from typing import Any
 
-from expressions.checker import check, parse
+from expressions.checker import bounded_cache, check, parse
 from expressions.errors import ExpressionError, ExpressionSyntaxError
 from machines.definition import Expr
 
@@ -187,7 +187,7 @@ class _Refused(Exception):
         self.exception = exception
 
 
-@lru_cache(maxsize=4096)
+@bounded_cache
 def _program(source: str) -> _Program:
     try:
         parse(source)

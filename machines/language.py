@@ -121,6 +121,10 @@ class Checked:
 # Public functions ------------------------------------------------------------------------
 def parse_text(text: str) -> tuple[dict, str]:
     """The document in `text`: JSON when it parses as JSON, YAML otherwise."""
+    if len(text) > MAX_DEFINITION_CHARS:
+        raise DefinitionError([Problem(
+            "", f"the definition is {len(text):,} characters long, more than the limit of "
+            f"{MAX_DEFINITION_CHARS:,}", "split it into machines that invoke each other")])
     if text.lstrip().startswith("{"):
         try:
             return _top_level(_load_json(text)), "json"
@@ -233,7 +237,7 @@ class _Loader(yaml.SafeLoader):
                     "while constructing a mapping", node.start_mark,
                     f"found duplicate key '{key}'", key_node.start_mark,
                 )
-        return super().construct_mapping(node, deep=deep)
+        return yaml.constructor.SafeConstructor.construct_mapping(self, node, deep=deep)
 
 
 _Loader.yaml_implicit_resolvers = {
@@ -249,12 +253,24 @@ _Loader.add_implicit_resolver(
 )
 
 
+# libyaml's parser when PyYAML has it: the pure-Python scanner read about 40 KB/s on a busy
+# machine (a 400-state definition took a second to check). The constructor and resolvers
+# stay _Loader's; a document that does not parse is read again by _Loader for its messages.
+_FastLoader = type("_FastLoader", (yaml.CSafeLoader,), {
+    "construct_mapping": _Loader.construct_mapping,
+    "yaml_implicit_resolvers": _Loader.yaml_implicit_resolvers,
+}) if getattr(yaml, "__with_libyaml__", False) else _Loader
+
 MAX_DOCUMENT_VALUES = 100_000
+MAX_DEFINITION_CHARS = 512 * 1024  # checking is linear in this, about 1 s at the limit
 
 
 def _load_yaml(text: str) -> Any:
     try:
-        document = yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+        try:
+            document = yaml.load(text, Loader=_FastLoader)  # noqa: S506 - SafeLoader's
+        except yaml.YAMLError:
+            document = yaml.load(text, Loader=_Loader)  # noqa: S506 - the messages
         _refuse_expansion_bombs(document)
         return document
     except yaml.MarkedYAMLError as exc:

@@ -240,7 +240,7 @@ def event_of(item: InboxItem) -> engine.Event:
     raise ValueError(f"unknown inbox kind {item.kind!r}")
 
 
-def _attach_duration(item: InboxItem, entries: tuple[dict, ...]) -> None:
+def _attach_duration(item: InboxItem, entries: list[dict] | tuple[dict, ...]) -> None:
     """Work results carry how long the work took; put it on the history entry they made."""
     duration = item.payload.get("duration_ms") if item.kind == InboxItem.RESULT else None
     if duration is None:

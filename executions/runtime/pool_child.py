@@ -27,7 +27,6 @@ import importlib
 import json
 import mmap
 import os
-import random
 import resource
 import struct
 import sys
@@ -278,15 +277,20 @@ def _limit(memory_bytes: int) -> None:
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
 
-def _cpu_backstop(seconds: float) -> None:
-    """RLIMIT_CPU counts the process's whole life: allow this call `seconds` more."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    used = usage.ru_utime + usage.ru_stime
-    soft = int(used + seconds) + 1
-    _, hard = resource.getrlimit(resource.RLIMIT_CPU)
-    if hard != resource.RLIM_INFINITY:
-        soft = min(soft, hard)
-    resource.setrlimit(resource.RLIMIT_CPU, (soft, hard))
+class _CpuBackstop:
+    """RLIMIT_CPU counts the process's whole life: allow each call about `seconds` more.
+    The limit is moved only when it is too close or too far (one clock read per call)."""
+
+    def __init__(self):
+        self.soft = -1
+
+    def allow(self, seconds: float) -> None:
+        used = time.process_time()
+        if self.soft < used + seconds or self.soft > used + seconds + 5:
+            self.soft = int(used + seconds) + 2
+            _, hard = resource.getrlimit(resource.RLIMIT_CPU)
+            soft = self.soft if hard == resource.RLIM_INFINITY else min(self.soft, hard)
+            resource.setrlimit(resource.RLIMIT_CPU, (soft, hard))
 
 
 def main() -> None:
@@ -297,11 +301,11 @@ def main() -> None:
     _limit(memory)
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     encode = json.JSONEncoder(allow_nan=False, separators=(",", ":")).encode  # ASCII out
-    gc.freeze()  # what was imported stays shared and unscanned
+    cpu = _CpuBackstop()
+    gc.freeze()  # what was imported stays unscanned by the collector
     for line in stdin:
         request = json.loads(line)
-        _cpu_backstop(float(request.get("cpu_seconds", 60)))
-        random.seed()
+        cpu.allow(float(request.get("cpu_seconds", 60)))
         try:
             reply = child.call(request) if request["op"] == "call" else child.compute(request)
             child.status.idle()  # encoding the reply is not an expression's time
