@@ -11,6 +11,7 @@ from django.test import override_settings
 from executions import engine
 from executions.runtime import pool, pool_child
 from tests.helpers import ROOT
+from tests.test_runtime_memory import mem as memory_store
 
 LIMIT = 1.0  # the expression time limit used here
 
@@ -202,3 +203,46 @@ def test_the_child_imports_no_django():
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                          text=True, check=True, env={"PATH": "/usr/bin:/bin"})
     assert out.stdout.strip() == "[]"
+
+
+SHAKY = """
+id: shaky
+execution_mode: async-throughput
+start_at: open
+context: {n: 0}
+states:
+  open:
+    actions:
+      - {id: ok, on: ok, assign: {n: "ctx['n'] + 1"}}
+      - id: boom
+        on: boom
+        assign:
+          n: |
+""" + "\n".join("            " + line for line in RUNAWAY.splitlines()) + "\n"
+
+
+mem = memory_store  # the in-memory store fixture (tests/test_runtime_memory.py)
+
+
+def test_a_killed_child_fails_the_event_it_was_on_and_keeps_the_ones_before(mem):
+    from executions import services
+    from executions.runtime import advancing, store
+
+    mem.add_machine(SHAKY)
+    execution = services.start("shaky").execution
+    mem.queue.run()
+    for action in ("ok", "boom", "ok"):
+        services.trigger(execution.pk, action)
+    advanced = advancing.advance(execution.pk)  # one computation for the three items
+    assert advanced.applied == 2  # the first applied, the second failed the execution
+    execution = store.active.read_execution(execution.pk)
+    assert (execution.status, execution.context) == (engine.FAILED, {"n": 1})
+    assert execution.error["kind"] == "timeout"
+    assert execution.error["path"] == "states.open.actions[1].assign.n"
+    assert "stopped" in execution.error["message"]
+    rows = mem.history_of(execution.pk)
+    assert [row["kind"] for row in rows][-2:] == [engine.ACTION_RECEIVED,
+                                                  engine.EXECUTION_FAILED]
+    assert execution.has_pending  # the third waits for the next advance
+    assert advancing.advance(execution.pk).applied == 1
+    assert mem.history_of(execution.pk)[-1]["kind"] == engine.ACTION_REJECTED
