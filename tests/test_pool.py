@@ -246,3 +246,21 @@ def test_a_killed_child_fails_the_event_it_was_on_and_keeps_the_ones_before(mem)
     assert execution.has_pending  # the third waits for the next advance
     assert advancing.advance(execution.pk).applied == 1
     assert mem.history_of(execution.pk)[-1]["kind"] == engine.ACTION_REJECTED
+
+
+def test_values_that_cannot_be_sent_back_fail_the_execution_not_the_process():
+    try:  # 5,000 digits: JSON cannot write it
+        step = run(machine(context="{'n': 10 ** 5000}"), [engine.Start()])
+    except pool.Failure as failure:  # the child could not send the step back
+        assert failure.kind == "result"
+    else:  # the sandbox's result check refused it first
+        assert step["snapshot"]["status"] == engine.FAILED
+        assert step["snapshot"]["error"]["kind"] == "result"
+    assert run(machine(), [engine.Start()])["snapshot"]["status"] == engine.WAITING
+
+
+def test_a_child_that_cannot_start_is_an_error_of_the_service(monkeypatch):
+    monkeypatch.setattr(pool.sys, "executable", "/bin/false")
+    with pytest.raises(RuntimeError, match="could not start a child"):
+        run(machine(), [engine.Start()])
+    assert pool.get("compute").count == 0

@@ -102,6 +102,13 @@ class Worker:
         self.machines: set[str] = set()  # machine keys this child was sent
         self.killed_by_us = False
         self.calls = 0
+        try:  # a child that cannot start is the deployment's problem, not an execution's
+            self.request({"op": "ping"}, total=START_TIMEOUT, per_expression=None)
+        except (_Dead, Failure):
+            code = self.process.poll()
+            self.close()
+            raise RuntimeError(f"the evaluation pool could not start a child (exit status "
+                               f"{code}); its error output is in this process's log") from None
 
     def request(self, message: dict, *, total: float, per_expression: float | None) -> dict:
         """Send one request and wait for its reply; kill the child past its bounds."""
@@ -122,7 +129,14 @@ class Worker:
             if end >= 0:
                 line = bytes(buffer[:end])
                 del buffer[:end + 1]
-                return json.loads(line)
+                try:
+                    reply = json.loads(line)
+                except ValueError:
+                    reply = None
+                if not isinstance(reply, dict):
+                    self.kill()
+                    raise Failure("crashed", "its process sent an unreadable reply")
+                return reply
             now = time.monotonic()
             if now >= deadline:
                 self.kill()
@@ -154,6 +168,17 @@ class Worker:
         self.killed_by_us = True
         if self.process.poll() is None:
             self.process.kill()
+
+    def abandon(self) -> None:
+        """In a forked process: close this process's copies of the child's pipes and page
+        (the child belongs to the parent process)."""
+        for stream in (self.stdin, self.stdout):
+            try:
+                stream.close()
+            except OSError:
+                pass
+        self.page.close()
+        os.close(self.status_fd)
 
     def close(self) -> None:
         self.kill()
@@ -193,6 +218,7 @@ class Pool:
         self.size = max(1, size)
         self.memory_bytes = memory_bytes
         self.idle: list[Worker] = []
+        self.workers: set[Worker] = set()  # every live child, idle or busy
         self.count = 0
         self.ready = threading.Condition()
         self.started = 0  # children started over the pool's life (tests, logs)
@@ -212,10 +238,12 @@ class Pool:
                 self.ready.notify()
             raise
         self.started += 1
+        self.workers.add(worker)
         return worker
 
     def release(self, worker: Worker, *, broken: bool = False) -> None:
         if broken:
+            self.workers.discard(worker)
             worker.close()
         with self.ready:
             if broken:
@@ -260,6 +288,7 @@ class Pool:
             idle, self.idle = self.idle, []
             self.count -= len(idle)
         for worker in idle:
+            self.workers.discard(worker)
             worker.close()
 
 
@@ -291,6 +320,12 @@ def shutdown() -> None:
 def _forget_after_fork() -> None:
     """A forked process must not talk to its parent's children: it starts its own."""
     global _pools_lock
+    for pool in _pools.values():
+        for worker in list(pool.workers):
+            try:
+                worker.abandon()
+            except OSError:
+                pass
     _pools.clear()
     _pools_lock = threading.Lock()
 

@@ -299,7 +299,12 @@ def main() -> None:
     page = mmap.mmap(fd, STATUS_SIZE) if fd >= 0 else None
     child = Child(page)
     _limit(memory)
-    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    # Replies go to the original stdout; anything else printing (an IO operation's print())
+    # goes to stderr instead of into the protocol.
+    stdout = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    stdin = sys.stdin.buffer
     encode = json.JSONEncoder(allow_nan=False, separators=(",", ":")).encode  # ASCII out
     cpu = _CpuBackstop()
     gc.freeze()  # what was imported stays unscanned by the collector
@@ -307,7 +312,9 @@ def main() -> None:
         request = json.loads(line)
         cpu.allow(float(request.get("cpu_seconds", 60)))
         try:
-            reply = child.call(request) if request["op"] == "call" else child.compute(request)
+            op = request["op"]
+            reply = (child.call(request) if op == "call" else child.compute(request)
+                     if op == "compute" else {"ok": True, "pid": os.getpid()})
             child.status.idle()  # encoding the reply is not an expression's time
             text = encode(reply)
         except MemoryError:
