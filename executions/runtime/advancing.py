@@ -132,6 +132,8 @@ def _compute(execution: Execution, items: list[InboxItem], *, refuse: bool) -> S
     elif snapshot.status == engine.RUNNING:
         lead.append(engine.Continue())
     events = lead + [event_of(item) for item in items]
+    if not events:  # nothing to apply: no round trip
+        return Step(snapshot)
     env = _env(execution, max_steps=1 if latency_mode else None)
     request = {
         "machine_key": f"{version.machine_id}:{version.version}:{version.content_hash}",
