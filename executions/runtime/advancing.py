@@ -27,6 +27,7 @@ from executions.runtime import store as stores
 from executions.runtime.store import Conflict, Step
 from expressions.errors import ExpressionError
 from machines.definition import Expr
+from machines.lru import LRU
 
 log = logging.getLogger(__name__)
 
@@ -135,9 +136,10 @@ def _compute(execution: Execution, items: list[InboxItem], *, refuse: bool) -> S
     if not events:  # nothing to apply: no round trip
         return Step(snapshot)
     env = _env(execution, max_steps=1 if latency_mode else None)
+    key = f"{version.machine_id}:{version.version}:{version.content_hash}"
     request = {
-        "machine_key": f"{version.machine_id}:{version.version}:{version.content_hash}",
-        "document": lambda: version.definition,
+        "machine_key": key,
+        "document": lambda: _documents.get(key, lambda: version.definition),
         "snapshot": snapshot.to_dict() if snapshot is not None else None,
         "events": [pool_child.event_data(event) for event in events], "lead": len(lead),
         "refuse": refuse, "env": env, "time_limit": _config("EXPRESSION_TIME_LIMIT"),
@@ -168,6 +170,11 @@ def _compute(execution: Execution, items: list[InboxItem], *, refuse: bool) -> S
         _attach_duration(item, entries)
         step.processed.append(item)
     return step
+
+
+# The documents sent to the pool's children, by content key: read from the database once
+# per process (the field is deferred), not once per child.
+_documents: LRU[dict] = LRU(256)
 
 
 def _failed(machine, snapshot: engine.Snapshot | None, events: list[engine.Event], env: dict,
