@@ -131,7 +131,7 @@ class Worker:
                 del buffer[:end + 1]
                 try:
                     reply = json.loads(line)
-                except ValueError:
+                except (ValueError, RecursionError):  # nested past the parser's limit
                     reply = None
                 if not isinstance(reply, dict):
                     self.kill()
