@@ -28,6 +28,7 @@ LAYERS = {
     "machines.lru": PURE,
     "machines.words": PURE,
     "executions.steps": PURE,
+    "executions.runtime.pool_child": PURE,  # the evaluation pool's child: pure code only
     "machines.models": MODELS,
     "executions.models": MODELS,
     "executions.runtime": RUNTIME,
