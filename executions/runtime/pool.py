@@ -26,7 +26,6 @@ import json
 import logging
 import mmap
 import os
-import select
 import signal
 import subprocess
 import sys
@@ -54,6 +53,10 @@ DEFAULTS = {
     "POOL_MEMORY_MB": 512,  # RLIMIT_AS of a child
     "POOL_CALL_TIME_LIMIT": 30.0,  # one whole computation (all its expressions), seconds
 }
+
+
+_encode = json.JSONEncoder(separators=(",", ":")).encode  # ASCII: safe to .encode()
+_decode = json.JSONDecoder().decode
 
 
 def config(name: str) -> Any:
@@ -96,8 +99,6 @@ class Worker:
         assert self.process.stdin is not None and self.process.stdout is not None
         self.stdin, self.stdout = self.process.stdin, self.process.stdout
         self.out_fd = self.stdout.fileno()
-        self.poller = select.poll()
-        self.poller.register(self.out_fd, select.POLLIN | select.POLLHUP | select.POLLERR)
         self.buffer = bytearray()
         self.machines: set[str] = set()  # machine keys this child was sent
         self.killed_by_us = False
@@ -111,18 +112,24 @@ class Worker:
                                f"{code}); its error output is in this process's log") from None
 
     def request(self, message: dict, *, total: float, per_expression: float | None) -> dict:
-        """Send one request and wait for its reply; kill the child past its bounds."""
-        data = json.dumps(message, separators=(",", ":")).encode() + b"\n"
+        """Send one request and wait for its reply; the watchdog kills the child past its
+        bounds (the blocking read then ends)."""
+        data = _encode(message).encode() + b"\n"
         self.calls += 1
         self.page[:pool_child.STATUS_HEADER] = bytes(pool_child.STATUS_HEADER)  # idle, event 0
-        began = time.monotonic()
+        watchdog.watch(self, time.monotonic() + total, per_expression)
         try:
-            self.stdin.write(data)
-        except (BrokenPipeError, OSError):
-            raise _Dead() from None
-        return self._reply(began + total, per_expression)
+            try:
+                self.stdin.write(data)
+            except (BrokenPipeError, OSError):
+                raise _Dead() from None
+            return self._reply()
+        finally:
+            watchdog.done(self)
 
-    def _reply(self, deadline: float, per_expression: float | None) -> dict:
+    def _reply(self) -> dict:
+        """Blocking reads until a whole line: a read with poll() and a timeout cost about
+        55 µs more per round trip than a plain blocking read on the development machine."""
         buffer = self.buffer
         while True:
             end = buffer.find(b"\n")
@@ -130,27 +137,13 @@ class Worker:
                 line = bytes(buffer[:end])
                 del buffer[:end + 1]
                 try:
-                    reply = json.loads(line)
+                    reply = _decode(line.decode())
                 except (ValueError, RecursionError):  # nested past the parser's limit
                     reply = None
                 if not isinstance(reply, dict):
                     self.kill()
                     raise Failure("crashed", "its process sent an unreadable reply")
                 return reply
-            now = time.monotonic()
-            if now >= deadline:
-                self.kill()
-                raise _Dead()
-            if per_expression is not None:
-                started, _, _ = read_status(self.page)
-                if started and now - started > per_expression:
-                    self.kill()
-                    raise _Dead()
-            wait = deadline - now
-            if per_expression is not None:
-                wait = min(wait, 0.05)
-            if not self.poller.poll(max(1, int(wait * 1000))):
-                continue
             chunk = os.read(self.out_fd, 1 << 20)
             if not chunk:
                 raise _Dead()
@@ -159,6 +152,14 @@ class Worker:
                 self.kill()
                 raise Failure("resource", "the step's result is larger than "
                               f"{MAX_REPLY_BYTES // 2**20} MiB")
+
+    def overdue(self, now: float, deadline: float, per_expression: float | None) -> bool:
+        if now >= deadline:
+            return True
+        if per_expression is None:
+            return False
+        started, _, _ = read_status(self.page)
+        return bool(started) and now - started > per_expression
 
     def where(self) -> tuple[int, str | None]:
         _, index, path = read_status(self.page)
@@ -209,6 +210,56 @@ class Worker:
             name = signal.Signals(-code).name
             return "crashed", f"its process crashed ({name})"
         return "crashed", f"its process exited with status {code}"
+
+
+class _Watchdog:
+    """One thread per process that kills children past their bounds: the wall-clock budget
+    of the call, or the expression they are in (read from their status page). It sleeps
+    while no call is in flight."""
+
+    TICK = 0.05
+
+    def __init__(self):
+        self.busy: dict[Worker, tuple[float, float | None]] = {}
+        self.changed = threading.Condition()
+        self.thread: threading.Thread | None = None
+        self.idle = False  # waiting for a call, not ticking: only then is it woken
+
+    def watch(self, worker: Worker, deadline: float, per_expression: float | None) -> None:
+        # No lock on the way of every call: a dict item is set atomically, and the thread
+        # marks itself idle BEFORE it looks at `busy` for the last time, so a call it did
+        # not see finds it idle and wakes it.
+        self.busy[worker] = (deadline, per_expression)
+        if self.idle or self.thread is None:
+            with self.changed:
+                if self.thread is None or not self.thread.is_alive():
+                    self.thread = threading.Thread(target=self._run, name="pool-watchdog",
+                                                   daemon=True)
+                    self.thread.start()
+                self.changed.notify()
+
+    def done(self, worker: Worker) -> None:
+        self.busy.pop(worker, None)
+
+    def _run(self) -> None:
+        while True:
+            with self.changed:
+                self.idle = True
+                while not self.busy:
+                    self.changed.wait()
+                self.idle = False
+                self.changed.wait(self.TICK)
+            watched = list(self.busy.items())
+            now = time.monotonic()
+            for worker, (deadline, per_expression) in watched:
+                try:
+                    if worker.overdue(now, deadline, per_expression):
+                        worker.kill()
+                except (ValueError, OSError):  # closed meanwhile
+                    pass
+
+
+watchdog = _Watchdog()
 
 
 class Pool:
@@ -279,8 +330,9 @@ class Pool:
         except BaseException:
             self.release(worker, broken=True)
             raise
-        broken = not reply.get("ok", True) and reply.get("kind") in ("resource", "crashed")
-        self.release(worker, broken=broken)  # after a MemoryError: a fresh child
+        broken = worker.killed_by_us or (  # after a MemoryError: a fresh child
+            not reply.get("ok", True) and reply.get("kind") in ("resource", "crashed"))
+        self.release(worker, broken=broken)
         return reply
 
     def close(self) -> None:
@@ -319,7 +371,8 @@ def shutdown() -> None:
 
 def _forget_after_fork() -> None:
     """A forked process must not talk to its parent's children: it starts its own."""
-    global _pools_lock
+    global _pools_lock, watchdog
+    watchdog = _Watchdog()  # its thread did not survive the fork
     for pool in _pools.values():
         for worker in list(pool.workers):
             try:
