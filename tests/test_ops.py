@@ -129,3 +129,99 @@ def test_run_timers_outlives_database_is_locked_and_fires_the_timer(transactiona
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
     assert process.returncode == 0, read_log(log)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def children_of(pid) -> dict[int, str]:
+    """pid -> command line of each live child process of `pid` (Linux /proc)."""
+    found = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+            if int(fields[1]) != pid or fields[0] == "Z":
+                continue
+            with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
+                found[int(entry)] = cmdline.read().replace(b"\0", b" ").decode()
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            continue
+    return found
+
+
+def test_bin_serve_restarts_a_child_that_dies_and_stops_them_all(tmp_path):
+    """bin/serve from scratch on a temporary SQLite database (the venv running the tests,
+    via DM_VENV): it answers, brings a killed run_timers back, and SIGTERM stops it all."""
+    port = free_port()
+    env = {key: value for key, value in os.environ.items()
+           if key not in ("DJANGO_SETTINGS_MODULE", "REDIS_URL", "DATABASE_URL")}
+    env.update({
+        "DM_VENV": sys.prefix, "PORT": str(port), "WEB_WORKERS": "1", "DM_Q_WORKERS": "1",
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'serve.sqlite3'}",
+        "DM_Q_CLUSTER_NAME": f"serve-test-{port}", "DM_ADMIN_PASSWORD": "serve-test-pass",
+        "PYTHONUNBUFFERED": "1",
+    })
+    log = tmp_path / "serve.log"
+    with log.open("wb") as out:
+        serve = subprocess.Popen([str(ROOT / "bin" / "serve")], cwd=ROOT, env=env,
+                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    started = set()
+    try:
+        def answering():
+            assert serve.poll() is None, f"bin/serve exited:\n{read_log(log)}"
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}/login/", timeout=2).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_until(answering, 50, lambda: f"bin/serve did not answer:\n{read_log(log)}",
+                   interval=0.2)
+        text = read_log(log)
+        assert "Created the admin user 'admin' with the password in DM_ADMIN_PASSWORD" in text
+        assert "Warning" not in text and "Traceback" not in text, text
+
+        def timer_loop():
+            return next((pid for pid, command in children_of(serve.pid).items()
+                         if "run_timers" in command), None)
+
+        old = wait_until(timer_loop, 10, "no run_timers child")
+        started.update(children_of(serve.pid))
+        os.kill(old, signal.SIGKILL)
+        wait_until(lambda: timer_loop() not in (None, old), 15,
+                   lambda: f"run_timers was not restarted:\n{read_log(log)}")
+        started.update(children_of(serve.pid))
+        text = read_log(log)
+        assert f"run_timers (pid {old}) was killed by SIGKILL; restarting it in 1 s" in text
+        assert "run_timers restarted" in text
+        assert answering()  # the others kept running
+    finally:
+        serve.send_signal(signal.SIGTERM)
+        try:
+            serve.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(serve.pid, signal.SIGKILL)
+            for pid in started:
+                try:
+                    os.killpg(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            raise
+    assert serve.returncode == 0, read_log(log)
+
+    def alive(pid):
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+        except (FileNotFoundError, ProcessLookupError):
+            return False
+
+    def all_gone():
+        return not [pid for pid in started if alive(pid)]
+
+    wait_until(all_gone, 10, "bin/serve left processes running")

@@ -1,8 +1,9 @@
 """Schemathesis over the project's own OpenAPI schema against a live gunicorn server.
 
 Positive and negative requests for every operation, authenticated as an editor (the role
-that may do everything the API offers; the token also fetches the schema): no 5xx, and every answer conforms to the schema
-(status code documented, content type, body). Bounded: a few examples per operation.
+that may do everything the API offers; the token also fetches the schema, which needs a
+login): no 5xx, and every answer conforms to the schema (status code documented, content
+type, body). Bounded: a few examples per operation.
 """
 import os
 import socket

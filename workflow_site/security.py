@@ -99,7 +99,8 @@ class LoginRateLimitMiddleware:
                            f"again in {minutes} minute{'s' if minutes != 1 else ''}.")
                 response = HttpResponse(
                     f"<!doctype html><title>Too many failed logins</title>"
-                    f"<h1>Too many failed logins</h1><p>{escape(message)}</p>",
+                    f"<h1>Too many failed logins</h1><p>{escape(message)}</p>"
+                    f'<p><a href="{escape(request.path)}">Back to the login page</a></p>',
                     status=429, content_type="text/html; charset=utf-8")
                 response["Retry-After"] = str(math.ceil(wait))
                 return response
