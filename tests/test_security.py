@@ -163,3 +163,44 @@ def test_login_failures_expire_and_a_success_clears_them(client, make_user, logi
     assert login(client, "carol", PASSWORD).status_code == 429
     now[0] += 901  # past the window (900 s by default)
     assert login(client, "carol", PASSWORD).status_code == 302
+
+
+@pytest.mark.browser
+def test_the_pages_work_under_the_content_security_policy(live_server, admin_user,
+                                                          save_machine, monkeypatch):
+    """Every kind of page in Chromium: no CSP violation, and the scripts that must run do
+    (the admin editor's nonce'd inline script draws its line numbers, Swagger UI renders)."""
+    chromium_path = "/usr/bin/chromium"
+    if not os.path.exists(chromium_path):
+        pytest.skip("no Chromium at /usr/bin/chromium")
+    from playwright.sync_api import sync_playwright
+
+    from executions import services
+
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    save_machine("order.yaml")
+    execution = services.start("order", mode="sync", actor="alice").execution
+    base = live_server.url
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium_path, headless=True,
+                                             args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page()
+        violations = []
+        page.on("console", lambda message: violations.append(message.text)
+                if "Content Security Policy" in message.text else None)
+        page.goto(f"{base}/login/")
+        page.fill("#id_username", "admin")
+        page.fill("#id_password", "admin-pass-123")
+        page.click("button[type=submit]")
+        page.wait_for_url(f"{base}/")
+        for path in ("/", "/machines/order/", "/executions/", f"/executions/{execution.id}/",
+                     "/admin/", "/admin/machines/machine/order/change/", "/api/docs/"):
+            response = page.goto(base + path)
+            assert response.status == 200, path
+            page.wait_for_load_state("networkidle")
+            if path.endswith("/change/"):
+                page.wait_for_selector("#dm-gutter span", timeout=10_000)
+            if path == "/api/docs/":
+                page.wait_for_selector(".swagger-ui .info .title", timeout=20_000)
+        browser.close()
+    assert not violations, violations
