@@ -40,46 +40,71 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {first_line}"
 
 
-def retrying(function, what, *, stopping=lambda: False, sleep=time.sleep,
-             first=FIRST_BACKOFF_SECONDS, maximum=MAX_BACKOFF_SECONDS):
-    """function() until it returns, whatever it raises (except KeyboardInterrupt/SystemExit),
-    pausing first, 2*first, ... up to `maximum` seconds between attempts. The first failure
-    is logged (a busy database as a warning, anything else with its traceback), a different
-    error again, the same one not; success after failures is logged once. Returns
-    function()'s result, or None when stopping() turned true while waiting."""
-    failures, delay, last, started = 0, first, None, 0.0
-    while True:
+class Attempts:
+    """One recurring step of the loop. run() never raises: a failure is logged once per
+    streak (a busy database as a warning, anything else with its traceback; a different
+    error again), `pause` says how long to wait before the next try (first, 2*first, ... up
+    to maximum), and the first success after failures is logged."""
+
+    def __init__(self, what, *, first=FIRST_BACKOFF_SECONDS, maximum=MAX_BACKOFF_SECONDS):
+        self.what, self.first, self.maximum = what, first, maximum
+        self.failures, self.last, self.started = 0, None, 0.0
+        self.pause, self.next_pause = 0.0, first
+
+    def run(self, function):
+        """(True, function()) or (False, None) when it raised."""
         try:
             result = function()
         except Exception as exc:  # noqa: BLE001 - the loop must outlive every error
             if isinstance(exc, DatabaseError):
                 close_old_connections()  # a broken connection is replaced on the next try
-            failures += 1
+            self.failures += 1
+            if self.failures == 1:
+                self.started = time.monotonic()
             text = describe(exc)
-            if failures == 1:
-                started = time.monotonic()
-            if text != last:
+            if text != self.last:
                 if is_database_busy(exc):
                     log.warning("timer loop: %s failed, the database is busy or unreachable "
                                 "(%s); retrying with backoff up to %g s",
-                                what, text, maximum)
+                                self.what, text, self.maximum)
                 else:
                     log.exception("timer loop: %s failed (%s); retrying with backoff up to %g s",
-                                  what, text, maximum)
-                last = text
-            waited = 0.0
-            while waited < delay:  # in slices, so a stop request is seen quickly
-                if stopping():
-                    return None
-                step = min(0.1, delay - waited)
-                sleep(step)
-                waited += step
-            delay = min(maximum, delay * 2)
-            continue
-        if failures:
+                                  self.what, text, self.maximum)
+                self.last = text
+            self.pause, self.next_pause = self.next_pause, min(self.maximum, self.next_pause * 2)
+            return False, None
+        if self.failures:
             log.warning("timer loop: %s succeeded again after %d failed attempt(s) in %.1f s",
-                        what, failures, time.monotonic() - started)
-        return result
+                        self.what, self.failures, time.monotonic() - self.started)
+            self.failures, self.last, self.next_pause = 0, None, self.first
+        self.pause = 0.0
+        return True, result
+
+
+def pause(seconds, stopping, sleep=time.sleep) -> bool:
+    """Sleep in slices so a stop request is seen quickly; False when asked to stop."""
+    waited = 0.0
+    while waited < seconds:
+        if stopping():
+            return False
+        step = min(0.1, seconds - waited)
+        sleep(step)
+        waited += step
+    return not stopping()
+
+
+def retrying(function, what, *, stopping=lambda: False, sleep=time.sleep,
+             first=FIRST_BACKOFF_SECONDS, maximum=MAX_BACKOFF_SECONDS):
+    """function() until it returns, whatever it raises (except KeyboardInterrupt/SystemExit),
+    with Attempts' logging and backoff. Returns its result, or None when stopping() turned
+    true while waiting."""
+    attempts = Attempts(what, first=first, maximum=maximum)
+    while True:
+        ok, result = attempts.run(function)
+        if ok:
+            return result
+        if not pause(attempts.pause, stopping, sleep):
+            return None
 
 
 class Command(BaseCommand):
@@ -94,25 +119,36 @@ class Command(BaseCommand):
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stopping.append(True))
 
-        def retry(function, what):
-            if once:  # a one-off run reports its error instead of waiting it out
-                return function()
-            return retrying(function, what, stopping=lambda: bool(stopping))
+        if once:  # a one-off run reports its error instead of waiting it out
+            fired = timers.fire_due_timers()
+            timers.sweep()
+            self.stdout.write(f"fired {fired} timer(s)")
+            return
 
-        last_sweep = 0.0
-        if not once:
-            self.stdout.write(f"timer loop: polling every {poll:g} s")
+        def stop_requested():
+            return bool(stopping)
+
+        # Each step on its own: a sweep that keeps failing does not hold up the timers.
+        firing = Attempts("firing due timers")
+        sweeping = Attempts("sweeping unfinished work")
+        reading = Attempts("reading the next timer")
+        next_sweep = 0.0
+        self.stdout.write(f"timer loop: polling every {poll:g} s")
         while not stopping:
             close_old_connections()
-            fired = retry(timers.fire_due_timers, "firing due timers") or 0
-            if time.monotonic() - last_sweep >= SWEEP_EVERY_SECONDS or once:
-                retry(timers.sweep, "sweeping unfinished work")
-                last_sweep = time.monotonic()
-            if once:
-                self.stdout.write(f"fired {fired} timer(s)")
-                return
-            if fired or stopping:
+            ok, fired = firing.run(timers.fire_due_timers)
+            if time.monotonic() >= next_sweep:
+                swept, _ = sweeping.run(timers.sweep)
+                next_sweep = time.monotonic() + (SWEEP_EVERY_SECONDS if swept
+                                                 else sweeping.pause)
+            if not ok:
+                pause(firing.pause, stop_requested)
                 continue
-            due = retry(timers.next_timer_due, "reading the next timer")
+            if fired:
+                continue
+            ok, due = reading.run(timers.next_timer_due)
+            if not ok:
+                pause(reading.pause, stop_requested)
+                continue
             delay = poll if due is None else min(poll, max(0.0, due - time.time()))
             time.sleep(delay)
