@@ -204,3 +204,14 @@ def test_the_pages_work_under_the_content_security_policy(live_server, admin_use
                 page.wait_for_selector(".swagger-ui .info .title", timeout=20_000)
         browser.close()
     assert not violations, violations
+
+
+@override_settings(LOGIN_MAX_FAILURES=1, CACHES={
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    "login": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
+              "LOCATION": "redis://127.0.0.1:1/0"}})  # nothing listens there
+def test_logins_go_on_when_the_cache_is_unreachable(client, make_user):
+    make_user("dave")
+    assert login(client, "dave", "wrong").status_code == 200
+    assert login(client, "dave", "wrong").status_code == 200  # not counted, not refused
+    assert login(client, "dave", PASSWORD).status_code == 302

@@ -8,11 +8,13 @@ LoginRateLimitMiddleware: a POST to a login form (the site's and the admin's) is
 with 429 once one username has failed LOGIN_MAX_FAILURES times from one address within
 LOGIN_FAILURE_WINDOW seconds; a success clears the count. Failures are counted from Django's
 user_login_failed signal, in the cache (shared by the processes of one host, or by every
-host with Redis).
+host with Redis). If the cache cannot be reached, logins go on unlimited (logged), rather
+than nobody being able to log in.
 """
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import secrets
 import time
@@ -24,6 +26,8 @@ from django.dispatch import receiver
 from django.http import HttpResponse
 from django.utils.functional import SimpleLazyObject
 from django.utils.html import escape
+
+log = logging.getLogger("workflow_site.security")
 
 
 class ContentSecurityPolicyMiddleware:
@@ -57,7 +61,12 @@ def _key(username: str, address: str) -> str:
 def _failures(key: str) -> list[float]:
     now = time.time()
     window = settings.LOGIN_FAILURE_WINDOW
-    return [t for t in _cache().get(key, []) if now - t < window]
+    try:
+        stored = _cache().get(key, [])
+    except Exception:  # noqa: BLE001 - an unreachable cache must not stop every login
+        log.warning("login rate limit: cannot read the failure counts", exc_info=True)
+        return []
+    return [t for t in stored if now - t < window]
 
 
 def blocked_for(username: str, address: str) -> float:
@@ -76,13 +85,19 @@ def _count_failure(sender, credentials, request=None, **kwargs):
     username = str(credentials.get("username", ""))
     key = _key(username, client_address(request))
     failures = _failures(key)[-100:] + [time.time()]
-    _cache().set(key, failures, timeout=math.ceil(settings.LOGIN_FAILURE_WINDOW))
+    try:
+        _cache().set(key, failures, timeout=math.ceil(settings.LOGIN_FAILURE_WINDOW))
+    except Exception:  # noqa: BLE001
+        log.warning("login rate limit: cannot store a failure", exc_info=True)
 
 
 @receiver(user_logged_in)
 def _clear_failures(sender, request=None, user=None, **kwargs):
     if request is not None and user is not None:
-        _cache().delete(_key(user.get_username(), client_address(request)))
+        try:
+            _cache().delete(_key(user.get_username(), client_address(request)))
+        except Exception:  # noqa: BLE001
+            log.warning("login rate limit: cannot clear the failure counts", exc_info=True)
 
 
 class LoginRateLimitMiddleware:

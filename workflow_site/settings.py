@@ -6,9 +6,7 @@ DJANGO_SECRET_KEY, DJANGO_DEBUG, DJANGO_ALLOWED_HOSTS
 Security for production (docs/security.md): DM_BEHIND_TLS, DM_HSTS_SECONDS, DM_CSP, login
 rate limits (DM_LOGIN_*), DM_API_DOCS_PUBLIC.
 """
-import hashlib
 import os
-import tempfile
 from pathlib import Path
 
 import dj_database_url
@@ -41,7 +39,7 @@ def secret_key():
     if DEBUG:
         return INSECURE_DEV_KEY
     raise ImproperlyConfigured(
-        "DJANGO_SECRET_KEY is not set (nor a key in .secret_key) and DJANGO_DEBUG is off: "
+        f"DJANGO_SECRET_KEY is not set (nor a key in {path}) and DJANGO_DEBUG is off: "
         "refusing to run with the insecure default key. Set DJANGO_SECRET_KEY to a long random "
         "value (python -c 'import secrets; print(secrets.token_urlsafe(50))'), or run bin/serve "
         "once (it writes .secret_key for this checkout), or set DJANGO_DEBUG=true to develop.")
@@ -165,15 +163,12 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
 if os.environ.get("DM_TEST_DB_NAME"):  # lets several test runs share one machine
     DATABASES["default"]["TEST"] = {"NAME": os.environ["DM_TEST_DB_NAME"]}
 # The login failure counts must be shared by every process: Redis when there is one, else
-# files under DM_CACHE_DIR (one host).
+# files under DM_CACHE_DIR (one host; default .cache/login in the checkout, ignored by git).
 CACHES = {
     "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
     "login": {
         "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
-        "LOCATION": os.environ.get("DM_CACHE_DIR") or str(
-            Path(tempfile.gettempdir())
-            / f"data-machines-cache-{hashlib.sha256(str(BASE_DIR).encode()).hexdigest()[:12]}"
-        ),
+        "LOCATION": os.environ.get("DM_CACHE_DIR") or str(BASE_DIR / ".cache" / "login"),
         "OPTIONS": {"MAX_ENTRIES": 100_000},
     },
 }
