@@ -3,11 +3,14 @@
 DATABASE_URL   sqlite:///path or postgres://user@host/db (default: SQLite file db.sqlite3, WAL)
 REDIS_URL      when set, django-q2 uses the Redis broker; otherwise the ORM broker
 DJANGO_SECRET_KEY, DJANGO_DEBUG, DJANGO_ALLOWED_HOSTS
+Security for production (docs/security.md): DM_BEHIND_TLS, DM_HSTS_SECONDS, DM_CSP, login
+rate limits (DM_LOGIN_*), DM_API_DOCS_PUBLIC.
 """
 import os
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -17,9 +20,33 @@ def env_bool(name, default=False):
 
 
 DEBUG = env_bool("DJANGO_DEBUG", False)
-SECRET_KEY = (
-    os.environ.get("DJANGO_SECRET_KEY") or "insecure-dev-key: set DJANGO_SECRET_KEY in production"
-)
+
+
+def secret_key():
+    """DJANGO_SECRET_KEY, else the key bin/serve wrote for this checkout (.secret_key, or the
+    file DJANGO_SECRET_KEY_FILE names). Without either, only DEBUG may run, on a dev key:
+    anything else refuses to start rather than sign sessions with a key everyone knows."""
+    key = os.environ.get("DJANGO_SECRET_KEY", "").strip()
+    path = Path(os.environ.get("DJANGO_SECRET_KEY_FILE") or BASE_DIR / ".secret_key")
+    if not key and path.is_file():
+        key = path.read_text().strip()
+    if key and key != INSECURE_DEV_KEY:
+        if not DEBUG and len(key) < 32:
+            raise ImproperlyConfigured(
+                "DJANGO_SECRET_KEY is too short (fewer than 32 characters): use a long random "
+                "value, e.g. python -c 'import secrets; print(secrets.token_urlsafe(50))'")
+        return key
+    if DEBUG:
+        return INSECURE_DEV_KEY
+    raise ImproperlyConfigured(
+        f"DJANGO_SECRET_KEY is not set (nor a key in {path}) and DJANGO_DEBUG is off: "
+        "refusing to run with the insecure default key. Set DJANGO_SECRET_KEY to a long random "
+        "value (python -c 'import secrets; print(secrets.token_urlsafe(50))'), or run bin/serve "
+        "once (it writes .secret_key for this checkout), or set DJANGO_DEBUG=true to develop.")
+
+
+INSECURE_DEV_KEY = "insecure-dev-key: set DJANGO_SECRET_KEY in production"
+SECRET_KEY = secret_key()
 
 
 def env_list(name, default=""):
@@ -51,14 +78,50 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "workflow_site.security.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "workflow_site.security.LoginRateLimitMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
+
+# Security for production (docs/security.md). Behind a TLS-terminating proxy that sets
+# X-Forwarded-Proto (and strips it from clients), DM_BEHIND_TLS=true makes Django trust it,
+# redirect plain HTTP, send HSTS and mark the cookies Secure.
+BEHIND_TLS = env_bool("DM_BEHIND_TLS", False)
+if BEHIND_TLS:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = env_bool("DM_SSL_REDIRECT", True)
+    SECURE_HSTS_SECONDS = int(os.environ.get("DM_HSTS_SECONDS", 365 * 24 * 3600))
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DM_HSTS_INCLUDE_SUBDOMAINS", False)
+    SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = True
+SESSION_COOKIE_HTTPONLY = True
+CSRF_COOKIE_HTTPONLY = True  # the pages send the token from the form, never from the cookie
+SESSION_COOKIE_SAMESITE = CSRF_COOKIE_SAMESITE = "Lax"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+# Scripts only from our own files (and inline ones carrying the response's nonce); styles may
+# be inline (the pages' and Graphviz's style attributes, the admin); nothing may frame us.
+CONTENT_SECURITY_POLICY = os.environ.get("DM_CSP", (
+    "default-src 'self'; script-src 'self' 'nonce-{nonce}'; "
+    "style-src 'self' 'unsafe-inline'; img-src 'self' data:; font-src 'self' data:; "
+    "connect-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'; "
+    "frame-ancestors 'none'"
+))
+# Login rate limit: this many failures for one username from one address in the window
+# (seconds) and the login forms answer 429 until the window has passed.
+LOGIN_MAX_FAILURES = int(os.environ.get("DM_LOGIN_MAX_FAILURES", 5))
+LOGIN_FAILURE_WINDOW = float(os.environ.get("DM_LOGIN_FAILURE_WINDOW", 900))
+LOGIN_RATE_LIMITED_PATHS = {"/login/", "/admin/login/"}
+LOGIN_RATE_LIMIT_CACHE = "login"
+# The API's schema and interactive docs need a login unless DM_API_DOCS_PUBLIC=true.
+API_DOCS_PUBLIC = env_bool("DM_API_DOCS_PUBLIC", False)
 
 ROOT_URLCONF = "workflow_site.urls"
 WSGI_APPLICATION = "workflow_site.wsgi.application"
@@ -87,7 +150,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["OPTIONS"] = {
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
         "transaction_mode": "IMMEDIATE",
-        "timeout": 20,
+        # Seconds a writer waits for the write lock before "database is locked".
+        "timeout": float(os.environ.get("DM_SQLITE_BUSY_TIMEOUT", 20)),
     }
     # A file (not :memory:) so live-server, qcluster and browser tests share the database.
     DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / "test-db.sqlite3")}
@@ -98,6 +162,19 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     DATABASES["default"]["OPTIONS"] = {"server_side_binding": True, "prepare_threshold": 5}
 if os.environ.get("DM_TEST_DB_NAME"):  # lets several test runs share one machine
     DATABASES["default"]["TEST"] = {"NAME": os.environ["DM_TEST_DB_NAME"]}
+# The login failure counts must be shared by every process: Redis when there is one, else
+# files under DM_CACHE_DIR (one host; default .cache/login in the checkout, ignored by git).
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    "login": {
+        "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+        "LOCATION": os.environ.get("DM_CACHE_DIR") or str(BASE_DIR / ".cache" / "login"),
+        "OPTIONS": {"MAX_ENTRIES": 100_000},
+    },
+}
+if os.environ.get("REDIS_URL"):
+    CACHES["login"] = {"BACKEND": "django.core.cache.backends.redis.RedisCache",
+                       "LOCATION": os.environ["REDIS_URL"], "KEY_PREFIX": "dm-login"}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
