@@ -666,18 +666,24 @@ class _Validator:
             seconds = value["seconds"]
             if isinstance(seconds, str):
                 self._expr(seconds, _join(path, "seconds"))
-            elif not (_is_number(seconds) and 0 <= seconds <= MAX_DURATION_SECONDS):
-                self.error(_join(path, "seconds"), "'seconds' must be a number from 0 to "
-                           f"{MAX_DURATION_SECONDS:,} (10 years) or an expression, not "
-                           f"{_show(seconds)}")
+            elif not (_is_number(seconds) and seconds >= 0):
+                self.error(_join(path, "seconds"), "'seconds' must be a number >= 0 or an "
+                           f"expression, not {_show(seconds)}")
+            elif seconds > MAX_DURATION_SECONDS:
+                self.error(_join(path, "seconds"), "'seconds' must be at most "
+                           f"{MAX_DURATION_SECONDS:,} (10 years), not {_show(seconds)}")
         if "until" in value:
             until = value["until"]
             if isinstance(until, str):
                 self._expr(until, _join(path, "until"))
-            elif not (_is_number(until) and 0 <= until <= MAX_EPOCH_SECONDS):
+            elif not _is_number(until):
                 self.error(_join(path, "until"),
-                           "'until' must be an expression or epoch seconds (up to "
-                           f"9999-12-31: {MAX_EPOCH_SECONDS}), not {_show(until)}",
+                           f"'until' must be an expression or epoch seconds, not {_show(until)}",
+                           "an ISO-8601 time is a string expression: \"'2030-01-01T00:00:00Z'\"")
+            elif not 0 <= until <= MAX_EPOCH_SECONDS:
+                self.error(_join(path, "until"),
+                           "'until' must be epoch seconds from 0 to 9999-12-31 "
+                           f"({MAX_EPOCH_SECONDS}), not {_show(until)}",
                            "an ISO-8601 time is a string expression: \"'2030-01-01T00:00:00Z'\"")
 
     def _invoke(self, value: Any, path: str) -> None:

@@ -1,4 +1,6 @@
 """Whatever a client sends, the answer is a 4xx in the one error shape, never a 500."""
+import json
+
 import pytest
 from django.test import override_settings
 
@@ -39,10 +41,17 @@ def test_malformed_bodies_are_400_parse_errors(operator, body, words):
 
 
 def test_big_but_storable_numbers_are_kept(operator):
-    big = 10**4000
-    response = post_raw(operator, '{"input": {"n": ' + str(big) + ', "f": 0.5}}')
+    big = 2**63 - 1  # integers are 64-bit: what the databases and JSON clients hold
+    response = post_raw(operator, '{"input": {"n": ' + str(-big) + ', "f": 1e300}}')
     assert response.status_code == 201
-    assert Execution.objects.get().input == {"n": big, "f": 0.5}
+    assert Execution.objects.get().input == {"n": -big, "f": 1e300}
+
+
+@pytest.mark.parametrize("number", [str(2**63), str(-(2**63)), str(10**4000)])
+def test_integers_past_64_bits_are_refused_naming_where(operator, number):
+    body = assert_error(post_raw(operator, '{"input": {"n": ' + number + '}}'), 400)
+    assert "2**63" in json.dumps(body)
+    assert not Execution.objects.exists()
 
 
 def test_a_body_over_the_limit_is_413(operator):

@@ -37,9 +37,9 @@ states:
     actions:
       - id: go
         on: go
-        assign: {%s}
+        assign: {KEYS}
         state: s
-""" % ", ".join(f"k{i}: \"'x' * 250000\"" for i in range(40))
+""".replace("KEYS", ", ".join(f"k{i}: \"'x' * 250000\"" for i in range(40)))
 SLEEPER = """
 id: sleeper
 execution_mode: sync
@@ -125,7 +125,7 @@ def failed_with_value_error(body, kind=None):
 @pytest.mark.parametrize("text, path", [
     ('{"input": {"name": "a\\ud800b"}}', "input.name"),
     ('{"input": {"name": "a\\u0000b"}}', "input.name"),
-    ('{"input": {"n": 1%s}}' % ("0" * 4999), None),
+    ('{"input": {"n": 1' + "0" * 4999 + '}}', None),
     ('{"input": {"n": 9223372036854775808}}', "input.n"),
     ('{"input": {"list": [1, NaN]}}', None),
 ])
@@ -308,7 +308,7 @@ def test_rows_stored_before_the_checks_are_shown_escaped(api, save_machine):
 # The explorer's form, the commands -------------------------------------------------------
 @pytest.mark.parametrize("text", [
     '{"n": NaN}', '{"n": 1e999}', '{"s": "a\\ud800"}', '{"s": "\\u0000"}',
-    '{"n": %s}' % ("9" * 5000), '{"n": 99999999999999999999}',
+    '{"n": ' + "9" * 5000 + '}', '{"n": 99999999999999999999}',
 ])
 def test_the_explorer_form_applies_the_same_checks(api, save_machine, text):
     save_machine(ASSIGNING.replace("EXPR", "1"))
@@ -328,7 +328,7 @@ def test_the_commands_apply_the_same_checks(save_machine, db):
     from django.core.management import CommandError, call_command
 
     save_machine(ASSIGNING.replace("EXPR", "1"))
-    for text in ('{"n": %s}' % ("9" * 5000), '{"n": NaN}', '{"s": "\\ud800"}'):
+    for text in ('{"n": ' + "9" * 5000 + '}', '{"n": NaN}', '{"s": "\\ud800"}'):
         with pytest.raises(CommandError):
             call_command("start_execution", "maker", "--input", text)
     assert not Execution.objects.exists()

@@ -217,6 +217,7 @@ class MemoryStore:
                 only_if_inbox_empty and self.has_pending(execution.pk)):
             raise Conflict()
         step = checked_step(execution, step)
+        assert step.snapshot is not None
         now = timezone.now()
         columns = snapshot_columns(step.snapshot, now)
         swapped(execution, columns)

@@ -412,6 +412,7 @@ class SqlStore:
         was computed from is no longer current, before anything is written."""
         assert step.snapshot is not None
         step = checked_step(execution, step)
+        assert step.snapshot is not None
         now = timezone.now()
         columns = snapshot_columns(step.snapshot, now)
         if not compare_and_swap(execution, columns, nothing_pending=only_if_inbox_empty):
