@@ -2,10 +2,11 @@
 `start`, `trigger`, `cancel`, `retry`.
 
 Each checks what the caller sent once (expressions.values: JSON objects, finite numbers,
-integers within 64 bits, text a database can store, at most DATA_MACHINES["MAX_INPUT_CHARS"]
-characters of JSON) and raises InvalidRequest with where the problem is; then the
-runtime accepts it (executions/runtime/accepting.py, docs/runtime.md). A refused action or
-cancel or retry raises NotAvailable with the reason and the actions available now.
+integers within a JSON number's range, text a database can store, at most
+DATA_MACHINES["MAX_INPUT_CHARS"] characters of JSON) and raises InvalidRequest with where
+the problem is; then the runtime accepts it (executions/runtime/accepting.py,
+docs/runtime.md). A refused action or cancel or retry raises NotAvailable with the reason
+and the actions available now.
 """
 from __future__ import annotations
 

@@ -4,9 +4,10 @@ service layer that stores them, and for what the runtime stores of the engine's 
 
 One function per kind of value, all built on `check_value`:
 
-- `check_value`: JSON types only, finite floats, integers with |n| < 2**63 (what a 64-bit
-  column, PostgreSQL's jsonb and every JSON client's int64 hold), no NUL or lone surrogates
-  in text or keys, nesting up to MAX_DEPTH;
+- `check_value`: JSON types only, finite floats, integers no larger than the largest
+  float (at most 309 digits: what every JSON client reads as a number, and what
+  PostgreSQL's jsonb gives back for a float such as 1e300), no NUL or lone surrogates in
+  text or keys, nesting up to MAX_DEPTH;
 - `check_input` (an object, at most `Limits.input` characters of JSON), `check_context` (the
   WHOLE context, at most `Limits.context`), `check_history_row` (one history row, at most
   `Limits.history_row`), `check_timestamp` (epoch seconds up to 9999-12-31);
@@ -23,12 +24,16 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from dataclasses import dataclass
 from typing import Any
 
 MAX_DEPTH = 64  # levels of nesting in a value
-MAX_INT = 2**63  # integers must have |n| < MAX_INT (signed 64 bits)
-MAX_INT_DIGITS = 19  # a JSON integer with more digits cannot be below MAX_INT
+# Integers may be as large as the largest float: a JSON client reads any number as a double
+# (exact up to 2**53; send larger identifiers as strings), and PostgreSQL's jsonb gives a
+# float like 1e300 back as a 301-digit integer, which must still be storable.
+MAX_INT = int(sys.float_info.max)  # |n| <= MAX_INT, about 1.8e308
+MAX_INT_DIGITS = 309  # a JSON integer with more digits is past MAX_INT
 MAX_TIMESTAMP = 253402300799.0  # 9999-12-31T23:59:59Z, the last second a datetime holds
 
 
@@ -77,8 +82,9 @@ def _bounded_int(text: str) -> int:
     """An integer of the JSON text, refused before Python converts thousands of digits."""
     digits = len(text.lstrip("-"))
     if digits > MAX_INT_DIGITS:
-        raise ValueError(f"the number {text[:12]}… has {digits:,} digits; integers must be "
-                         f"between -2**63 and 2**63 (at most {MAX_INT_DIGITS} digits)")
+        raise ValueError(f"the number {text[:12]}… has {digits:,} digits; integers may have "
+                         f"at most {MAX_INT_DIGITS} (the range of a JSON number, about "
+                         "±1.8e308)")
     return int(text)
 
 
@@ -121,10 +127,11 @@ def check_value(value, path: str = "", depth: int = 0) -> None:
         if not math.isfinite(value):
             raise InvalidValue(f"Numbers must be finite, not {value}.", path)
     elif isinstance(value, int) and not isinstance(value, bool):
-        if not -MAX_INT < value < MAX_INT:
+        if not -MAX_INT <= value <= MAX_INT:
             raise TooLarge(f"The integer of {value.bit_length():,} bits is out of range: "
-                           "integers must be between -2**63 and 2**63 (use a string for "
-                           "larger numbers).", path)
+                           f"integers may have at most {MAX_INT_DIGITS} digits (the range of "
+                           "a JSON number, about ±1.8e308); use a string for larger "
+                           "numbers.", path)
     elif value is not None and not isinstance(value, bool):
         raise InvalidValue(f"{type(value).__name__} is not a JSON value.", path)
 
@@ -238,7 +245,7 @@ def _bounded(value: Any, limit: int, depth: int) -> Any:
     if isinstance(value, bool) or value is None:
         return value
     if isinstance(value, int):
-        return value if -MAX_INT < value < MAX_INT else _short(value)
+        return value if -MAX_INT <= value <= MAX_INT else _short(value)
     if isinstance(value, float):
         return value if math.isfinite(value) else str(value)
     if depth >= 8:

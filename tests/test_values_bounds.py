@@ -126,7 +126,7 @@ def failed_with_value_error(body, kind=None):
     ('{"input": {"name": "a\\ud800b"}}', "input.name"),
     ('{"input": {"name": "a\\u0000b"}}', "input.name"),
     ('{"input": {"n": 1' + "0" * 4999 + '}}', None),
-    ('{"input": {"n": 9223372036854775808}}', "input.n"),
+    ('{"input": {"n": [0, -' + "9" * 309 + ']}}', "input.n[1]"),
     ('{"input": {"list": [1, NaN]}}', None),
 ])
 def test_bad_input_is_a_400_naming_where_and_nothing_is_stored(api, save_machine, text,
@@ -158,7 +158,7 @@ def test_an_input_past_the_size_limit_is_refused(api, save_machine, settings):
     ('"a\\ud800b"', "invalid", "context.x"),
     ('"a" + "\\x00" + "b"', "invalid", "context.x"),
     ("10 ** 4999", "too_large", "context.x"),
-    ("[1, 2 ** 64]", "too_large", "context.x[1]"),
+    ("[1, 2 ** 1100]", "too_large", "context.x[1]"),
 ])
 def test_a_result_that_cannot_be_stored_fails_the_execution(api, save_machine, expr, kind,
                                                             where):
@@ -308,7 +308,7 @@ def test_rows_stored_before_the_checks_are_shown_escaped(api, save_machine):
 # The explorer's form, the commands -------------------------------------------------------
 @pytest.mark.parametrize("text", [
     '{"n": NaN}', '{"n": 1e999}', '{"s": "a\\ud800"}', '{"s": "\\u0000"}',
-    '{"n": ' + "9" * 5000 + '}', '{"n": 99999999999999999999}',
+    '{"n": ' + "9" * 5000 + '}', '{"n": ' + "9" * 310 + '}',
 ])
 def test_the_explorer_form_applies_the_same_checks(api, save_machine, text):
     save_machine(ASSIGNING.replace("EXPR", "1"))
