@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import sys
 from dataclasses import dataclass
 from typing import Any
@@ -165,21 +166,38 @@ def json_size(value: Any) -> int:
 def check_sized(value: Any, what: str, limit: int, path: str | None = None) -> int:
     """check_value, and at most `limit` characters of JSON; returns the size.
 
-    The size is counted first (json.dumps, at C speed) so a huge value is refused without a
-    walk in Python; anything json.dumps refuses is walked for the exact reason and place.
+    It runs on every save, so it works at C speed: json.dumps counts the size (a huge value
+    is refused without a walk in Python) and refuses NaN, Infinity, non-JSON types, integers
+    Python cannot print and deep nesting; the text then shows any lone surrogate (it cannot
+    be encoded), NUL (written `\\u0000`) and integers of more than 308 digits (a run of
+    digits). Only then, or when a check is not sure, check_value walks the value to say
+    exactly what is wrong and where.
     """
     path = what if path is None else path
     try:
-        size = len(json.dumps(value, ensure_ascii=False, allow_nan=False,
-                              separators=(",", ":")))
+        text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
     except (ValueError, TypeError, RecursionError):
         check_value(value, path)
         raise InvalidValue(f"The {what} is not JSON.", path) from None
-    if size > limit:
-        raise TooLarge(f"The {what} is {size:,} characters of JSON, more than the limit of "
-                       f"{limit:,}.", path)
-    check_value(value, path)
-    return size
+    if len(text) > limit:
+        raise TooLarge(f"The {what} is {len(text):,} characters of JSON, more than the limit "
+                       f"of {limit:,}.", path)
+    if _suspect(text):
+        check_value(value, path)  # raises, unless the text only looked suspect
+    return len(text)
+
+
+def _suspect(text: str) -> bool:
+    """True when the JSON text may hold what check_value refuses."""
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            return True
+    return "\\u0000" in text or _LONG_DIGITS.search(text) is not None
+
+
+_LONG_DIGITS = re.compile(rf"\d{{{MAX_INT_DIGITS}}}")
 
 
 def check_input(value: Any, limits: Limits, what: str = "input") -> dict:
@@ -189,20 +207,31 @@ def check_input(value: Any, limits: Limits, what: str = "input") -> dict:
     return checked
 
 
-def check_context(context: Any, limits: Limits) -> None:
-    """The WHOLE context of an execution, not only each value put in it."""
+def check_context(context: Any, limits: Limits) -> int:
+    """The WHOLE context of an execution, not only each value put in it; its size."""
     if not isinstance(context, dict):
         raise InvalidValue(f"The context must be an object, not {type(context).__name__}.",
                            "context")
-    check_sized(context, "context", limits.context)
+    return check_sized(context, "context", limits.context)
 
 
-def check_history_row(entry: dict, limits: Limits, where: str) -> None:
-    """One history row as the engine made it (its `at` and any `due` are timestamps)."""
+def check_history_row(entry: dict, limits: Limits, where: str,
+                      context: tuple[Any, int] | None = None) -> None:
+    """One history row as the engine made it (its `at` and any `due` are timestamps).
+    `context`: (a context checked already, its size): when the row carries that very
+    object, it is counted, not checked again (a long automatic run carries it on each row).
+    """
     check_timestamp(entry.get("at"), f"{where}.at")
     detail = entry.get("detail")
     if isinstance(detail, dict) and detail.get("due") is not None:
         check_timestamp(detail["due"], f"{where}.detail.due")
+    if context is not None and entry.get("context") is context[0]:
+        rest = check_sized({**entry, "context": None}, "history row", limits.history_row,
+                           where)
+        if rest + context[1] > limits.history_row:
+            raise TooLarge(f"The history row is {rest + context[1]:,} characters of JSON, "
+                           f"more than the limit of {limits.history_row:,}.", where)
+        return
     check_sized(entry, "history row", limits.history_row, where)
 
 

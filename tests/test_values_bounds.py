@@ -346,3 +346,31 @@ def test_only_editors_may_override_the_execution_mode(api, save_machine):
     assert response.json()["mode"] == "sync" and response.json()["status"] == "waiting"
     assert start(api("operator"), "maker").status_code == 201  # no override: fine
     assert_everything_answers(api, response.json()["id"])
+
+
+# The check itself ------------------------------------------------------------------------
+@pytest.mark.parametrize("value", [
+    {"text": "\\u0000 is how JSON writes NUL"},  # looks like NUL in the JSON text: is not
+    {"digits": "7" * 400},  # a long run of digits in a string, not a number
+    {"n": 10**308, "m": -(10**308), "f": 1.5e308},
+    {"é": "ünïcødé ✓ 🚀"},
+])
+def test_storable_values_pass_however_they_look(value):
+    from expressions.values import Limits, check_context
+
+    assert check_context(value, Limits()) > 0
+
+
+@pytest.mark.parametrize("value, path", [
+    ({"a": ["ok", "x\ud800"]}, "context.a[1]"),
+    ({"a": {"b\x00": 1}}, "context.a"),
+    ({"a": [1, 10**309]}, "context.a[1]"),
+    ({"a": float("nan")}, "context.a"),
+    ({"a": {1, 2}}, "context.a"),
+])
+def test_what_cannot_be_stored_is_named_where(value, path):
+    from expressions.values import InvalidValue, Limits, check_context
+
+    with pytest.raises(InvalidValue) as refused:
+        check_context(value, Limits())
+    assert refused.value.path == path

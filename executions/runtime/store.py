@@ -205,9 +205,9 @@ def checked_step(execution: Execution, step: Step) -> Step:
     for entry in step.history:
         _bound_errors(entry, bounds)
     try:
-        _check_snapshot(snapshot, bounds)
+        context = (snapshot.context, _check_snapshot(snapshot, bounds))
         for entry in step.history:
-            values.check_history_row(entry, bounds, f"history[{entry.get('seq')}]")
+            values.check_history_row(entry, bounds, f"history[{entry.get('seq')}]", context)
     except InvalidValue as problem:
         return failed_step(execution, step, problem)
     return step
@@ -224,12 +224,16 @@ def _bound_errors(entry: dict, bounds: Limits) -> None:
                                else values.bounded_error(detail[key], bounds)["message"])
 
 
-def _check_snapshot(snapshot: engine.Snapshot, bounds: Limits) -> None:
-    values.check_context(snapshot.context, bounds)
-    values.check_sized(snapshot.result, "result", bounds.context)
+def _check_snapshot(snapshot: engine.Snapshot, bounds: Limits) -> int:
+    """Check what the snapshot's columns hold; the size of its context."""
+    size = values.check_context(snapshot.context, bounds)
+    if snapshot.result is not None:
+        values.check_sized(snapshot.result, "result", bounds.context)
     if snapshot.timer is not None:
         values.check_timestamp(snapshot.timer.get("due"), "timer.due")
-    values.check_sized(list(snapshot.queued), "queued actions", bounds.context, "queued")
+    if snapshot.queued:
+        values.check_sized(list(snapshot.queued), "queued actions", bounds.context, "queued")
+    return size
 
 
 def failed_step(execution: Execution, step: Step, problem: InvalidValue) -> Step:
