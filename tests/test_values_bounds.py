@@ -280,6 +280,16 @@ def test_a_far_future_time_computed_at_run_time_fails_the_execution(api, save_ma
     assert_everything_answers(api, execution_id)
 
 
+@pytest.mark.parametrize("wait", ['{seconds: "10 ** 400"}', '{until: "10 ** 400"}'])
+def test_a_time_past_any_float_is_an_expression_error_not_a_500(api, save_machine, wait):
+    save_machine(SLEEPER.replace('{seconds: "SECONDS"}', wait))
+    operator = api("operator")
+    execution_id = start(operator, "sleeper").json()["id"]
+    body = act(operator, execution_id, "nap").json()
+    assert body["status"] == "failed" and "too large to be a time" in body["error"]["message"]
+    assert_everything_answers(api, execution_id)
+
+
 # What was stored before the checks existed -----------------------------------------------
 @pytest.mark.skipif("connection.vendor != 'sqlite'",
                     reason="PostgreSQL never stored a lone surrogate or NUL in jsonb")
