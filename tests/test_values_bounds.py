@@ -103,7 +103,7 @@ def assert_everything_answers(api, execution_id=None):
             json.loads(response.content)  # valid JSON, whatever is stored
         page = Client()
         page.force_login(client.user)
-        pages = ["/executions/"] + ([f"/executions/{execution_id}/",
+        pages = ["/executions/", "/"] + ([f"/executions/{execution_id}/",
                                      f"/executions/{execution_id}/status.json"]
                                     if execution_id else [])
         for url in pages:
@@ -313,6 +313,7 @@ def test_rows_stored_before_the_checks_are_shown_escaped(api, save_machine):
     page = Client()
     page.force_login(operator.user)
     assert b"a\\ud800b" in page.get(f"/executions/{execution_id}/").content
+    assert page.get("/machines/maker/").status_code == 200
 
 
 # The explorer's form, the commands -------------------------------------------------------
