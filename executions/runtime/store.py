@@ -175,7 +175,6 @@ def mark_processed(items: list[InboxItem], now: datetime) -> None:
         item.processed_at = now
 
 
-
 # What may be stored: every store calls these before it writes anything ------------------
 def limits() -> Limits:
     """The size bounds of settings.DATA_MACHINES (README: configuration)."""
@@ -214,14 +213,12 @@ def checked_step(execution: Execution, step: Step) -> Step:
 
 
 def _bound_errors(entry: dict, bounds: Limits) -> None:
+    """The errors a history entry carries (its own, a retry's detail), bounded in place."""
     if entry.get("error") is not None:
         entry["error"] = values.bounded_error(entry["error"], bounds)
     detail = entry.get("detail")
-    if isinstance(detail, dict):
-        for key in ("error", "message"):
-            if detail.get(key) is not None:
-                detail[key] = (values.bounded_error(detail[key], bounds) if key == "error"
-                               else values.bounded_error(detail[key], bounds)["message"])
+    if isinstance(detail, dict) and detail.get("error") is not None:
+        detail["error"] = values.bounded_error(detail["error"], bounds)
 
 
 def _check_snapshot(snapshot: engine.Snapshot, bounds: Limits) -> int:
