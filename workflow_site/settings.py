@@ -250,6 +250,13 @@ DATA_MACHINES = {
     ),
     # Automatic transitions allowed in one advance before "step limit exceeded".
     "STEP_LIMIT": int(os.environ.get("DM_STEP_LIMIT", 1000)),
+    # Size bounds of stored values, in characters of compact JSON (expressions/values.py):
+    # an input, the whole context of an execution (and a work's output), one history row,
+    # and one text of an error (cut with a note beyond it).
+    "MAX_INPUT_CHARS": int(os.environ.get("DM_MAX_INPUT_CHARS", 256 * 1024)),
+    "MAX_CONTEXT_CHARS": int(os.environ.get("DM_MAX_CONTEXT_CHARS", 1024 * 1024)),
+    "MAX_HISTORY_ROW_CHARS": int(os.environ.get("DM_MAX_HISTORY_ROW_CHARS", 2 * 1024 * 1024)),
+    "MAX_ERROR_CHARS": int(os.environ.get("DM_MAX_ERROR_CHARS", 10_000)),
     # Timer loop poll interval (seconds).
     "TIMER_POLL_SECONDS": float(os.environ.get("DM_TIMER_POLL_SECONDS", 0.05)),
     # Named IO operations: name -> dotted path of a callable(*args, **kwargs).

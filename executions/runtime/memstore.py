@@ -23,6 +23,8 @@ from executions.runtime.store import (
     Duplicate,
     Stale,
     Step,
+    checked_result,
+    checked_step,
     history_row,
     mark_processed,
     snapshot_columns,
@@ -214,6 +216,8 @@ class MemoryStore:
         if stored.version != execution.version or (
                 only_if_inbox_empty and self.has_pending(execution.pk)):
             raise Conflict()
+        step = checked_step(execution, step)
+        assert step.snapshot is not None
         now = timezone.now()
         columns = snapshot_columns(step.snapshot, now)
         swapped(execution, columns)
@@ -292,6 +296,7 @@ class MemoryStore:
 
     def deliver(self, work: Work, execution_id: Any, payload: dict, key: str,
                 actor: str) -> None:
+        payload = checked_result(payload)
         with self.atomic():
             execution = self._stored(execution_id)
             if self.earlier_item(execution, key) is None:

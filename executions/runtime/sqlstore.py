@@ -27,6 +27,8 @@ from executions.runtime.store import (
     Duplicate,
     Stale,
     Step,
+    checked_result,
+    checked_step,
     history_row,
     mark_processed,
     snapshot_columns,
@@ -409,6 +411,8 @@ class SqlStore:
         """Persist a step (inside the caller's transaction); Conflict when the snapshot it
         was computed from is no longer current, before anything is written."""
         assert step.snapshot is not None
+        step = checked_step(execution, step)
+        assert step.snapshot is not None
         now = timezone.now()
         columns = snapshot_columns(step.snapshot, now)
         if not compare_and_swap(execution, columns, nothing_pending=only_if_inbox_empty):
@@ -426,6 +430,7 @@ class SqlStore:
         it opens (on SQLite it holds the write lock). One whose snapshot is no longer
         current (another process started it) is left out: nothing of it is written."""
         now = timezone.now()
+        steps = [(execution, checked_step(execution, step)) for execution, step in steps]
         changes = [(execution, snapshot_columns(step.snapshot, now))
                    for execution, step in steps if step.snapshot is not None]
         rows = {execution.pk: [history_row(execution, entry) for entry in step.history]
@@ -493,6 +498,7 @@ class SqlStore:
     def deliver(self, work: Work, execution_id: Any, payload: dict, key: str,
                 actor: str) -> None:
         """Store a work result as an inbox item (once per key) and mark the work done."""
+        payload = checked_result(payload)
         with transaction.atomic():
             with contextlib.suppress(IntegrityError), transaction.atomic():
                 InboxItem.objects.create(execution_id=execution_id, kind=InboxItem.RESULT,
