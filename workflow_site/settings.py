@@ -175,6 +175,16 @@ DATA_MACHINES = {
     "STEP_LIMIT": int(os.environ.get("DM_STEP_LIMIT", 1000)),
     # Timer loop poll interval (seconds).
     "TIMER_POLL_SECONDS": float(os.environ.get("DM_TIMER_POLL_SECONDS", 0.05)),
+    # IO calls (docs/runtime.md "IO operations"). Loopback and private ranges are reached
+    # unless IO_ALLOW_PRIVATE is off (set DM_IO_ALLOW_PRIVATE=false in production);
+    # link-local and cloud metadata addresses never are, unless allowed here by name.
+    "IO_ALLOW_PRIVATE": env_bool("DM_IO_ALLOW_PRIVATE", True),
+    "IO_ALLOWED_HOSTS": env_list("DM_IO_ALLOWED_HOSTS"),
+    "IO_MAX_RESPONSE_BYTES": int(os.environ.get("DM_IO_MAX_RESPONSE_BYTES", 1024 * 1024)),
+    # Proxies and netrc from the environment (HTTP_PROXY, HTTPS_PROXY, ~/.netrc, ...).
+    "IO_TRUST_ENV": env_bool("DM_IO_TRUST_ENV", False),
+    # Calls a web or worker process performs in helper threads for sync runs at once.
+    "IO_INLINE_CALLS": int(os.environ.get("DM_IO_INLINE_CALLS", 8)),
     # Named IO operations: name -> dotted path of a callable(*args, **kwargs).
     "IO_OPERATIONS": {
         "http.request": "executions.runtime.io.http_request",

@@ -1,0 +1,313 @@
+"""IO calls are bounded: a total deadline per call, a streamed size cap, a destination
+policy, no proxy from the environment; work the engine gave up on is never performed again;
+blocking IO does not hold up other executions; sync runs end within timeout_seconds.
+
+A local HTTP server on 127.0.0.1 (threads, every response bounded in size and time) plays
+the slow, huge, redirecting and proxying services. Nothing leaves the loopback interface:
+refused destinations are refused before any connection is made.
+"""
+import gzip
+import json
+import socket
+import threading
+import time
+import tracemalloc
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from unittest import mock
+
+import pytest
+from django.conf import settings
+from django.test import override_settings
+
+from executions.runtime import io
+
+MB = 1024 * 1024
+SERVE_AT_MOST_SECONDS = 15  # no response of the test server lasts longer than this
+
+
+class Service(BaseHTTPRequestHandler):
+    """/ok, /drip (body one byte at a time), /drip-headers, /huge (100 MB without a length),
+    /huge-declared, /bomb (gzip of 64 MB of zeros), /redirect?to=URL, /slow?seconds=S;
+    every request is recorded."""
+
+    protocol_version = "HTTP/1.1"
+    seen: list = []
+
+    def do_GET(self):
+        Service.seen.append((self.path, dict(self.headers)))
+        path, _, query = self.path.partition("?")
+        try:
+            getattr(self, "answer_" + path.strip("/").replace("-", "_"), self.answer_ok)(query)
+        except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError):
+            pass
+
+    do_POST = do_GET
+
+    def send(self, status, body, **headers):
+        self.send_response(status)
+        for name, value in headers.items():
+            self.send_header(name.replace("_", "-"), value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def answer_ok(self, query):
+        self.send(200, json.dumps({"n": 1, "proxy": False}).encode(),
+                  Content_Type="application/json")
+
+    def answer_drip(self, query):
+        self.send_response(200)
+        self.send_header("Content-Length", "1000")
+        self.end_headers()
+        self._drip(b"x" * 1000)
+
+    def answer_drip_headers(self, query):
+        self.wfile.write(b"HTTP/1.1 200 OK\r\n")
+        self._drip(b"X-Slow: " + b"a" * 1000)
+
+    def _drip(self, data):
+        stop = time.monotonic() + SERVE_AT_MOST_SECONDS
+        for byte in data:
+            if time.monotonic() > stop:
+                return
+            self.wfile.write(bytes([byte]))
+            self.wfile.flush()
+            time.sleep(0.05)
+
+    def answer_huge(self, query):
+        self.send_response(200)
+        self.send_header("Connection", "close")
+        self.end_headers()
+        chunk = b"y" * 65536
+        stop = time.monotonic() + SERVE_AT_MOST_SECONDS
+        for _ in range(100 * MB // len(chunk)):
+            if time.monotonic() > stop:
+                break
+            self.wfile.write(chunk)
+        self.close_connection = True
+
+    def answer_huge_declared(self, query):
+        self.send_response(200)
+        self.send_header("Content-Length", str(500 * MB))
+        self.end_headers()
+        self.wfile.write(b"z" * 1000)
+        self.close_connection = True
+
+    def answer_bomb(self, query):
+        self.send(200, BOMB, Content_Encoding="gzip")
+
+    def answer_gzip(self, query):
+        self.send(200, gzip.compress(b'{"small": true}'), Content_Encoding="gzip",
+                  Content_Type="application/json")
+
+    def answer_redirect(self, query):
+        self.send(302, b"", Location=query.removeprefix("to="))
+
+    def answer_slow(self, query):
+        time.sleep(min(float(query.removeprefix("seconds=")), SERVE_AT_MOST_SECONDS))
+        self.answer_ok(query)
+
+    def answer_not_json(self, query):
+        self.send(503, b"<html>down</html>")
+
+    def log_message(self, *args):
+        pass
+
+
+class Proxy(Service):
+    """A proxy that answers every request itself (and records it)."""
+
+    def do_GET(self):
+        Service.seen.append(("proxy", self.path))
+        self.send(200, json.dumps({"proxy": True}).encode(), Content_Type="application/json")
+
+    do_POST = do_GET
+
+
+BOMB = gzip.compress(b"\0" * (64 * MB), compresslevel=9)
+
+
+def serve(handler):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    return server
+
+
+@pytest.fixture
+def service():
+    server = serve(Service)
+    Service.seen = []
+    io.reset_clients()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    server.server_close()
+    io.reset_clients()
+
+
+def io_settings(**changes):
+    return override_settings(DATA_MACHINES={**settings.DATA_MACHINES, **changes})
+
+
+def failure(call):
+    with pytest.raises(io.IOFailure) as failed:
+        call()
+    return failed.value.error
+
+
+# Time ------------------------------------------------------------------------------------
+def test_a_slow_drip_is_cut_at_the_total_deadline(service):
+    started = time.monotonic()
+    error = failure(lambda: io.http_request("GET", f"{service}/drip", timeout=1))
+    elapsed = time.monotonic() - started
+    assert error["type"] == "timeout", error
+    assert elapsed < 4, f"a 1 s call took {elapsed:.1f} s"  # the drip would last 50 s
+
+
+def test_headers_dripping_are_cut_at_the_total_deadline(service):
+    started = time.monotonic()
+    error = failure(lambda: io.http_request("GET", f"{service}/drip-headers", timeout=1))
+    assert error["type"] == "timeout", error
+    assert time.monotonic() - started < 4
+
+
+def test_the_work_deadline_bounds_a_call_that_asks_for_more(service):
+    started = time.monotonic()
+    with io.deadline(1):
+        error = failure(lambda: io.http_request("GET", f"{service}/slow?seconds=10",
+                                                timeout=300))
+    assert error["type"] == "timeout"
+    assert time.monotonic() - started < 4
+
+
+def test_a_call_within_its_deadline_answers(service):
+    response = io.http_request_json("GET", f"{service}/ok", idempotency_key="e:1")
+    assert response["status"] == 200 and response["body"]["n"] == 1
+    assert Service.seen[-1][1]["Idempotency-Key"] == "e:1"
+
+
+# Size ------------------------------------------------------------------------------------
+def test_a_huge_body_is_cut_at_the_cap_and_memory_stays_small(service):
+    tracemalloc.start()
+    try:
+        with io_settings(IO_MAX_RESPONSE_BYTES=MB):
+            error = failure(lambda: io.http_request("GET", f"{service}/huge", timeout=20))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert error["type"] == "response_too_large" and error["limit"] == MB
+    assert peak < 16 * MB, f"reading a capped body peaked at {peak / MB:.0f} MB"
+
+
+def test_a_declared_length_past_the_cap_fails_before_reading(service):
+    started = time.monotonic()
+    error = failure(lambda: io.http_request("GET", f"{service}/huge-declared"))
+    assert error["type"] == "response_too_large"
+    assert "larger than" in error["message"] and time.monotonic() - started < 5
+
+
+def test_a_compressed_body_is_capped_after_decompression(service):
+    with io_settings(IO_MAX_RESPONSE_BYTES=MB):
+        error = failure(lambda: io.http_request("GET", f"{service}/bomb",
+                                                headers={"Accept-Encoding": "gzip"}))
+        assert error["type"] == "response_too_large"
+        small = io.http_request_json("GET", f"{service}/gzip",
+                                     headers={"Accept-Encoding": "gzip"})
+    assert small["body"] == {"small": True}
+
+
+def test_an_error_page_that_is_not_json_is_an_http_status_error(service):
+    error = failure(lambda: io.http_request_json("GET", f"{service}/not-json"))
+    assert error["type"] == "http_status" and error["status"] == 503
+
+
+# Destinations ----------------------------------------------------------------------------
+@pytest.mark.parametrize("url", [
+    "http://169.254.169.254/latest/meta-data/",
+    "http://[fe80::1]/",
+    "http://[::ffff:169.254.169.254]/",  # the same address, IPv4-mapped
+    "http://[64:ff9b::a9fe:a9fe]/",  # and through NAT64
+    "http://2852039166/",  # 169.254.169.254 as one number
+    "http://metadata.google.internal/computeMetadata/v1/",
+    "http://0.0.0.0:80/",
+])
+def test_link_local_and_metadata_are_refused_even_in_the_local_setup(url):
+    with mock.patch("socket.create_connection") as connect:
+        error = failure(lambda: io.http_request("GET", url, timeout=2))
+    assert error["type"] == "destination_refused", error
+    connect.assert_not_called()
+
+
+def test_private_and_loopback_are_refused_when_the_setting_says_so(service):
+    assert io.http_request("GET", f"{service}/ok")["status"] == 200  # the local default
+    port = service.rsplit(":", 1)[1]
+    Service.seen.clear()
+    with io_settings(IO_ALLOW_PRIVATE=False):
+        for url in (f"{service}/ok", f"http://localhost:{port}/ok", "http://10.1.2.3/",
+                    "http://192.168.0.1/", "http://[::1]:9/"):
+            error = failure(lambda url=url: io.http_request("GET", url, timeout=2))
+            assert error["type"] == "destination_refused", (url, error)
+        assert not Service.seen
+        with io_settings(IO_ALLOW_PRIVATE=False, IO_ALLOWED_HOSTS=["127.0.0.1"]):
+            assert io.http_request("GET", f"{service}/ok")["status"] == 200
+
+
+def test_the_address_connected_to_is_the_address_checked(service):
+    """The host is resolved once: the connection goes to the address that was checked,
+    so a name answering differently the second time (DNS rebinding) gains nothing."""
+    port = int(service.rsplit(":", 1)[1])
+    answers = [[(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))]]
+    lookups = []
+    real = socket.getaddrinfo
+
+    def dns(host, *args, **kwargs):
+        if host != "rebind.test":
+            return real(host, *args, **kwargs)  # an address, as the connection gives it
+        lookups.append(host)
+        return answers.pop(0)
+
+    with mock.patch("socket.getaddrinfo", side_effect=dns):
+        response = io.http_request("GET", f"http://rebind.test:{port}/ok")
+        assert response["status"] == 200 and lookups == ["rebind.test"]
+        assert Service.seen[-1][1]["Host"] == f"rebind.test:{port}"
+        answers.append([(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("169.254.169.254", 80))])
+        io.reset_clients()
+        error = failure(lambda: io.http_request("GET", "http://rebind.test/ok"))
+    assert error["type"] == "destination_refused"
+
+
+def test_redirects_are_not_followed_unless_asked_and_every_hop_is_checked(service):
+    refused = f"{service}/redirect?to=http://169.254.169.254/latest/meta-data/"
+    answered = io.http_request("GET", refused)
+    assert answered["status"] == 302  # not followed: the machine sees the redirect
+    with mock.patch("socket.create_connection", wraps=socket.create_connection) as connect:
+        error = failure(lambda: io.http_request("GET", refused, follow_redirects=True))
+    assert error["type"] == "destination_refused"
+    assert all(call.args[0][0] == "127.0.0.1" for call in connect.call_args_list)
+    followed = io.http_request_json("GET", f"{service}/redirect?to={service}/ok",
+                                    follow_redirects=True)
+    assert followed["body"]["n"] == 1
+
+
+def test_proxy_variables_in_the_environment_are_ignored(service, monkeypatch):
+    proxy = serve(Proxy)
+    try:
+        for name in ("NO_PROXY", "no_proxy"):
+            monkeypatch.delenv(name, raising=False)
+        for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+            monkeypatch.setenv(name, f"http://127.0.0.1:{proxy.server_port}")
+        io.reset_clients()
+        assert io.http_request_json("GET", f"{service}/ok")["body"]["proxy"] is False
+        assert ("proxy", f"{service}/ok") not in Service.seen
+        with io_settings(IO_TRUST_ENV=True):  # when configured, the proxy is used
+            assert io.http_request_json("GET", f"{service}/ok")["body"]["proxy"] is True
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
+        io.reset_clients()
+
+
+def test_only_http_urls_are_taken():
+    for url in ("file:///etc/passwd", "ftp://127.0.0.1/", "gopher://127.0.0.1:6379/_FLUSHALL"):
+        assert failure(lambda url=url: io.http_request("GET", url))["type"] == "bad_request"
