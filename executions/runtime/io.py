@@ -202,7 +202,7 @@ def _resolve(host: str, port: int, timeout: float) -> list[tuple[Address, tuple]
         raise httpcore.ConnectTimeout(f"resolving {host} took longer than the call's deadline")
     if "error" in answer:
         raise httpcore.ConnectError(f"cannot resolve {host}: {answer['error']}")
-    addresses = []
+    addresses: list[tuple[Address, tuple]] = []
     for _family, _type, _proto, _name, sockaddr in answer["found"]:
         address = ipaddress.ip_address(sockaddr[0].split("%")[0])
         if all(address != seen for seen, _ in addresses):
