@@ -367,7 +367,10 @@ class Tasks:
         return done
 
 
-@pytest.fixture(params=["memory", pytest.param("database", marks=pytest.mark.django_db(transaction=True))])
+ON_THE_DATABASE = pytest.mark.django_db(transaction=True)  # tasks are enqueued on commit
+
+
+@pytest.fixture(params=["memory", pytest.param("database", marks=ON_THE_DATABASE)])
 def runtime(request, monkeypatch):
     """The runtime on the memory store, then on the database (SQLite, or DATABASE_URL),
     with the task queue played in the test and the counting IO operation registered."""
@@ -529,3 +532,115 @@ def test_a_pending_call_whose_execution_moved_on_is_not_performed_by_a_late_task
         Work.objects.filter(pk=work.pk).update(status=Work.PENDING)
     assert performers.perform_work(work.pk) == []
     assert runtime.work(work.pk).status == Work.CANCELED and CALLS == []
+
+
+# End to end through the API (real threads, the database) ---------------------------------
+def calling_machine(name, call, *, mode="sync", machine_timeout=None, error_branch=False):
+    timeout = f"timeout_seconds: {machine_timeout}\n" if machine_timeout else ""
+    error = "\n          error: {state: broken}" if error_branch else ""
+    return f"""
+id: {name}
+execution_mode: {mode}
+{timeout}start_at: calling
+states:
+  calling:
+    actions:
+      - id: fetch
+        invoke:
+          call: "{call}"
+          success: {{state: done, assign: {{status: "output['status']"}}}}{error}
+  done: {{return: "ctx['status']"}}
+  broken: {{return: "'broken'"}}
+"""
+
+
+def start_over_api(client, machine):
+    started = time.monotonic()
+    response = client.post(f"/api/machines/{machine}/executions/", {"input": {}}, format="json")
+    return response, time.monotonic() - started
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("path, error_type", [
+    ("/drip", "timeout"),
+    ("/huge", "response_too_large"),
+    ("@169.254.169.254/latest/meta-data/", "destination_refused"),
+])
+def test_a_machine_calling_a_bad_service_fails_with_the_typed_error(
+        service, api, save_machine, path, error_type):
+    url = ("http://169.254.169.254/latest/meta-data/" if path.startswith("@")
+           else f"{service}{path}")
+    save_machine(calling_machine("fetcher", f"io('http.request', 'GET', '{url}', timeout=1)"))
+    response, _ = start_over_api(api("operator"), "fetcher")
+    assert response.status_code in (200, 201), response.content
+    body = response.json()
+    assert body["status"] == "failed", body
+    assert body["error"]["type"] == "invoke_failed"
+    assert body["error"]["cause"]["type"] == error_type, body["error"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_other_requests_are_answered_while_a_call_drips(service, api, save_machine):
+    save_machine(calling_machine(
+        "dripper", f"io('http.request', 'GET', '{service}/drip', timeout=3)"))
+    save_machine(calling_machine("quick", f"io('http.request', 'GET', '{service}/ok')"))
+    operator = api("operator")
+    slow = {}
+
+    def call_the_drip():
+        slow["response"], slow["took"] = start_over_api(api("operator", "second"), "dripper")
+
+    thread = threading.Thread(target=call_the_drip)
+    thread.start()
+    wait_until_seen("/drip")
+    answered = []
+    while thread.is_alive() and len(answered) < 20:
+        response, took = start_over_api(operator, "quick")
+        assert response.json()["status"] == "finished", response.json()["error"]
+        assert response.json()["result"] == 200
+        answered.append(took)
+    thread.join(30)
+    assert answered and max(answered) < 2, answered  # while the drip held its caller
+    assert slow["response"].json()["error"]["cause"]["type"] == "timeout"
+    assert slow["took"] < 8
+
+
+def wait_until_seen(path, within=10):
+    stop = time.monotonic() + within
+    while not any(seen.startswith(path) for seen, _ in list(Service.seen)):
+        assert time.monotonic() < stop, f"the service never got {path}"
+        time.sleep(0.02)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_sync_run_answers_within_its_timeout_and_the_call_goes_on(service, api, save_machine):
+    """timeout_seconds: 1 and a call that takes 3 s: the caller is answered after about
+    1 s (the run did not settle), the call goes on in its helper thread, and its result is
+    applied by a worker (enqueued; run here)."""
+    from django_q.brokers import get_broker
+    from django_q.conf import Conf
+
+    from executions import tasks
+    from executions.models import Execution, Work
+
+    save_machine(calling_machine(
+        "patient", f"io('http.request', 'GET', '{service}/slow?seconds=3', timeout=10)",
+        machine_timeout=1))
+    queued_before = get_broker(Conf.PREFIX).queue_size()
+    response, took = start_over_api(api("operator"), "patient")
+    assert took < 2.5, f"a sync run with timeout_seconds 1 held its caller {took:.1f} s"
+    body = response.json()
+    assert response.status_code == 202 and body["status"] == "invoking", body
+    execution = Execution.objects.get(pk=body["id"])
+    work = Work.objects.get(execution=execution)
+    stop = time.monotonic() + 15
+    while Work.objects.get(pk=work.pk).status != Work.DONE:
+        assert time.monotonic() < stop, "the call in its helper thread never ended"
+        time.sleep(0.05)
+    wait = time.monotonic() + 5  # the helper thread enqueues the advance after delivering
+    while get_broker(Conf.PREFIX).queue_size() <= queued_before:
+        assert time.monotonic() < wait, "no advance was enqueued for the result"
+        time.sleep(0.05)
+    tasks.advance_task(str(execution.pk))  # what a worker does with it
+    execution.refresh_from_db()
+    assert (execution.status, execution.result) == ("finished", 200)
