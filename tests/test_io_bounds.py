@@ -644,3 +644,41 @@ def test_a_sync_run_answers_within_its_timeout_and_the_call_goes_on(service, api
     tasks.advance_task(str(execution.pk))  # what a worker does with it
     execution.refresh_from_db()
     assert (execution.status, execution.result) == ("finished", 200)
+
+
+# Blocking IO does not starve the workers that start and advance executions ---------------
+QUICK = """
+id: quick-async
+execution_mode: async-throughput
+start_at: a
+states:
+  a:
+    actions:
+      - {id: go, state: b}
+  b: {return: "1"}
+"""
+
+
+@pytest.mark.cluster
+def test_slow_calls_do_not_delay_other_executions(cluster, service, save_machine):
+    """More slow calls in flight than the main cluster has workers: they wait on the IO
+    queue's workers, and another execution is still started and finished at once."""
+    from executions import engine, services
+    from executions.models import Execution
+
+    save_machine(calling_machine(
+        "sleepy", f"io('http.request', 'GET', '{service}/slow?seconds=8', timeout=20)",
+        mode="async-throughput"))
+    save_machine(QUICK)
+    workers = int(settings.Q_CLUSTER["workers"])
+    slow = [services.start("sleepy", actor="test").execution.pk for _ in range(workers + 2)]
+    wait_until_seen("/slow", within=20)  # the calls are in flight
+    started = time.monotonic()
+    quick = services.start("quick-async", actor="test").execution.pk
+    stop = started + 20
+    while Execution.objects.get(pk=quick).status != engine.FINISHED:
+        assert time.monotonic() < stop, "the quick execution never finished"
+        time.sleep(0.05)
+    took = time.monotonic() - started
+    assert took < 5, f"another execution waited {took:.1f} s behind slow IO calls"
+    assert Execution.objects.filter(pk__in=slow, status=engine.INVOKING).exists()
