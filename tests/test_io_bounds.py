@@ -17,6 +17,7 @@ from unittest import mock
 
 import pytest
 from django.conf import settings
+from django.db import connections
 from django.test import override_settings
 
 from executions.runtime import io
@@ -588,7 +589,11 @@ def test_other_requests_are_answered_while_a_call_drips(service, api, save_machi
     slow = {}
 
     def call_the_drip():
-        slow["response"], slow["took"] = start_over_api(api("operator", "second"), "dripper")
+        try:
+            slow["response"], slow["took"] = start_over_api(api("operator", "second"),
+                                                            "dripper")
+        finally:
+            connections.close_all()  # this thread's
 
     thread = threading.Thread(target=call_the_drip)
     thread.start()
