@@ -236,6 +236,15 @@ Q_CLUSTER = {
     "catch_up": False,
     "label": "Tasks",
 }
+# IO calls have a queue and a cluster of their own (`Q_CLUSTER_NAME=<name>-io manage.py
+# qcluster`, started by bin/serve), so slow services never hold the workers that start and
+# advance executions. Its task timeout is above the longest an IO call's work may run
+# (300 s + 1, executions/runtime/effects.py), so the call's own bounds end it first.
+IO_QUEUE = os.environ.get("DM_IO_QUEUE", f"{Q_CLUSTER['name']}-io")
+Q_CLUSTER["ALT_CLUSTERS"] = {
+    IO_QUEUE: {"workers": int(os.environ.get("DM_Q_IO_WORKERS", 2)), "timeout": 360,
+               "retry": 420},
+} if IO_QUEUE else {}
 if REDIS_URL:
     Q_CLUSTER["redis"] = REDIS_URL
 else:
@@ -259,6 +268,18 @@ DATA_MACHINES = {
     "MAX_ERROR_CHARS": int(os.environ.get("DM_MAX_ERROR_CHARS", 10_000)),
     # Timer loop poll interval (seconds).
     "TIMER_POLL_SECONDS": float(os.environ.get("DM_TIMER_POLL_SECONDS", 0.05)),
+    # IO calls (docs/runtime.md "IO operations"). Loopback and private ranges are reached
+    # unless IO_ALLOW_PRIVATE is off (set DM_IO_ALLOW_PRIVATE=false in production);
+    # link-local and cloud metadata addresses never are, unless allowed here by name.
+    "IO_ALLOW_PRIVATE": env_bool("DM_IO_ALLOW_PRIVATE", True),
+    "IO_ALLOWED_HOSTS": env_list("DM_IO_ALLOWED_HOSTS"),
+    "IO_MAX_RESPONSE_BYTES": int(os.environ.get("DM_IO_MAX_RESPONSE_BYTES", 1024 * 1024)),
+    # Proxies and netrc from the environment (HTTP_PROXY, HTTPS_PROXY, ~/.netrc, ...).
+    "IO_TRUST_ENV": env_bool("DM_IO_TRUST_ENV", False),
+    # Calls a web or worker process performs in helper threads for sync runs at once.
+    "IO_INLINE_CALLS": int(os.environ.get("DM_IO_INLINE_CALLS", 8)),
+    # The queue IO calls are enqueued on (empty: the main queue, no IO cluster needed).
+    "IO_QUEUE": IO_QUEUE,
     # Named IO operations: name -> dotted path of a callable(*args, **kwargs).
     "IO_OPERATIONS": {
         "http.request": "executions.runtime.io.http_request",

@@ -52,7 +52,7 @@ class Stale:
 
     executions: set = field(default_factory=set)  # ids to advance again
     starts_waiting: bool = False  # async-throughput starts no starter took
-    work: list = field(default_factory=list)  # work ids to perform (again)
+    work: list = field(default_factory=list)  # (work id, kind) to perform (again)
 
 
 class Store(Protocol):
