@@ -175,6 +175,16 @@ DATA_MACHINES = {
     "STEP_LIMIT": int(os.environ.get("DM_STEP_LIMIT", 1000)),
     # Timer loop poll interval (seconds).
     "TIMER_POLL_SECONDS": float(os.environ.get("DM_TIMER_POLL_SECONDS", 0.05)),
+    # What one diagram may cost (docs/diagrams.md "Bounds"): past these a page shows "too
+    # large to draw" with the text description, the API answers 422 diagram_too_large.
+    "DIAGRAMS": {
+        "MAX_STATES": int(os.environ.get("DM_DIAGRAM_MAX_STATES", 200)),
+        "MAX_EDGES": int(os.environ.get("DM_DIAGRAM_MAX_EDGES", 1000)),
+        "MAX_DOT_BYTES": int(os.environ.get("DM_DIAGRAM_MAX_DOT_BYTES", 512 * 1024)),
+        "TIMEOUT_SECONDS": float(os.environ.get("DM_DIAGRAM_TIMEOUT_SECONDS", 5.0)),
+        "MEMORY_BYTES": int(os.environ.get("DM_DIAGRAM_MEMORY_BYTES", 512 * 1024 * 1024)),
+        "RETRY_AFTER_SECONDS": float(os.environ.get("DM_DIAGRAM_RETRY_AFTER_SECONDS", 600)),
+    },
     # Named IO operations: name -> dotted path of a callable(*args, **kwargs).
     "IO_OPERATIONS": {
         "http.request": "executions.runtime.io.http_request",
