@@ -20,7 +20,7 @@ class ErrorSerializer(serializers.Serializer):
     type = serializers.CharField(help_text="validation_error, parse_error, invalid_definition, "
                                            "not_authenticated, permission_denied, not_found, "
                                            "version_conflict, not_available, payload_too_large, "
-                                           "diagram_too_large…")
+                                           "diagram_too_large, diagram_busy…")
     detail = serializers.CharField(help_text="A human sentence.")
     errors = ProblemSerializer(many=True)
     warnings = ProblemSerializer(many=True, required=False,
@@ -58,6 +58,8 @@ SVG_RESPONSE = {
     422: error_response("diagram_too_large: the machine has more states or transitions than a "
                         "diagram is drawn for, or Graphviz ran out of time or memory drawing "
                         "it; `description` holds the text alternative."),
+    503: error_response("diagram_busy: this server already runs as many Graphviz processes "
+                        "as it may; try again in a moment."),
 }
 DOT_RESPONSE = {(200, "text/vnd.graphviz"): OpenApiResponse(
     OpenApiTypes.STR, description="The diagram as Graphviz DOT source.")}

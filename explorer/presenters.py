@@ -37,13 +37,14 @@ def svg(text: str) -> SafeString:
 
 
 def drawn(draw: Callable[[], str]) -> dict:
-    """{"svg", "diagram_notice"} for explorer/_diagram.html: the SVG `draw()` made, or no
-    SVG and why when the diagram is too large to draw (or `dot` ran out of time or memory;
-    machines.diagrams remembers that, so the next view does not wait again)."""
+    """What explorer/_diagram.html needs: {"svg"} drawn by `draw()`, or no SVG and why
+    ("diagram_notice", "diagram_notice_title") when the diagram is too large to draw, `dot`
+    ran out of time or memory (machines.diagrams remembers that: the next view does not
+    wait again) or the server is busy drawing others."""
     try:
-        return {"svg": svg(draw()), "diagram_notice": ""}
+        return {"svg": svg(draw()), "diagram_notice": "", "diagram_notice_title": ""}
     except diagrams.DiagramUnavailable as exc:
-        return {"svg": "", "diagram_notice": exc.detail}
+        return {"svg": "", "diagram_notice": exc.detail, "diagram_notice_title": exc.title}
 
 
 # Machines --------------------------------------------------------------------------------
@@ -64,9 +65,8 @@ def thumbnail(version) -> SafeString:
     machine = version.parsed()
     try:
         found = diagrams.cached_svg(machine)
-    except diagrams.DiagramUnavailable:
-        return format_html('<span class="thumb-notice">{}</span>',
-                           diagrams.DiagramUnavailable.title)
+    except diagrams.DiagramUnavailable as exc:
+        return format_html('<span class="thumb-notice">{}</span>', exc.title)
     if found is not None:
         return thumbnail_svg(found)
     url = reverse("explorer:machine-thumbnail", args=[version.machine_id, version.version])

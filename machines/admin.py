@@ -51,7 +51,7 @@ def render_preview_svg(definition) -> str:
     try:
         return render_svg(definition)
     except DiagramUnavailable as exc:
-        return notice_svg(exc.detail)
+        return notice_svg(exc.detail, exc.title)
 
 
 @admin.register(Machine)

@@ -1,15 +1,17 @@
 """Machine diagrams: DOT built with the graphviz package, rendered to inline SVG by `dot`.
 
 Every node and edge gets a stable ``id`` and ``class`` so pages can re-highlight the
-path with CSS and JS without rendering again (spawning ``dot`` costs ~25 ms, so the plain
-diagram is cached per machine version). Everything taken from the definition is user
+path with CSS and JS without rendering again (spawning ``dot`` costs ~25 ms, so drawings
+are cached by what they show). Everything taken from the definition is user
 input: labels go into HTML-like labels escaped, tooltips and ids through
 ``graphviz.escape``, URLs XML-escaped (dot 2.43 does not escape ``URL``).
 
 What a page marks on a diagram (an execution's path, the heatmap of a version, what
 changed between two versions) is drawn by `dot` from DOT attributes set here (classes,
 colours, widths, labels, tooltips): the SVG is never edited afterwards to add marks.
-Visual language, classes and JSON shapes: docs/diagrams.md.
+`dot` runs bounded (size cap checked first, wall-clock timeout, memory limit; see Limits):
+what it cannot draw raises DiagramUnavailable, which pages show as "too large to draw" with
+the text description. Visual language, classes, JSON shapes, bounds: docs/diagrams.md.
 """
 from __future__ import annotations
 
@@ -526,6 +528,7 @@ class Limits:
     timeout_seconds: float = 5.0  # wall clock of one `dot`; killed past it
     memory_bytes: int = 512 * 1024 * 1024  # address space of one `dot` (RLIMIT_AS)
     retry_after_seconds: float = 600.0  # a timeout or crash is remembered this long
+    max_concurrent: int = 2  # `dot` processes at once in this process (memory: x memory_bytes)
 
 
 LIMITS = Limits()
@@ -538,7 +541,7 @@ def configure(**changes) -> Limits:
     return LIMITS
 
 
-TOO_LARGE, TIMEOUT, FAILED = "too_large", "timeout", "failed"
+TOO_LARGE, TIMEOUT, FAILED, BUSY = "too_large", "timeout", "failed", "busy"
 
 
 class DiagramUnavailable(Exception):
@@ -552,6 +555,17 @@ class DiagramUnavailable(Exception):
         super().__init__(detail)
         self.reason = reason
         self.detail = detail
+
+
+class DiagramBusy(DiagramUnavailable):
+    """Not drawn now: this process already runs `max_concurrent` dots and none finished in
+    time. Never cached; the next view tries again."""
+
+    title = "Not drawn right now"
+
+    def __init__(self):
+        super().__init__(BUSY, "The server is busy drawing other diagrams: reload the page "
+                               "in a moment.")
 
 
 @dataclass(frozen=True)
@@ -614,6 +628,16 @@ def _limits_in_child(limits: Limits) -> Callable[[], None]:
 
 DOT_COMMAND = ("dot", "-Kdot", "-Tsvg")  # what graphviz.Source.pipe(format="svg") runs
 _dot_runs = 0  # `dot` processes started by this process (tests and bench read it)
+_slots: tuple[int, threading.BoundedSemaphore] | None = None  # (size, semaphore)
+_slots_lock = threading.Lock()
+
+
+def _slots_for(limits: Limits) -> threading.BoundedSemaphore:
+    global _slots
+    with _slots_lock:
+        if _slots is None or _slots[0] != limits.max_concurrent:
+            _slots = (limits.max_concurrent, threading.BoundedSemaphore(limits.max_concurrent))
+        return _slots[1]
 
 
 def dot_runs() -> int:
@@ -623,15 +647,41 @@ def dot_runs() -> int:
 def run_dot(source: str, limits: Limits | None = None) -> str:
     """SVG drawn by a bounded `dot`: the source size checked first, then one process in its
     own session with RLIMIT_AS and RLIMIT_CPU, killed (its whole group) past
-    `timeout_seconds` of wall clock. Raises DiagramUnavailable; graphviz.ExecutableNotFound
-    when there is no `dot` at all (a broken install, not a property of the diagram)."""
-    global _dot_runs
+    `timeout_seconds` of wall clock, waiting for a slot included (at most `max_concurrent`
+    at once in this process). Raises DiagramUnavailable (DiagramBusy when no slot freed in
+    time); graphviz.ExecutableNotFound when there is no `dot` at all (a broken install, not
+    a property of the diagram)."""
     limits = limits or LIMITS
     data = source.encode("utf-8")
     if len(data) > limits.max_dot_bytes:
         raise DiagramUnavailable(TOO_LARGE, f"Its diagram would be {len(data) // 1024:,} KiB "
                                             f"of Graphviz source; diagrams are drawn up to "
                                             f"{limits.max_dot_bytes // 1024:,} KiB.")
+    began = time.monotonic()
+    slots = _slots_for(limits)
+    if not slots.acquire(timeout=limits.timeout_seconds / 2):  # leaves dot half or more
+        raise DiagramBusy()
+    try:
+        waited = time.monotonic() - began  # the whole answer stays within the timeout
+        out, err, returncode = _run(data, limits, limits.timeout_seconds - waited)
+    except subprocess.TimeoutExpired:
+        if waited > limits.timeout_seconds / 10:  # not given its full time: not its fault
+            raise DiagramBusy() from None
+        raise DiagramUnavailable(TIMEOUT, f"Graphviz did not finish drawing it within "
+                                          f"{limits.timeout_seconds:g} s.") from None
+    finally:
+        slots.release()
+    if returncode != 0:
+        why = (f"was stopped by signal {-returncode}" if returncode < 0
+               else f"stopped with exit status {returncode}")
+        memory = " (out of memory?)" if b"alloc" in err.lower() or returncode < 0 else ""
+        raise DiagramUnavailable(FAILED, f"Graphviz could not draw it: `dot` {why}{memory}.")
+    return out.decode("utf-8")
+
+
+def _run(data: bytes, limits: Limits, timeout: float) -> tuple[bytes, bytes, int]:
+    """One `dot` on `data`: (stdout, stderr, exit status); TimeoutExpired once it is killed."""
+    global _dot_runs
     in_child = None if hasattr(resource, "prlimit") else _limits_in_child(limits)
     try:
         process = subprocess.Popen(
@@ -643,21 +693,11 @@ def run_dot(source: str, limits: Limits | None = None) -> str:
     try:
         if in_child is None:
             _limit_child(process.pid, limits)
-        out, err = process.communicate(data, timeout=limits.timeout_seconds)
-    except subprocess.TimeoutExpired:
-        raise DiagramUnavailable(TIMEOUT, f"Graphviz did not finish drawing it within "
-                                          f"{limits.timeout_seconds:g} s.") from None
+        out, err = process.communicate(data, timeout=max(timeout, 0.01))
     finally:
         if process.returncode is None:  # timed out, or anything else went wrong
             _kill(process)
-    if process.returncode != 0:
-        why = (f"was stopped by signal {-process.returncode}" if process.returncode < 0
-               else f"stopped with exit status {process.returncode}")
-        memory = " (out of memory?)" if b"alloc" in err.lower() or process.returncode < 0 else ""
-        raise DiagramUnavailable(FAILED, f"Graphviz could not draw it: `dot` {why}{memory}.")
-    return out.decode("utf-8")
-
-
+    return out, err, process.returncode
 def _kill(process: subprocess.Popen) -> None:
     try:
         os.killpg(process.pid, signal.SIGKILL)
@@ -731,6 +771,8 @@ def _draw_once(key: tuple, draw: Callable[[], str], limits: Limits) -> str:
             return found
     try:
         svg = draw()
+    except DiagramBusy:
+        raise  # nothing learnt about the diagram
     except DiagramUnavailable as exc:
         forever = exc.reason == TOO_LARGE  # the same source is always too large
         failure = _Failure(exc.reason, exc.detail, float("inf") if forever

@@ -162,6 +162,24 @@ def test_threads_asking_for_a_diagram_being_drawn_wait_for_that_one_dot(popens):
     assert len(popens) == 1
 
 
+def test_dots_at_once_are_capped_and_a_request_without_a_slot_is_busy_not_remembered(popens):
+    diagrams.configure(timeout_seconds=1.0, max_concurrent=1)
+    slow, small = build(tangled()), build(chain(5))
+    holder = threading.Thread(target=lambda: pytest.raises(DiagramUnavailable, render_svg, slow))
+    holder.start()
+    deadline = time.monotonic() + 5
+    while not popens.started and time.monotonic() < deadline:
+        time.sleep(0.01)
+    began = time.monotonic()
+    with pytest.raises(diagrams.DiagramBusy) as raised:
+        render_svg(small)
+    assert raised.value.reason == diagrams.BUSY and time.monotonic() - began < 3
+    holder.join(10)
+    assert len(popens) == 1  # the busy one never started a dot...
+    assert render_svg(small).startswith("<svg ")  # ...and is not remembered as failed
+    assert len(popens) == 2
+
+
 def test_paths_are_cached_by_what_they_show(popens):
     machine = build(chain(9))
     one = DiagramPath({"s0": 1, "s1": 1}, {edge_id("s0", "approve"): (1,)}, "s1", "waiting")

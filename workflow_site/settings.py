@@ -184,6 +184,7 @@ DATA_MACHINES = {
         "TIMEOUT_SECONDS": float(os.environ.get("DM_DIAGRAM_TIMEOUT_SECONDS", 5.0)),
         "MEMORY_BYTES": int(os.environ.get("DM_DIAGRAM_MEMORY_BYTES", 512 * 1024 * 1024)),
         "RETRY_AFTER_SECONDS": float(os.environ.get("DM_DIAGRAM_RETRY_AFTER_SECONDS", 600)),
+        "MAX_CONCURRENT": int(os.environ.get("DM_DIAGRAM_MAX_CONCURRENT", 2)),
     },
     # Named IO operations: name -> dotted path of a callable(*args, **kwargs).
     "IO_OPERATIONS": {

@@ -97,7 +97,7 @@ def machine_thumbnail(request, machine_id, version):
     try:
         text = presenters.thumbnail_svg(diagrams.render_svg(machine))
     except diagrams.DiagramUnavailable as exc:
-        text = diagrams.notice_svg(exc.detail)
+        text = diagrams.notice_svg(exc.detail, exc.title)
     response = HttpResponse(text, content_type="image/svg+xml; charset=utf-8")
     response["Cache-Control"] = f"private, max-age={THUMBNAIL_MAX_AGE}"
     response["Content-Security-Policy"] = "default-src 'none'; style-src 'unsafe-inline'"

@@ -1,7 +1,7 @@
 """The machines app's exceptions in the API's one error shape (api.errors registry)."""
 from api import errors
 from api.errors import count, problem
-from machines.diagrams import DiagramUnavailable
+from machines.diagrams import DiagramBusy, DiagramUnavailable
 from machines.language import DefinitionError
 from machines.services import VersionConflict
 
@@ -29,3 +29,4 @@ def register() -> None:
     errors.register(DefinitionError, 400, "invalid_definition", describe=invalid_definition)
     errors.register(VersionConflict, 409, "version_conflict", describe=version_conflict)
     errors.register(DiagramUnavailable, 422, "diagram_too_large", describe=diagram_unavailable)
+    errors.register(DiagramBusy, 503, "diagram_busy", describe=diagram_unavailable)
