@@ -692,7 +692,10 @@ def _run(data: bytes, limits: Limits, timeout: float) -> tuple[bytes, bytes, int
     _dot_runs += 1
     try:
         if in_child is None:
-            _limit_child(process.pid, limits)
+            try:
+                _limit_child(process.pid, limits)
+            except ProcessLookupError:
+                pass  # it has already stopped: communicate() says how
         out, err = process.communicate(data, timeout=max(timeout, 0.01))
     finally:
         if process.returncode is None:  # timed out, or anything else went wrong
@@ -712,7 +715,9 @@ def _dot_to_svg(source: str, limits: Limits | None = None) -> str:
 
 # Cache ------------------------------------------------------------------------------------
 CACHE_SIZE = 256
-_svgs: LRU[str | _Failure] = LRU(CACHE_SIZE)  # full key -> SVG or what stopped it
+CACHE_BYTES = 64 * 1024 * 1024  # of SVG text (a 100-state machine's is ~370 KiB)
+_svgs: LRU[str | _Failure] = LRU(  # full key -> SVG or what stopped it
+    CACHE_SIZE, max_weight=CACHE_BYTES, weigh=lambda v: len(v) if isinstance(v, str) else 0)
 _slow: LRU[_Failure] = LRU(CACHE_SIZE)  # (id, version, content) -> timeout or crash
 _drawing: dict[tuple, threading.Event] = {}  # keys a thread of this process is drawing
 _drawing_lock = threading.Lock()

@@ -190,6 +190,19 @@ def test_paths_are_cached_by_what_they_show(popens):
     assert len(popens) == 2
 
 
+def test_the_cache_holds_a_bounded_number_of_bytes():
+    from machines.lru import LRU
+
+    cache = LRU(10, max_weight=100, weigh=len)
+    for key in "abcd":
+        cache.put(key, "x" * 40)
+    assert [k for k in "abcd" if k in cache] == ["c", "d"] and cache.weight == 80
+    cache.put("d", "x" * 10)
+    cache.forget("c")
+    assert cache.weight == 10
+    assert diagrams._svgs.max_weight == diagrams.CACHE_BYTES
+
+
 def test_notice_svg_escapes_what_it_says():
     svg = diagrams.notice_svg('This <script>alert(1)</script> & "that"')
     assert "<script>" not in svg and "&lt;script&gt;" in svg
