@@ -280,6 +280,17 @@ DATA_MACHINES = {
     "IO_INLINE_CALLS": int(os.environ.get("DM_IO_INLINE_CALLS", 8)),
     # The queue IO calls are enqueued on (empty: the main queue, no IO cluster needed).
     "IO_QUEUE": IO_QUEUE,
+    # What one diagram may cost (docs/diagrams.md "Bounds"): past these a page shows "too
+    # large to draw" with the text description, the API answers 422 diagram_too_large.
+    "DIAGRAMS": {
+        "MAX_STATES": int(os.environ.get("DM_DIAGRAM_MAX_STATES", 200)),
+        "MAX_EDGES": int(os.environ.get("DM_DIAGRAM_MAX_EDGES", 1000)),
+        "MAX_DOT_BYTES": int(os.environ.get("DM_DIAGRAM_MAX_DOT_BYTES", 512 * 1024)),
+        "TIMEOUT_SECONDS": float(os.environ.get("DM_DIAGRAM_TIMEOUT_SECONDS", 5.0)),
+        "MEMORY_BYTES": int(os.environ.get("DM_DIAGRAM_MEMORY_BYTES", 512 * 1024 * 1024)),
+        "RETRY_AFTER_SECONDS": float(os.environ.get("DM_DIAGRAM_RETRY_AFTER_SECONDS", 600)),
+        "MAX_CONCURRENT": int(os.environ.get("DM_DIAGRAM_MAX_CONCURRENT", 2)),
+    },
     # Named IO operations: name -> dotted path of a callable(*args, **kwargs).
     "IO_OPERATIONS": {
         "http.request": "executions.runtime.io.http_request",

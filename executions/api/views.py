@@ -246,4 +246,8 @@ class ExecutionDiagramView(DiagramView):
         machine = execution.machine_version.parsed()
         path = steps.execution_path(machine, step_rows, state=execution.state,
                                     status=execution.status)
-        return self.diagram(diagrams.render_svg(machine, path, machine_url=machine_link))
+        try:
+            return self.diagram(diagrams.render_svg(machine, path, machine_url=machine_link))
+        except diagrams.DiagramUnavailable as exc:
+            exc.description = diagrams.describe(machine, path)  # 422 diagram_too_large
+            raise
