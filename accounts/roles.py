@@ -1,7 +1,8 @@
 """The three roles of api.md, as Django groups, and the checks every surface uses.
 
 viewer reads everything; operator also starts, triggers, cancels and retries executions;
-editor also saves machine versions and may start executions with mocks. Superusers can
+editor also saves machine versions and may start executions with mocks or with another
+execution mode than the machine's. Superusers can
 do everything. Roles are groups (created by a migration), so the admin assigns them.
 """
 VIEWER, OPERATOR, EDITOR = "viewer", "operator", "editor"
@@ -39,6 +40,12 @@ def can_operate(user) -> bool:
 def can_edit(user) -> bool:
     """Editors write machines, whose expressions are code: they need add_machineversion."""
     return _granted(user, "machines.add_machineversion")
+
+
+def can_override_mode(user) -> bool:
+    """Forcing `mode` (sync runs the machine's code in the web process, holding a web thread
+    for up to its timeout_seconds) is the editor's rule, like mocks: not a rule of its own."""
+    return can_edit(user)
 
 
 def actor_of(user, *, via_token: bool = False) -> str:

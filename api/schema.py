@@ -19,13 +19,18 @@ class ErrorSerializer(serializers.Serializer):
 
     type = serializers.CharField(help_text="validation_error, parse_error, invalid_definition, "
                                            "not_authenticated, permission_denied, not_found, "
-                                           "version_conflict, not_available, payload_too_large…")
+                                           "version_conflict, not_available, payload_too_large, "
+                                           "diagram_too_large, diagram_busy…")
     detail = serializers.CharField(help_text="A human sentence.")
     errors = ProblemSerializer(many=True)
     warnings = ProblemSerializer(many=True, required=False,
                                  help_text="Only for invalid_definition.")
     available_actions = serializers.ListField(
         child=serializers.CharField(), required=False, help_text="Only for not_available.")
+    reason = serializers.CharField(required=False, help_text="Only for diagram_too_large: "
+                                                             "too_large, timeout or failed.")
+    description = serializers.CharField(required=False, help_text="Only for diagram_too_large: "
+                                        "the diagram as text (states and transitions).")
 
 
 def error_response(what: str) -> OpenApiResponse:
@@ -48,7 +53,13 @@ SVG_EXAMPLE = OpenApiExample(
 DOT_EXAMPLE = OpenApiExample(
     "DOT", response_only=True, media_type="text/vnd.graphviz",
     value='digraph order {\n  rankdir=LR\n  s0 [label="cart" id="state-cart"]\n  …\n}')
-SVG_RESPONSE = {(200, "image/svg+xml"): OpenApiResponse(
-    OpenApiTypes.STR, description="The diagram as SVG.")}
+SVG_RESPONSE = {
+    (200, "image/svg+xml"): OpenApiResponse(OpenApiTypes.STR, description="The diagram as SVG."),
+    422: error_response("diagram_too_large: the machine has more states or transitions than a "
+                        "diagram is drawn for, or Graphviz ran out of time or memory drawing "
+                        "it; `description` holds the text alternative."),
+    503: error_response("diagram_busy: this server already runs as many Graphviz processes "
+                        "as it may; try again in a moment."),
+}
 DOT_RESPONSE = {(200, "text/vnd.graphviz"): OpenApiResponse(
     OpenApiTypes.STR, description="The diagram as Graphviz DOT source.")}

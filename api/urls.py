@@ -1,10 +1,18 @@
 """Every /api/ route (docs/api.md). Included from workflow_site/urls.py under "api/".
 
+The schema and the interactive docs need a login (a session or a token) unless
+settings.API_DOCS_PUBLIC (DM_API_DOCS_PUBLIC=true): the docs page sends a browser to the
+login page, the schema answers 401 in the error shape.
+
 Anything else under /api/ (an unknown path, a malformed UUID or machine id, a version
 beyond the database's integer range) gets a JSON 404 in the one error shape.
 """
+from django.conf import settings
+from django.contrib.auth.views import redirect_to_login
 from django.urls import path, re_path, register_converter
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
+from rest_framework.permissions import BasePermission
+from rest_framework.renderers import JSONRenderer
 
 from api.views import not_found
 from executions.api import views as executions
@@ -40,6 +48,34 @@ class VersionConverter:
         return str(value)
 
 
+class DocsPermission(BasePermission):
+    def has_permission(self, request, view):
+        return settings.API_DOCS_PUBLIC or bool(request.user and request.user.is_authenticated)
+
+
+class SchemaView(SpectacularAPIView):
+    permission_classes = [DocsPermission]
+
+    def handle_exception(self, exc):
+        response = super().handle_exception(exc)
+        # Errors in JSON (the one error shape), not in the schema's YAML.
+        self.request.accepted_renderer = JSONRenderer()
+        self.request.accepted_media_type = JSONRenderer.media_type
+        return response
+
+
+# The Swagger page loads its start-up script from this same view (?script=): no inline
+# script, so the Content-Security-Policy need not allow any.
+_docs = SpectacularSwaggerSplitView.as_view(url_name="api:schema",
+                                            permission_classes=[DocsPermission])
+
+
+def docs(request, *args, **kwargs):
+    if not settings.API_DOCS_PUBLIC and not request.user.is_authenticated:
+        return redirect_to_login(request.get_full_path())
+    return _docs(request, *args, **kwargs)
+
+
 register_converter(MachineIdConverter, "machine")
 register_converter(VersionConverter, "version")
 
@@ -47,8 +83,8 @@ VERSION = "machines/<machine:machine_id>/versions/<version:version>/"
 EXECUTION = "executions/<uuid:execution_id>/"
 
 urlpatterns = [
-    path("schema/", SpectacularAPIView.as_view(), name="schema"),
-    path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
+    path("schema/", SchemaView.as_view(), name="schema"),
+    path("docs/", docs, name="docs"),
     path("machines/", machines.MachineListView.as_view(), name="machines"),
     path("machines/validate/", machines.MachineValidateView.as_view(), name="validate"),
     path("machines/<machine:machine_id>/", machines.MachineDetailView.as_view(),

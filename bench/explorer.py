@@ -34,6 +34,7 @@ def configure(postgres: bool):
         path = Path(tempfile.mkdtemp()) / "explorer-bench.sqlite3"
         os.environ["DATABASE_URL"] = f"sqlite:///{path}"
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "workflow_site.settings")
+    os.environ.setdefault("DJANGO_SECRET_KEY", "bench-only-" + "k" * 40)  # throwaway data
     import django
 
     django.setup()

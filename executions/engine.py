@@ -293,7 +293,10 @@ def _iso(epoch: float) -> str:
 def _epoch(value, path: str) -> float:
     """A `wait.until` value as epoch seconds: a number, or an ISO-8601 string (UTC if naive)."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:
+            raise ValueError(f"{path} is too large to be a time") from None
     if isinstance(value, str):
         try:
             moment = datetime.fromisoformat(value)
@@ -609,7 +612,12 @@ class _Run:
                 raise _Failed(self.expression_error(
                     f"wait.seconds must be a number, not {seconds!r}", transition.id,
                     wait.seconds.path))
-            due = self.env.now + seconds
+            try:
+                due = self.env.now + seconds
+            except OverflowError:  # an integer past any float: no time at all
+                raise _Failed(self.expression_error(
+                    "wait.seconds is too large to be a time", transition.id,
+                    wait.seconds.path)) from None
         else:
             assert wait.until is not None
             until = self.evaluate(wait.until, transition.id)

@@ -2,9 +2,11 @@
 `start`, `trigger`, `cancel`, `retry`.
 
 Each checks what the caller sent once (expressions.values: JSON objects, finite numbers,
-text a database can store) and raises InvalidRequest with where the problem is; then the
-runtime accepts it (executions/runtime/accepting.py, docs/runtime.md). A refused action or
-cancel or retry raises NotAvailable with the reason and the actions available now.
+integers within a JSON number's range, text a database can store, at most
+DATA_MACHINES["MAX_INPUT_CHARS"] characters of JSON) and raises InvalidRequest with where
+the problem is; then the runtime accepts it (executions/runtime/accepting.py,
+docs/runtime.md). A refused action or cancel or retry raises NotAvailable with the reason
+and the actions available now.
 """
 from __future__ import annotations
 
@@ -14,7 +16,8 @@ from django.contrib.auth.models import AbstractBaseUser
 
 from executions.runtime import accepting
 from executions.runtime.accepting import NotAvailable, Outcome
-from expressions.values import InvalidValue, check_object, check_text, check_value
+from executions.runtime.store import limits
+from expressions.values import InvalidValue, check_input, check_text, check_value
 
 __all__ = ["InvalidRequest", "NotAvailable", "Outcome", "cancel", "retry", "start", "trigger"]
 
@@ -26,7 +29,7 @@ class InvalidRequest(InvalidValue):
 
 def _checked(value: Any, what: str) -> dict:
     try:
-        return check_object(value, what)
+        return check_input(value, limits(), what)
     except InvalidValue as exc:
         raise InvalidRequest(exc.message, exc.path) from None
 
@@ -78,8 +81,13 @@ def trigger(execution_id: Any, action: str, *, input: dict | None = None,
 
 def cancel(execution_id: Any, *, actor: str = "system", reason: str | None = None) -> Outcome:
     """Cancel an execution (and the children it invoked synchronously)."""
+    if reason is not None and not isinstance(reason, str):
+        raise InvalidRequest("The reason must be a string.", "reason")
     try:
         check_value(reason, "reason")
+        if reason is not None and len(reason) > limits().error_text:
+            raise InvalidValue(f"The reason is longer than {limits().error_text:,} "
+                               "characters.", "reason")
     except InvalidValue as exc:
         raise InvalidRequest(exc.message, exc.path) from None
     return accepting.cancel(execution_id, actor=actor, reason=reason)

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.html import format_html
 from django.utils.safestring import SafeString, mark_safe
 
 from executions import engine, selectors, steps
@@ -34,15 +36,41 @@ def svg(text: str) -> SafeString:
     return mark_safe(text)  # noqa: S308 - escaped when the DOT was built
 
 
+def drawn(draw: Callable[[], str]) -> dict:
+    """What explorer/_diagram.html needs: {"svg"} drawn by `draw()`, or no SVG and why
+    ("diagram_notice", "diagram_notice_title") when the diagram is too large to draw, `dot`
+    ran out of time or memory (machines.diagrams remembers that: the next view does not
+    wait again) or the server is busy drawing others."""
+    try:
+        return {"svg": svg(draw()), "diagram_notice": "", "diagram_notice_title": ""}
+    except diagrams.DiagramUnavailable as exc:
+        return {"svg": "", "diagram_notice": exc.detail, "diagram_notice_title": exc.title}
+
+
 # Machines --------------------------------------------------------------------------------
 _IDS = re.compile(r' id="[^"]*"')
 _TITLES = re.compile(r"<title>[^<]*</title>")
 
 
-def thumbnail(machine: Machine) -> SafeString:
-    """The cached diagram without ids and titles: a picture inside a link, several a page
-    (ids would repeat, tooltips would cover the link)."""
-    return svg(_TITLES.sub("", _IDS.sub("", diagrams.render_svg(machine))))
+def thumbnail_svg(text: str) -> SafeString:
+    """A diagram without ids and titles: a picture inside a link, several a page (ids would
+    repeat, tooltips would cover the link)."""
+    return svg(_TITLES.sub("", _IDS.sub("", text)))
+
+
+def thumbnail(version) -> SafeString:
+    """The machine list's picture of a version, drawn by no `dot` in the list's request: the
+    cached diagram inline, else an <img> of the thumbnail URL (one `dot` per image
+    request, cached for the next list), or "too large to draw"."""
+    machine = version.parsed()
+    try:
+        found = diagrams.cached_svg(machine)
+    except diagrams.DiagramUnavailable as exc:
+        return format_html('<span class="thumb-notice">{}</span>', exc.title)
+    if found is not None:
+        return thumbnail_svg(found)
+    url = reverse("explorer:machine-thumbnail", args=[version.machine_id, version.version])
+    return format_html('<img src="{}" alt="" loading="lazy" decoding="async">', url)
 
 
 def machine_cards(versions) -> list:
@@ -52,7 +80,7 @@ def machine_cards(versions) -> list:
         by_status = counts.get(version.machine_id, {})
         version.status_counts = list(by_status.items())
         version.executions_total = sum(by_status.values())
-        version.thumbnail = thumbnail(version.parsed())
+        version.thumbnail = thumbnail(version)
     return versions
 
 
@@ -66,13 +94,14 @@ def heat(machine_version) -> diagrams.Heat:
     )
 
 
-def heat_diagram(machine: Machine, shown_heat: diagrams.Heat) -> SafeString:
-    return svg(diagrams.render_svg(machine, machine_url=machine_url, heat=shown_heat))
+def heat_diagram(machine: Machine, shown_heat: diagrams.Heat) -> dict:
+    """{"svg", "diagram_notice"} (see drawn) of the heatmap."""
+    return drawn(lambda: diagrams.render_svg(machine, machine_url=machine_url, heat=shown_heat))
 
 
-def diff_diagram(new: Machine, diff: diffs.Diff) -> SafeString:
-    """The newer version's diagram with what was added and changed marked."""
-    return svg(diagrams.render_svg(new, machine_url=machine_url, marks=diff.marks()))
+def diff_diagram(new: Machine, diff: diffs.Diff) -> dict:
+    """The newer version's diagram with what was added and changed marked (see drawn)."""
+    return drawn(lambda: diagrams.render_svg(new, machine_url=machine_url, marks=diff.marks()))
 
 
 def heat_rows(machine: Machine, shown_heat: diagrams.Heat) -> list[dict]:
@@ -148,7 +177,7 @@ def execution_page(execution, *, asked_from: str | None, can_act: bool) -> dict:
                     for name in actions],
         "can_cancel": can_act and execution.status not in engine.TERMINAL_STATUSES,
         "can_retry": can_act and execution.status == engine.FAILED,
-        "svg": svg(diagrams.render_svg(machine, path, machine_url=machine_url)),
+        **drawn(lambda: diagrams.render_svg(machine, path, machine_url=machine_url)),
         "diagram_text": diagrams.describe(machine, path),
         "path_words": path_words(machine, step_rows, numbers),
         "steps": shown_steps,

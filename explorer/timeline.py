@@ -103,7 +103,10 @@ def clock(moment: datetime | float | None) -> str:
     if moment is None:
         return ""
     if not isinstance(moment, datetime):
-        moment = datetime.fromtimestamp(moment, tz=UTC)
+        try:  # a time stored before times were checked may be past what a datetime holds
+            moment = datetime.fromtimestamp(moment, tz=UTC)
+        except (OverflowError, ValueError, OSError, TypeError):
+            return f"{moment:g} (out of range)" if isinstance(moment, float) else "?"
     return moment.astimezone(UTC).strftime("%H:%M:%S").removesuffix(":00")
 
 

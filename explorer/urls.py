@@ -11,6 +11,8 @@ urlpatterns = [
     path("machines/<str:machine_id>/", machines.machine_detail, name="machine"),
     path("machines/<str:machine_id>/v/<int:version>/", machines.machine_detail,
          name="machine-version"),
+    path("machines/<str:machine_id>/v/<int:version>/thumbnail.svg", machines.machine_thumbnail,
+         name="machine-thumbnail"),
     path("executions/", executions.execution_list, name="executions"),
     path("executions/<str:execution_id>/", executions.execution_detail, name="execution"),
     path("executions/<str:execution_id>/status.json", executions.execution_status,

@@ -13,22 +13,11 @@ class ExpressionSyntaxError(ValueError):
         self.column = column
 
 
-MAX_MESSAGE = 2_000  # characters of an error message kept (`assert False, 'x' * 10**6`)
-
-
-def _shortened(message) -> str:
-    text = str(message)
-    if len(text) <= MAX_MESSAGE:
-        return text
-    return f"{text[:MAX_MESSAGE]}… ({len(text) - MAX_MESSAGE:,} more characters)"
-
-
 class ExpressionError(Exception):
     """An expression failed; says which one (path), where in it (line, column) and why."""
 
     def __init__(self, message, *, kind="runtime", path=None, line=None, column=None,
                  exception=None):
-        message = _shortened(message)
         super().__init__(message)
         self.message = message
         self.kind = kind  # syntax | runtime | timeout | resource | result

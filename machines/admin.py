@@ -20,6 +20,7 @@ from django.utils.safestring import mark_safe
 
 from accounts.roles import can_edit
 from machines import selectors
+from machines.diagrams import DiagramUnavailable, notice_svg, render_svg
 from machines.forms import DiffForm, SourceForm
 from machines.language import DefinitionError
 from machines.models import Machine, MachineVersion
@@ -44,13 +45,13 @@ states:
 """
 
 
-def render_preview_svg(definition) -> str | None:
-    """The diagram of a valid definition, once machines.diagrams exists (written separately)."""
+def render_preview_svg(definition) -> str:
+    """The live preview's diagram: one bounded `dot` (machines.diagrams), or a picture that
+    says why it is not drawn (too large, out of time or memory) instead of waiting."""
     try:
-        from machines.diagrams import render_svg
-    except ImportError:
-        return None
-    return render_svg(definition)
+        return render_svg(definition)
+    except DiagramUnavailable as exc:
+        return notice_svg(exc.detail, exc.title)
 
 
 @admin.register(Machine)

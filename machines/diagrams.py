@@ -1,23 +1,31 @@
 """Machine diagrams: DOT built with the graphviz package, rendered to inline SVG by `dot`.
 
 Every node and edge gets a stable ``id`` and ``class`` so pages can re-highlight the
-path with CSS and JS without rendering again (spawning ``dot`` costs ~25 ms, so the plain
-diagram is cached per machine version). Everything taken from the definition is user
+path with CSS and JS without rendering again (spawning ``dot`` costs ~25 ms, so drawings
+are cached by what they show). Everything taken from the definition is user
 input: labels go into HTML-like labels escaped, tooltips and ids through
 ``graphviz.escape``, URLs XML-escaped (dot 2.43 does not escape ``URL``).
 
 What a page marks on a diagram (an execution's path, the heatmap of a version, what
 changed between two versions) is drawn by `dot` from DOT attributes set here (classes,
 colours, widths, labels, tooltips): the SVG is never edited afterwards to add marks.
-Visual language, classes and JSON shapes: docs/diagrams.md.
+`dot` runs bounded (size cap checked first, wall-clock timeout, memory limit; see Limits):
+what it cannot draw raises DiagramUnavailable, which pages show as "too large to draw" with
+the text description. Visual language, classes, JSON shapes, bounds: docs/diagrams.md.
 """
 from __future__ import annotations
 
 import html
+import os
 import re
+import resource
+import signal
+import subprocess
 import textwrap
+import threading
+import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from hashlib import sha256
 
 import graphviz
@@ -92,6 +100,12 @@ class DiagramPath:
     edge_steps: dict[str, tuple[int, ...]] = field(default_factory=dict)  # edge id -> steps
     current: str | None = None
     status: str = "running"
+
+    def key(self) -> tuple:
+        """Everything the drawing shows of the path: part of the cache key."""
+        return (tuple(sorted(self.state_visits.items())),
+                tuple(sorted((eid, tuple(steps)) for eid, steps in self.edge_steps.items())),
+                self.current, self.status)
 
 
 @dataclass(frozen=True)
@@ -495,43 +509,336 @@ def _inline(svg: str) -> str:
     return _TITLE.sub(r"<title>\2</title>\1", svg)
 
 
-def _dot_to_svg(source: str) -> str:
-    return _inline(graphviz.Source(source).pipe(format="svg", encoding="utf-8"))
+# Bounds -----------------------------------------------------------------------------------
+# A machine is written by editors, so its diagram is user input for `dot`: layout time grows
+# much faster than the size (a 100-state machine with three random edges per state takes
+# 17 s; the chain of bench/diagrams.py draws 250 states in 0.3 s), so both bounds are needed:
+# the size cap is checked before any `dot` starts, the time and memory limits hold for the
+# ones that start.
 
 
+@dataclass(frozen=True)
+class Limits:
+    """What a diagram may cost (docs/diagrams.md "Bounds"; settings DATA_MACHINES
+    ["DIAGRAMS"], applied by machines.apps through `configure`)."""
+
+    max_states: int = 200  # states drawn, checked before the DOT is built
+    max_edges: int = 1000  # arrows drawn (transitions, invoke/decision branches, start)
+    max_dot_bytes: int = 512 * 1024  # the DOT source given to `dot`
+    timeout_seconds: float = 5.0  # wall clock of one `dot`; killed past it
+    memory_bytes: int = 512 * 1024 * 1024  # address space of one `dot` (RLIMIT_AS)
+    retry_after_seconds: float = 600.0  # a timeout or crash is remembered this long
+    max_concurrent: int = 2  # `dot` processes at once in this process (memory: x memory_bytes)
+
+
+LIMITS = Limits()
+
+
+def configure(**changes) -> Limits:
+    """Set the process-wide limits (from settings, by machines.apps); returns them."""
+    global LIMITS
+    LIMITS = replace(Limits(), **{k: v for k, v in changes.items() if v is not None})
+    return LIMITS
+
+
+TOO_LARGE, TIMEOUT, FAILED, BUSY = "too_large", "timeout", "failed", "busy"
+
+
+class DiagramUnavailable(Exception):
+    """The diagram is not drawn: too large to draw (`reason` TOO_LARGE), `dot` ran out of
+    time (TIMEOUT) or stopped on an error or its memory limit (FAILED). `detail` is a
+    sentence for people; pages show it with the text description instead of the picture."""
+
+    title = "Too large to draw"
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+class DiagramBusy(DiagramUnavailable):
+    """Not drawn now: this process already runs `max_concurrent` dots and none finished in
+    time. Never cached; the next view tries again."""
+
+    title = "Not drawn right now"
+
+    def __init__(self):
+        super().__init__(BUSY, "The server is busy drawing other diagrams: reload the page "
+                               "in a moment.")
+
+
+@dataclass(frozen=True)
+class _Failure:
+    """A remembered DiagramUnavailable (the exception itself is not kept: raising one
+    object again and again would grow its traceback)."""
+
+    reason: str
+    detail: str
+    until: float  # time.monotonic() after which `dot` is tried again (inf: never)
+
+    def error(self) -> DiagramUnavailable:
+        return DiagramUnavailable(self.reason, self.detail)
+
+
+def size(machine: Machine) -> tuple[int, int]:
+    """(states, arrows) of the drawing, counted from the definition without building it."""
+    edges = 1  # the start arrow
+    for state in machine.states.values():
+        for t in state.transitions:
+            edges += 1
+            if t.invoke:
+                edges += (t.invoke.success is not None) + (t.invoke.error is not None)
+            elif t.decision:
+                edges += (t.decision.then is not None) + (t.decision.otherwise is not None)
+    return len(machine.states), edges
+
+
+def check_size(machine: Machine, limits: Limits | None = None) -> None:
+    """Raise DiagramUnavailable(TOO_LARGE) when the machine has more states or arrows than a
+    diagram is drawn for. Cheap: run before anything else, on every request."""
+    limits = limits or LIMITS
+    states, edges = size(machine)
+    if states > limits.max_states:
+        raise DiagramUnavailable(TOO_LARGE, f"This machine has {states:,} states; diagrams "
+                                            f"are drawn for up to {limits.max_states:,}.")
+    if edges > limits.max_edges:
+        raise DiagramUnavailable(TOO_LARGE, f"This machine has {edges:,} transitions and "
+                                            f"branches; diagrams are drawn for up to "
+                                            f"{limits.max_edges:,}.")
+
+
+def _limit_child(pid: int, limits: Limits) -> None:
+    """Address space and CPU time of the `dot` just started. Set from the parent with
+    prlimit (Linux): a preexec_fn is not safe in a threaded server. `dot` is blocked reading
+    its input until we write it, so the limits hold before it lays anything out."""
+    cpu = int(limits.timeout_seconds) + 2  # backstop if this process dies mid-render
+    resource.prlimit(pid, resource.RLIMIT_AS, (limits.memory_bytes, limits.memory_bytes))
+    resource.prlimit(pid, resource.RLIMIT_CPU, (cpu, cpu))
+
+
+def _limits_in_child(limits: Limits) -> Callable[[], None]:
+    """Where prlimit is missing (not Linux): the same limits from a preexec_fn."""
+    def limit() -> None:
+        cpu = int(limits.timeout_seconds) + 2
+        resource.setrlimit(resource.RLIMIT_AS, (limits.memory_bytes, limits.memory_bytes))
+        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu))
+    return limit
+
+
+DOT_COMMAND = ("dot", "-Kdot", "-Tsvg")  # what graphviz.Source.pipe(format="svg") runs
+_dot_runs = 0  # `dot` processes started by this process (tests and bench read it)
+_slots: tuple[int, threading.BoundedSemaphore] | None = None  # (size, semaphore)
+_slots_lock = threading.Lock()
+
+
+def _slots_for(limits: Limits) -> threading.BoundedSemaphore:
+    global _slots
+    with _slots_lock:
+        if _slots is None or _slots[0] != limits.max_concurrent:
+            _slots = (limits.max_concurrent, threading.BoundedSemaphore(limits.max_concurrent))
+        return _slots[1]
+
+
+def dot_runs() -> int:
+    return _dot_runs
+
+
+def run_dot(source: str, limits: Limits | None = None) -> str:
+    """SVG drawn by a bounded `dot`: the source size checked first, then one process in its
+    own session with RLIMIT_AS and RLIMIT_CPU, killed (its whole group) past
+    `timeout_seconds` of wall clock, waiting for a slot included (at most `max_concurrent`
+    at once in this process). Raises DiagramUnavailable (DiagramBusy when no slot freed in
+    time); graphviz.ExecutableNotFound when there is no `dot` at all (a broken install, not
+    a property of the diagram)."""
+    limits = limits or LIMITS
+    data = source.encode("utf-8")
+    if len(data) > limits.max_dot_bytes:
+        raise DiagramUnavailable(TOO_LARGE, f"Its diagram would be {len(data) // 1024:,} KiB "
+                                            f"of Graphviz source; diagrams are drawn up to "
+                                            f"{limits.max_dot_bytes // 1024:,} KiB.")
+    began = time.monotonic()
+    slots = _slots_for(limits)
+    if not slots.acquire(timeout=limits.timeout_seconds / 2):  # leaves dot half or more
+        raise DiagramBusy()
+    try:
+        waited = time.monotonic() - began  # the whole answer stays within the timeout
+        out, err, returncode = _run(data, limits, limits.timeout_seconds - waited)
+    except subprocess.TimeoutExpired:
+        if waited > limits.timeout_seconds / 10:  # not given its full time: not its fault
+            raise DiagramBusy() from None
+        raise DiagramUnavailable(TIMEOUT, f"Graphviz did not finish drawing it within "
+                                          f"{limits.timeout_seconds:g} s.") from None
+    finally:
+        slots.release()
+    if returncode != 0:
+        why = (f"was stopped by signal {-returncode}" if returncode < 0
+               else f"stopped with exit status {returncode}")
+        memory = " (out of memory?)" if b"alloc" in err.lower() or returncode < 0 else ""
+        raise DiagramUnavailable(FAILED, f"Graphviz could not draw it: `dot` {why}{memory}.")
+    return out.decode("utf-8")
+
+
+def _run(data: bytes, limits: Limits, timeout: float) -> tuple[bytes, bytes, int]:
+    """One `dot` on `data`: (stdout, stderr, exit status); TimeoutExpired once it is killed."""
+    global _dot_runs
+    in_child = None if hasattr(resource, "prlimit") else _limits_in_child(limits)
+    try:
+        process = subprocess.Popen(
+            DOT_COMMAND, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            start_new_session=True, preexec_fn=in_child)  # noqa: PLW1509 - only without prlimit
+    except FileNotFoundError as exc:
+        raise graphviz.ExecutableNotFound(DOT_COMMAND) from exc
+    _dot_runs += 1
+    try:
+        if in_child is None:
+            try:
+                _limit_child(process.pid, limits)
+            except ProcessLookupError:
+                pass  # it has already stopped: communicate() says how
+        out, err = process.communicate(data, timeout=max(timeout, 0.01))
+    finally:
+        if process.returncode is None:  # timed out, or anything else went wrong
+            _kill(process)
+    return out, err, process.returncode
+def _kill(process: subprocess.Popen) -> None:
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.communicate()  # reaps it and closes the pipes
+
+
+def _dot_to_svg(source: str, limits: Limits | None = None) -> str:
+    return _inline(run_dot(source, limits))
+
+
+# Cache ------------------------------------------------------------------------------------
 CACHE_SIZE = 256
-_svgs: LRU[str] = LRU(CACHE_SIZE)
+CACHE_BYTES = 64 * 1024 * 1024  # of SVG text (a 100-state machine's is ~370 KiB)
+_svgs: LRU[str | _Failure] = LRU(  # full key -> SVG or what stopped it
+    CACHE_SIZE, max_weight=CACHE_BYTES, weigh=lambda v: len(v) if isinstance(v, str) else 0)
+_slow: LRU[_Failure] = LRU(CACHE_SIZE)  # (id, version, content) -> timeout or crash
+_drawing: dict[tuple, threading.Event] = {}  # keys a thread of this process is drawing
+_drawing_lock = threading.Lock()
 
 
 def _cache_key(machine: Machine, machine_url: Callable[[str], str] | None,
-               heat: Heat | None = None, marks: Marks | None = None) -> tuple:
-    """(id, version, content, heat, marks): the definition itself, not the DOT, because
-    building the DOT of a 100-state machine takes ~100 ms and hashing its repr ~5 ms."""
+               heat: Heat | None = None, marks: Marks | None = None,
+               path: DiagramPath | None = None) -> tuple:
+    """(id, version, content, heat, marks, path): the definition itself, not the DOT,
+    because building the DOT of a 100-state machine takes ~100 ms and hashing its repr
+    ~5 ms. The first three name the machine as drawn (see `_slow`)."""
     invoked = sorted({t.invoke.machine_id for st in machine.states.values()
                       for t in st.transitions if t.invoke and t.invoke.machine_id})
     links = [machine_url(mid) for mid in invoked] if machine_url else []
     content = sha256(repr((machine, links)).encode()).hexdigest()
     marked = tuple(sorted((did, tuple(classes)) for did, classes in (marks or {}).items()))
-    return machine.id, machine.version, content, heat.key() if heat else None, marked
+    return (machine.id, machine.version, content, heat.key() if heat else None, marked,
+            path.key() if path else None)
 
 
 def clear_cache() -> None:
     _svgs.clear()
+    _slow.clear()
+
+
+def _remembered(key: tuple) -> str | None:
+    """The SVG drawn for `key`, None when unknown; raises a remembered failure, also one of
+    another drawing of the same machine that ran out of time or memory (with a path, a
+    heatmap or marks it would not be cheaper)."""
+    for cache, k in ((_svgs, key), (_slow, key[:3])):
+        found = cache.find(k)
+        if isinstance(found, _Failure):
+            if time.monotonic() < found.until:
+                raise found.error()
+            cache.forget(k)
+        elif found is not None:
+            return found
+    return None
+
+
+def _draw_once(key: tuple, draw: Callable[[], str], limits: Limits) -> str:
+    """Draw `key` unless remembered; threads asking for a key being drawn wait for that
+    drawing (at most the timeout) instead of starting a second `dot`."""
+    found = _remembered(key)
+    if found is not None:
+        return found
+    with _drawing_lock:
+        event = _drawing.get(key)
+        mine = event is None
+        if mine:
+            event = _drawing[key] = threading.Event()
+    if not mine:
+        event.wait(limits.timeout_seconds + 1)
+        found = _remembered(key)
+        if found is not None:
+            return found
+    try:
+        svg = draw()
+    except DiagramBusy:
+        raise  # nothing learnt about the diagram
+    except DiagramUnavailable as exc:
+        forever = exc.reason == TOO_LARGE  # the same source is always too large
+        failure = _Failure(exc.reason, exc.detail, float("inf") if forever
+                           else time.monotonic() + limits.retry_after_seconds)
+        _svgs.put(key, failure)
+        if not forever:
+            _slow.put(key[:3], failure)
+        raise
+    else:
+        _svgs.put(key, svg)
+        return svg
+    finally:
+        if mine:
+            with _drawing_lock:
+                _drawing.pop(key, None)
+            event.set()
 
 
 def render_svg(machine: Machine, path: DiagramPath | None = None, *,
                machine_url: Callable[[str], str] | None = None, heat: Heat | None = None,
-               marks: Marks | None = None) -> str:
-    """Inline-ready SVG (see to_dot). Without a path the result is cached (LRU) per
-    machine id, version, content, heat and marks, so a draft edited under the same version
-    is never stale and a heatmap is drawn again only when what it shows changes."""
-    def draw() -> str:
-        return _dot_to_svg(to_dot(machine, path, machine_url=machine_url, heat=heat,
-                                  marks=marks))
+               marks: Marks | None = None, limits: Limits | None = None) -> str:
+    """Inline-ready SVG (see to_dot), drawn by at most one bounded `dot` (run_dot) and
+    cached (LRU) per machine id, version, content, heat, marks and path, so a draft edited
+    under the same version is never stale and a heatmap or an execution's path is drawn
+    again only when what it shows changes. Raises DiagramUnavailable when the machine is
+    too large (checked before building anything), or `dot` ran out of time or memory: that
+    outcome is cached too, and a timeout or crash stands for every drawing of the machine
+    for `limits.retry_after_seconds`."""
+    limits = limits or LIMITS
+    check_size(machine, limits)
+    key = _cache_key(machine, machine_url, heat, marks, path)
+    return _draw_once(key, lambda: _dot_to_svg(
+        to_dot(machine, path, machine_url=machine_url, heat=heat, marks=marks), limits), limits)
 
-    if path is not None:
-        return draw()
-    return _svgs.get(_cache_key(machine, machine_url, heat, marks), draw)
+
+def cached_svg(machine: Machine, path: DiagramPath | None = None, *,
+               machine_url: Callable[[str], str] | None = None, heat: Heat | None = None,
+               marks: Marks | None = None, limits: Limits | None = None) -> str | None:
+    """The SVG render_svg would answer if it is known without running `dot`, else None.
+    Raises DiagramUnavailable like render_svg for a machine too large or remembered as
+    failed. For pages that show many diagrams (the machine list's thumbnails)."""
+    check_size(machine, limits or LIMITS)
+    return _remembered(_cache_key(machine, machine_url, heat, marks, path))
+
+
+def notice_svg(detail: str, title: str = DiagramUnavailable.title) -> str:
+    """A small SVG that says the diagram is not drawn, for where a picture is expected
+    (the admin's live preview, thumbnails loaded as images)."""
+    lines = textwrap.wrap(detail, 52)[:4]
+    text = "".join(
+        f'<text x="16" y="{58 + 18 * i}" font-size="13" fill="{MUTED}">{html.escape(line)}</text>'
+        for i, line in enumerate(lines))
+    height = 72 + 18 * len(lines)
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="100%" viewBox="0 0 420 {height}" '
+            f'style="max-width:420px" class="dm-svg dm-notice" role="img" '
+            f'aria-label="{html.escape(title)}">'
+            f'<rect x="1" y="1" width="418" height="{height - 2}" rx="8" fill="#F8FAFC" '
+            f'stroke="{LINE_STRONG}" stroke-dasharray="6 4"/>'
+            f'<text x="16" y="32" font-family="{FONT}" font-size="16" font-weight="bold" '
+            f'fill="{INK}">{html.escape(title)}</text>'
+            f'<g font-family="{FONT}">{text}</g></svg>')
 
 
 def describe(machine: Machine, path: DiagramPath | None = None) -> str:

@@ -64,6 +64,10 @@ TRIGGER_KEYS = ("execution", "action", "input")
 WITH_INVOKE = frozenset({"invoke", "on", "when", "id", "label"})
 WITH_IF = frozenset({"if", "then", "else", "on", "when", "id", "label"})
 CACHE_SIZE = 256
+# Durations a definition may give (wait.seconds, timeout_seconds): 10 years. Past that a
+# time is no longer a time a page, a serializer or a database column can hold (1e300 s).
+MAX_DURATION_SECONDS = 10 * 365 * 86400
+MAX_EPOCH_SECONDS = 253402300799  # wait.until given as epoch seconds: up to 9999-12-31
 
 
 # Results ---------------------------------------------------------------------------------
@@ -476,6 +480,14 @@ class _Validator:
         if not ok:
             self.error(path, f"'{_field(path)}' must be {kind} {bounds}, not {_show(value)}")
 
+    def _duration(self, value: Any, path: str) -> None:
+        """Seconds greater than 0, at most MAX_DURATION_SECONDS (10 years)."""
+        if _is_number(value) and value > MAX_DURATION_SECONDS:
+            self.error(path, f"'{_field(path)}' must be at most {MAX_DURATION_SECONDS:,} "
+                       f"seconds (10 years), not {_show(value)}")
+            return
+        self._number(value, path, above=0)
+
     def _version(self, value: Any, path: str) -> None:
         self._number(value, path, low=1, integer=True)
 
@@ -545,7 +557,7 @@ class _Validator:
             hint = _did_you_mean(mode, EXECUTION_MODES) or f"use one of: {modes}"
             self.error("execution_mode", f"unknown execution mode {_show(mode)}", hint)
         if "timeout_seconds" in doc:
-            self._number(doc["timeout_seconds"], "timeout_seconds", above=0)
+            self._duration(doc["timeout_seconds"], "timeout_seconds")
         if "context" in doc:
             self._expr(doc["context"], "context", object_literal=True)
         has_states = self._require(doc, "states", "", "an object: state name -> state")
@@ -673,6 +685,9 @@ class _Validator:
             elif not (_is_number(seconds) and seconds >= 0):
                 self.error(_join(path, "seconds"), "'seconds' must be a number >= 0 or an "
                            f"expression, not {_show(seconds)}")
+            elif seconds > MAX_DURATION_SECONDS:
+                self.error(_join(path, "seconds"), "'seconds' must be at most "
+                           f"{MAX_DURATION_SECONDS:,} (10 years), not {_show(seconds)}")
         if "until" in value:
             until = value["until"]
             if isinstance(until, str):
@@ -680,6 +695,11 @@ class _Validator:
             elif not _is_number(until):
                 self.error(_join(path, "until"),
                            f"'until' must be an expression or epoch seconds, not {_show(until)}",
+                           "an ISO-8601 time is a string expression: \"'2030-01-01T00:00:00Z'\"")
+            elif not 0 <= until <= MAX_EPOCH_SECONDS:
+                self.error(_join(path, "until"),
+                           "'until' must be epoch seconds from 0 to 9999-12-31 "
+                           f"({MAX_EPOCH_SECONDS}), not {_show(until)}",
                            "an ISO-8601 time is a string expression: \"'2030-01-01T00:00:00Z'\"")
 
     def _invoke(self, value: Any, path: str) -> None:
@@ -716,7 +736,7 @@ class _Validator:
         if "retry" in value:
             self._retry(value["retry"], _join(path, "retry"))
         if "timeout_seconds" in value:
-            self._number(value["timeout_seconds"], _join(path, "timeout_seconds"), above=0)
+            self._duration(value["timeout_seconds"], _join(path, "timeout_seconds"))
 
     def _machine_ref(self, value: Any, path: str) -> None:
         if isinstance(value, str):

@@ -16,12 +16,23 @@ V = TypeVar("V")
 
 
 class LRU(Generic[V]):
-    """At most `size` entries; the least recently used one goes first."""
+    """At most `size` entries, and at most `max_weight` in total when `weigh(value)` is given
+    (the rendered diagrams: bytes); the least recently used one goes first."""
 
-    def __init__(self, size: int):
+    def __init__(self, size: int, *, max_weight: int | None = None,
+                 weigh: Callable[[V], int] | None = None):
         self.size = size
+        self.max_weight, self.weigh = max_weight, weigh
+        self.weight = 0
         self._items: OrderedDict[Hashable, V] = OrderedDict()
         self._lock = threading.Lock()
+
+    def _weight(self, value: V) -> int:
+        return self.weigh(value) if self.weigh else 0
+
+    def _over(self) -> bool:
+        return len(self._items) > self.size or (
+            self.max_weight is not None and self.weight > self.max_weight)
 
     def get(self, key: Hashable, make: Callable[[], V]) -> V:
         """The value for `key`, made by `make()` (outside the lock) when missing."""
@@ -43,18 +54,24 @@ class LRU(Generic[V]):
 
     def put(self, key: Hashable, value: V) -> None:
         with self._lock:
+            if key in self._items:
+                self.weight -= self._weight(self._items[key])
             self._items[key] = value
+            self.weight += self._weight(value)
             self._items.move_to_end(key)
-            while len(self._items) > self.size:
-                self._items.popitem(last=False)
+            while self._over() and self._items:
+                _, gone = self._items.popitem(last=False)
+                self.weight -= self._weight(gone)
 
     def forget(self, key: Hashable) -> None:
         with self._lock:
-            self._items.pop(key, None)
+            if key in self._items:
+                self.weight -= self._weight(self._items.pop(key))
 
     def clear(self) -> None:
         with self._lock:
             self._items.clear()
+            self.weight = 0
 
     def __len__(self) -> int:
         return len(self._items)

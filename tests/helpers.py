@@ -72,6 +72,9 @@ class Cluster:
 
     # The line each command writes once it is ready (qcluster logs at INFO, see start()).
     READY = {"qcluster": "] running.", "run_timers": "timer loop: polling every"}
+    # The processes, as bin/serve starts them: the main qcluster, the qcluster of the IO
+    # queue (settings IO_QUEUE, named by Q_CLUSTER_NAME), the timer loop.
+    COMMANDS = (("qcluster", False), ("qcluster", True), ("run_timers", False))
     READY_WITHIN = 60.0  # seconds; a loaded machine takes a few
     # bin/serve: SIGTERM to each child, and what still runs 5 s later is killed.
     STOP_WITHIN = 5.0
@@ -84,10 +87,13 @@ class Cluster:
     def start(self):
         offset = self.log.stat().st_size if self.log.exists() else 0
         with self.log.open("ab") as log:
-            for command in self.READY:
+            for command, io_queue in self.COMMANDS:
                 env = self.env
                 if command == "qcluster" and self.env.get("DM_LOG_LEVEL") != "DEBUG":
                     env = {**env, "DM_LOG_LEVEL": "INFO"}  # django-q2 says "running" at INFO
+                if io_queue:
+                    name = env.get("DM_Q_CLUSTER_NAME") or "datamachines"
+                    env = {**env, "Q_CLUSTER_NAME": env.get("DM_IO_QUEUE", f"{name}-io")}
                 self.processes.append(subprocess.Popen(
                     [sys.executable, "manage.py", command], cwd=ROOT, env=env,
                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
@@ -103,7 +109,8 @@ class Cluster:
         with self.log.open("rb") as log:
             log.seek(offset)
             text = log.read().decode(errors="replace")
-        return all(line in text for line in self.READY.values())
+        return all(text.count(self.READY[command]) >= sum(c == command for c, _ in self.COMMANDS)
+                   for command in self.READY)
 
     def _tail(self, offset) -> str:
         with self.log.open("rb") as log:

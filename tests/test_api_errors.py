@@ -1,4 +1,6 @@
 """Whatever a client sends, the answer is a 4xx in the one error shape, never a 500."""
+import json
+
 import pytest
 from django.test import override_settings
 
@@ -39,10 +41,17 @@ def test_malformed_bodies_are_400_parse_errors(operator, body, words):
 
 
 def test_big_but_storable_numbers_are_kept(operator):
-    big = 10**4000
-    response = post_raw(operator, '{"input": {"n": ' + str(big) + ', "f": 0.5}}')
+    big = 10**308  # integers up to the range of a JSON number (a double) are kept exactly
+    response = post_raw(operator, '{"input": {"n": ' + str(-big) + ', "f": 0.5}}')
     assert response.status_code == 201
-    assert Execution.objects.get().input == {"n": big, "f": 0.5}
+    assert Execution.objects.get().input == {"n": -big, "f": 0.5}
+
+
+@pytest.mark.parametrize("number", [str(10**309), str(-(10**309)), str(10**4000)])
+def test_integers_past_a_json_number_are_refused(operator, number):
+    body = assert_error(post_raw(operator, '{"input": {"n": ' + number + '}}'), 400)
+    assert "at most 309" in json.dumps(body)
+    assert not Execution.objects.exists()
 
 
 def test_a_body_over_the_limit_is_413(operator):

@@ -34,6 +34,9 @@ def test_roles_are_checked_by_permission(make_user, admin_user):
     assert roles.can_view(viewer) and not roles.can_operate(viewer)
     assert roles.can_operate(operator) and not roles.can_edit(operator)
     assert roles.can_edit(editor) and not roles.can_view(nobody)
+    # Overriding the execution mode is the editor's rule, not one of its own.
+    assert [roles.can_override_mode(u) for u in (viewer, operator, editor, nobody)] == [
+        False, False, True, False]
 
 
 def role_user(name, role=None, **flags):

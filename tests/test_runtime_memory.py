@@ -91,7 +91,8 @@ def mem(monkeypatch):
                         lambda execution_id, mode=None: add(("advance_task", (execution_id, mode))))
     monkeypatch.setattr(queue, "enqueue_advances",
                         lambda pairs: add(("advance_many_task", (list(pairs),))))
-    monkeypatch.setattr(queue, "enqueue_work", lambda work_id: add(("work_task", (work_id,))))
+    monkeypatch.setattr(queue, "enqueue_work",
+                        lambda work_id, kind=None: add(("work_task", (work_id,))))
     monkeypatch.setattr(queue, "wake_starter", lambda: add(("start_task", ())))
     monkeypatch.setattr(queue, "clear_starter_marker", lambda: None)
     with store.using(MemoryStore()) as memory:

@@ -5,6 +5,7 @@ from rest_framework import exceptions, serializers
 from api.links import page_url
 from executions.filters import MAX_VERSION
 from executions.models import Execution, HistoryEntry
+from expressions.values import printable
 
 MAX_WAIT_SECONDS = 30.0  # a waiting request holds a web thread: bound it
 EXECUTION_MODES = ("sync", "async-throughput", "async-latency")
@@ -32,6 +33,11 @@ class ExecutionSerializer(serializers.ModelSerializer):
                   "result", "error", "available_actions", "parent", "children", "actor",
                   "idempotency_key", "created_at", "updated_at", "finished_at", "url",
                   "api_url", "history_url", "diagram_url"]
+
+    def to_representation(self, execution):
+        # Rows stored before every value was checked may hold text no JSON answer can
+        # encode (a lone surrogate): shown escaped, never a 500 (expressions.values.printable).
+        return printable(super().to_representation(execution))
 
     def get_available_actions(self, execution) -> list[str]:
         return list(execution.available_actions())
@@ -73,7 +79,7 @@ class HistoryEntrySerializer(serializers.ModelSerializer):
                   "detail", "duration_ms"]
 
     def to_representation(self, entry):
-        row = super().to_representation(entry)
+        row = printable(super().to_representation(entry))
         return {key: None if value == "" else value for key, value in row.items()}
 
 
@@ -96,8 +102,10 @@ class StartSerializer(serializers.Serializer):
     mocks = serializers.DictField(
         required=False, help_text="operation name -> expression or value, replacing IO "
                                   "operations for this execution. Needs the editor role.")
-    mode = serializers.ChoiceField(EXECUTION_MODES, required=False,
-                                   help_text="Override the machine's execution_mode.")
+    mode = serializers.ChoiceField(
+        EXECUTION_MODES, required=False,
+        help_text="Override the machine's execution_mode. Needs the editor role (sync runs "
+                  "the machine's code in the web process).")
     wait = serializers.BooleanField(required=False, default=False,
                                     help_text="Answer once the execution paused (or timeout).")
     timeout = serializers.FloatField(

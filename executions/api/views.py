@@ -10,7 +10,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.api_permissions import CanView, ReadOrOperate
-from accounts.roles import actor_of, can_edit
+from accounts.roles import actor_of, can_edit, can_override_mode
 from api.links import machine_link
 from api.schema import BODY_ERRORS, COMMON_ERRORS, SVG_EXAMPLE, SVG_RESPONSE, error_response
 from api.views import DiagramView, ErrorShapeMixin
@@ -76,7 +76,8 @@ class StartView(ErrorShapeMixin, APIView):
         description="Starts the latest version (or `version`). 201 with the execution; 200 "
                     "with the first execution when `idempotency_key` was used before for "
                     "this machine; 202 when `wait` (or sync mode) ran out of time before the "
-                    "execution paused. Needs the operator role; `mocks` needs the editor role.",
+                    "execution paused. Needs the operator role; `mocks` and `mode` need the "
+                    "editor role.",
         request=StartSerializer,
         responses={201: ExecutionSerializer, 200: ExecutionSerializer,
                    202: OpenApiResponse(ExecutionSerializer, description="Still running."),
@@ -89,6 +90,10 @@ class StartView(ErrorShapeMixin, APIView):
         body = strict(StartSerializer, request.data)
         if body.get("mocks") is not None and not can_edit(request.user):
             raise exceptions.PermissionDenied("Starting with mocks needs the editor role.")
+        if body.get("mode") is not None and not can_override_mode(request.user):
+            raise exceptions.PermissionDenied(
+                "Overriding the execution mode needs the editor role; leave `mode` out to "
+                "use the machine's own.")
         outcome = services.start(
             machine_id, input=body.get("input"), version=body.get("version"),
             idempotency_key=body.get("idempotency_key"), mocks=body.get("mocks"),
@@ -241,4 +246,8 @@ class ExecutionDiagramView(DiagramView):
         machine = execution.machine_version.parsed()
         path = steps.execution_path(machine, step_rows, state=execution.state,
                                     status=execution.status)
-        return self.diagram(diagrams.render_svg(machine, path, machine_url=machine_link))
+        try:
+            return self.diagram(diagrams.render_svg(machine, path, machine_url=machine_link))
+        except diagrams.DiagramUnavailable as exc:
+            exc.description = diagrams.describe(machine, path)  # 422 diagram_too_large
+            raise

@@ -317,12 +317,13 @@ def _store_starts(steps: list[tuple[Execution, Step]]) -> list[Advanced]:
 
 # The inline loop -------------------------------------------------------------------------
 # What the loop does with the work an advance created: perform it here (sync mode) or
-# enqueue it for a worker.
-WorkPolicy = Callable[[Any, Work], bool]  # (execution id, work) -> performed here
+# enqueue it for a worker. The deadline is the loop's: work performed here gives the caller
+# back by then (performers.PERFORM), what is left goes on through the queue.
+WorkPolicy = Callable[[Any, Work, float], bool]  # (execution id, work, deadline) -> performed
 
 
-def ENQUEUE(execution_id: Any, work: Work) -> bool:
-    queue.enqueue_work(work.pk)
+def ENQUEUE(execution_id: Any, work: Work, deadline: float | None = None) -> bool:
+    queue.enqueue_work(work.pk, work.kind)
     return False
 
 
@@ -377,9 +378,9 @@ def _loop(execution_id: Any, advanced: Advanced | None, deadline: float,
             performed = False
             for work in advanced.work:
                 if time.monotonic() < deadline:
-                    performed = policy(execution_id, work) or performed
+                    performed = policy(execution_id, work, deadline) or performed
                 else:
-                    queue.enqueue_work(work.pk)
+                    queue.enqueue_work(work.pk, work.kind)
             running = advanced.execution.status == engine.RUNNING and advanced.progressed
             poked, active[execution_id] = active[execution_id], False
             more = running or performed or poked or advanced.applied == INBOX_BATCH
@@ -395,9 +396,11 @@ def _loop(execution_id: Any, advanced: Advanced | None, deadline: float,
 
 
 def deadline_for(execution: Execution, timeout: float | None) -> float:
-    """Sync callers wait up to the machine's timeout_seconds; others up to `timeout` (30 s)."""
-    if timeout is None:
-        timeout = execution.machine_version.parsed().timeout_seconds
+    """Callers wait up to `timeout`, else the machine's timeout_seconds; a sync run never
+    longer than its machine's timeout_seconds (end to end: work performed inline included)."""
+    limit = execution.machine_version.parsed().timeout_seconds
+    if timeout is None or (execution.execution_mode == "sync" and timeout > limit):
+        timeout = limit
     return time.monotonic() + timeout
 
 
@@ -428,7 +431,7 @@ def advance_queued(execution_id: Any, mode: str | None = None, *, budget: float)
     if mode == "async-latency":
         advanced = advance(execution_id)
         for work in advanced.work:
-            queue.enqueue_work(work.pk)
+            queue.enqueue_work(work.pk, work.kind)
         if advanced.execution.status == engine.RUNNING or store.has_pending(execution_id):
             queue.enqueue_advance(execution_id, mode)  # re-enqueued behind others: fair
         return

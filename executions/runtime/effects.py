@@ -15,6 +15,40 @@ from executions.models import Execution, Timer, Work
 
 CANCEL = "cancel"  # the Work kind that cancels the children of canceled work
 
+# Leases (docs/runtime.md "Recovery"). A worker that claims work holds it for its lease;
+# past it the sweeper takes the worker for dead and the work is performed again — only if
+# the execution still waits for it. A lease is longer than the work can take, so work that
+# is still being performed is never performed a second time beside it:
+# - an IO call's work (its expression and every io() call in it) ends within
+#   `call_seconds`: min(the invoke's timeout_seconds, CALL_MAX_SECONDS) + 1, enforced by
+#   the sandbox's time limit and io.deadline; its lease is that plus LEASE_MARGIN_SECONDS;
+# - a child start or an action sent waits at most INTERNAL_WORK_SECONDS for the other
+#   execution (performers); notices and cancels are quicker: their lease is
+#   INTERNAL_LEASE_SECONDS.
+CALL_MAX_SECONDS = 300.0
+LEASE_MARGIN_SECONDS = 30.0
+INTERNAL_WORK_SECONDS = 30.0
+INTERNAL_LEASE_SECONDS = 60.0
+
+# Work done on behalf of an invoke: worth performing only while the execution waits for its
+# token. (Notices and cancels of children are bookkeeping, always carried out.)
+INVOKE_KINDS = (Work.CALL, Work.CHILD, Work.SEND)
+
+
+def call_seconds(timeout_seconds: float | None) -> float:
+    """The most an IO call's work runs: its expression and the IO calls it makes."""
+    return min(timeout_seconds or CALL_MAX_SECONDS, CALL_MAX_SECONDS) + 1
+
+
+def still_wanted(work: Work, execution: Execution) -> bool:
+    """Whether the execution still waits for this work's result. Work it no longer waits
+    for (it finished, failed, was canceled, timed out or moved on) is never performed
+    (again): the store marks it canceled instead."""
+    if work.kind not in INVOKE_KINDS:
+        return True
+    outstanding = (execution.engine_state or {}).get("work") or {}
+    return execution.status == engine.INVOKING and outstanding.get("token") == work.token
+
 
 @dataclass
 class Rows:
@@ -50,16 +84,18 @@ def _cancel_timer(execution: Execution, effect: engine.CancelTimer, rows: Rows) 
 def _call_io(execution: Execution, effect: engine.CallIO, rows: Rows) -> None:
     rows.work.append(Work(
         execution_id=execution.pk, token=effect.token, kind=Work.CALL,
-        lease_seconds=(effect.timeout_seconds or 300) + 30,
+        lease_seconds=call_seconds(effect.timeout_seconds) + LEASE_MARGIN_SECONDS,
         payload={"path": effect.call.path, "source": effect.call.source,
                  "literal": effect.call.literal, "names": effect.names,
-                 "attempt": effect.attempt, "timeout_seconds": effect.timeout_seconds},
+                 "attempt": effect.attempt, "timeout_seconds": effect.timeout_seconds,
+                 "bound_seconds": call_seconds(effect.timeout_seconds)},
     ))
 
 
 def _start_child(execution: Execution, effect: engine.StartChild, rows: Rows) -> None:
     rows.work.append(Work(
         execution_id=execution.pk, token=effect.token, kind=Work.CHILD,
+        lease_seconds=INTERNAL_LEASE_SECONDS,
         payload={"machine": effect.machine_id, "version": effect.machine_version,
                  "input": effect.input, "async": effect.is_async},
     ))
@@ -68,6 +104,7 @@ def _start_child(execution: Execution, effect: engine.StartChild, rows: Rows) ->
 def _send_action(execution: Execution, effect: engine.SendAction, rows: Rows) -> None:
     rows.work.append(Work(
         execution_id=execution.pk, token=effect.token, kind=Work.SEND,
+        lease_seconds=INTERNAL_LEASE_SECONDS,
         payload={"execution": effect.execution_id, "action": effect.action,
                  "input": effect.input, "async": effect.is_async},
     ))
@@ -77,14 +114,15 @@ def _cancel_work(execution: Execution, effect: engine.CancelWork, rows: Rows) ->
     rows.cancel_work.append(effect.token)
     if effect.kind == Work.CHILD:
         rows.work.append(Work(execution_id=execution.pk, token=f"cancel:{effect.token}",
-                              kind=CANCEL, payload={"token": effect.token}))
+                              kind=CANCEL, payload={"token": effect.token},
+                              lease_seconds=INTERNAL_LEASE_SECONDS))
 
 
 def _notify_parent(execution: Execution, effect: engine.NotifyParent, rows: Rows) -> None:
     if execution.parent_id:
         rows.work.append(Work(
             execution_id=execution.pk, token=f"notify:{execution.pk}:{execution.version}",
-            kind=Work.NOTIFY,
+            kind=Work.NOTIFY, lease_seconds=INTERNAL_LEASE_SECONDS,
             payload={"status": effect.status, "output": effect.output, "error": effect.error},
         ))
 

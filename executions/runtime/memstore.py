@@ -23,6 +23,8 @@ from executions.runtime.store import (
     Duplicate,
     Stale,
     Step,
+    checked_result,
+    checked_step,
     history_row,
     mark_processed,
     snapshot_columns,
@@ -214,6 +216,8 @@ class MemoryStore:
         if stored.version != execution.version or (
                 only_if_inbox_empty and self.has_pending(execution.pk)):
             raise Conflict()
+        step = checked_step(execution, step)
+        assert step.snapshot is not None
         now = timezone.now()
         columns = snapshot_columns(step.snapshot, now)
         swapped(execution, columns)
@@ -244,8 +248,8 @@ class MemoryStore:
 
     def _write_rows(self, execution: Execution, effects_of_step: list) -> list[Work]:
         rows = effects.rows(execution, effects_of_step)
-        for work in self.work.values():
-            if work.token in rows.cancel_work and work.status == Work.PENDING:
+        for work in self.work.values():  # not yet started, or in flight
+            if work.token in rows.cancel_work and work.status in (Work.PENDING, Work.RUNNING):
                 work.status = Work.CANCELED
         for token in rows.cancel_timers:
             self.timers.pop(token, None)
@@ -285,13 +289,18 @@ class MemoryStore:
         stored.attempts += 1
         work = copy.copy(stored)
         work.execution = self.read_execution(work.execution_id)
+        if not effects.still_wanted(work, work.execution):
+            stored.status = Work.CANCELED
+            return None  # given up on: never performed (again)
         return work
 
     def finish_work(self, work_id: int) -> None:
-        self.work[work_id].status = Work.DONE
+        if self.work[work_id].status == Work.RUNNING:
+            self.work[work_id].status = Work.DONE
 
     def deliver(self, work: Work, execution_id: Any, payload: dict, key: str,
                 actor: str) -> None:
+        payload = checked_result(payload)
         with self.atomic():
             execution = self._stored(execution_id)
             if self.earlier_item(execution, key) is None:
@@ -311,10 +320,15 @@ class MemoryStore:
         waiting = any(e.version == 0 and e.execution_mode == "async-throughput"
                       and e.status == engine.RUNNING and e.created_at < cutoff
                       for e in self.executions.values())
+        pending = []
         for work in self.work.values():
-            if (work.status == Work.RUNNING and work.claimed_at < cutoff
-                    and work.claimed_at + timedelta(seconds=work.lease_seconds) < now):
+            expired = (work.status == Work.RUNNING and work.claimed_at < cutoff
+                       and work.claimed_at + timedelta(seconds=work.lease_seconds) < now)
+            if not (expired or (work.status == Work.PENDING and work.created_at < cutoff)):
+                continue
+            if effects.still_wanted(work, self._stored(work.execution_id)):
                 work.status = Work.PENDING
-        pending = [w.pk for w in self.work.values()
-                   if w.status == Work.PENDING and w.created_at < cutoff]
+                pending.append((work.pk, work.kind))
+            else:
+                work.status = Work.CANCELED
         return Stale(executions, waiting, pending)

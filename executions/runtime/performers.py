@@ -6,18 +6,21 @@ asked for it, outside any transaction. Each result comes back as an inbox item k
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.db import connections
 
 from executions import engine
 from executions.models import Execution, Work
-from executions.runtime import accepting, advancing, effects, pool
+from executions.runtime import accepting, advancing, effects, pool, queue
 from executions.runtime import store as stores
 from expressions.values import InvalidValue, check_object
 from machines.models import MachineVersion
@@ -29,10 +32,73 @@ log = logging.getLogger(__name__)
 Result = tuple[bool, Any, dict | None] | None
 
 
-def PERFORM(execution_id: Any, work: Work) -> bool:
+def PERFORM(execution_id: Any, work: Work, deadline: float | None = None) -> bool:
     """The sync-mode work policy (advancing.policy_for): perform the work in this process;
-    results for other executions get them advanced."""
+    results for other executions get them advanced.
+
+    An IO call may take longer than the sync run has left (its own bound is
+    effects.call_seconds): it is performed in a helper thread and the caller waits for it
+    only until `deadline`. Past it the caller is answered (the run did not settle) and the
+    call goes on; its result is applied by a worker (_perform_in_thread)."""
+    if work.kind == Work.CALL and deadline is not None and _threads_may_share(stores.active):
+        return _perform_in_thread(execution_id, work, deadline)
     for other in perform_work(work.pk):
+        if str(other) != str(execution_id):
+            advancing.schedule(other)
+    return True
+
+
+def _threads_may_share(store: Any) -> bool:
+    """Whether another thread sees what this one committed: a database store, outside a
+    transaction (the memory store has one thread; work written by an open transaction is
+    not visible to another connection yet)."""
+    return bool(getattr(store, "shared_between_threads", False)) and not store.in_transaction()
+
+
+@functools.cache
+def _helper_slots() -> threading.BoundedSemaphore:
+    """Helper threads a process runs for sync calls at once (IO_INLINE_CALLS)."""
+    return threading.BoundedSemaphore(max(1, int(settings.DATA_MACHINES["IO_INLINE_CALLS"])))
+
+
+def _perform_in_thread(execution_id: Any, work: Work, deadline: float) -> bool:
+    """Perform an IO call in a helper thread, waiting for it until `deadline`. True when it
+    was performed in time (its results are applied by the caller's loop); False when the
+    caller stops waiting: the thread goes on, and once the call is over enqueues the
+    advances its result needs. With every helper thread busy, the call goes to the IO
+    workers' queue instead."""
+    slots = _helper_slots()
+    if not slots.acquire(blocking=False):
+        queue.enqueue_work(work.pk, work.kind)
+        return False
+    lock = threading.Lock()
+    state: dict[str, Any] = {"done": False, "gave_up": False, "results": []}
+
+    def perform() -> None:
+        try:
+            try:
+                results = perform_work(work.pk)
+            except Exception:  # perform_work stores its own failures; this is the database
+                log.exception("work %s failed in a helper thread", work.token)
+                results = []  # the work stays claimed: the sweeper performs it after its lease
+            with lock:
+                state["done"], state["results"] = True, results
+                gave_up = state["gave_up"]
+            if gave_up:  # the caller has gone: a worker applies the results
+                for other in results:
+                    queue.enqueue_advance(other)
+        finally:
+            slots.release()
+            connections.close_all()  # this thread's connections only
+
+    thread = threading.Thread(target=perform, daemon=True, name=f"work {work.token}")
+    thread.start()
+    thread.join(max(0.0, deadline - time.monotonic()))
+    with lock:
+        if not state["done"]:
+            state["gave_up"] = True
+            return False
+    for other in state["results"]:
         if str(other) != str(execution_id):
             advancing.schedule(other)
     return True
@@ -79,14 +145,18 @@ def _perform_call(work: Work) -> Result:
     operations resolved there by dotted path, mocks evaluated there as expressions."""
     payload = work.payload
     execution = work.execution
-    timeout = float(payload.get("timeout_seconds") or 300)
+    # The work's bound (effects.call_seconds, which its lease exceeds): the expression's time
+    # limit, the deadline every io() call inside it ends by, and the wall-clock kill.
+    timeout = float(payload.get("bound_seconds")
+                    or effects.call_seconds(payload.get("timeout_seconds")))
     try:
         reply = pool.call(
             expr={"path": payload["path"], "source": payload["source"],
                   "literal": payload["literal"]},
             names=payload["names"], mocks=execution.mocks or {}, token=work.token,
             now=time.time(), seed=random.getrandbits(32), timeout=timeout,
-            max_result_bytes=settings.DATA_MACHINES["EXPRESSION_MAX_RESULT_BYTES"])
+            max_result_bytes=settings.DATA_MACHINES["EXPRESSION_MAX_RESULT_BYTES"],
+            deadline="executions.runtime.io.deadline")
     except pool.Failure as failure:
         return False, None, _call_failure(payload, failure, timeout)
     if reply.get("ok"):
@@ -126,6 +196,7 @@ def _perform_child(work: Work) -> Result:
             version=payload["version"], idempotency_key=f"child:{work.token}",
             mocks=parent.mocks, actor=f"execution:{parent.pk}",
             parent=accepting.Parent(parent, work.token), wait=False,
+            timeout=effects.INTERNAL_WORK_SECONDS,  # a sync child runs inline this long at most
         )
     except MachineVersion.DoesNotExist:
         version = f" version {payload['version']}" if payload["version"] else ""
@@ -144,7 +215,7 @@ def _perform_send(work: Work) -> Result:
         outcome = accepting.trigger(
             payload["execution"], payload["action"], input=check_object(payload["input"]),
             idempotency_key=f"send:{work.token}", actor=f"execution:{work.execution_id}",
-            wait=not payload["async"])
+            wait=not payload["async"], timeout=effects.INTERNAL_WORK_SECONDS)
     except accepting.NotAvailable as exc:
         target = stores.active.read_execution(payload["execution"])
         return True, {"accepted": False, "status": target.status, "state": target.state,

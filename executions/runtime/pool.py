@@ -56,7 +56,19 @@ DEFAULTS = {
 
 
 _encode = json.JSONEncoder(separators=(",", ":")).encode  # ASCII: safe to .encode()
-_decode = json.JSONDecoder().decode
+
+
+def _parse_int(digits: str) -> int:
+    """Integers in a reply. One longer than CPython converts (4,300 digits) is far past any
+    number a value may hold (expressions.values refuses it as too large): it stands as a
+    number of the same sign and at least that size, made without converting the text."""
+    if len(digits) <= 4300:
+        return int(digits)
+    sign = -1 if digits.startswith("-") else 1
+    return sign * 10 ** min(len(digits.lstrip("-")), 100_000)
+
+
+_decode = json.JSONDecoder(parse_int=_parse_int).decode
 
 
 def config(name: str) -> Any:
@@ -408,11 +420,13 @@ def compute(*, machine_key: str, document, snapshot: dict | None, events: list[d
 
 
 def call(*, expr: dict, names: dict, mocks: dict, token: str, now: float, seed: int,
-         timeout: float, max_result_bytes: int) -> dict:
+         timeout: float, max_result_bytes: int, deadline: str | None = None) -> dict:
     """An invoke.call expression with io() in a child, killed after `timeout` seconds of
-    wall clock: {"ok": True, "output"} or {"ok": False, "error"}; Failure when killed."""
+    wall clock: {"ok": True, "output"} or {"ok": False, "error"}; Failure when killed.
+    `deadline`: the dotted path of a context manager the child runs the expression in,
+    given `timeout` (io.deadline: every operation inside ends by then)."""
     message = {"op": "call", "expr": expr, "names": names, "mocks": mocks, "token": token,
-               "now": now, "seed": seed, "time_limit": timeout,
+               "now": now, "seed": seed, "time_limit": timeout, "deadline": deadline,
                "max_result_bytes": max_result_bytes,
                "operations": dict(settings.DATA_MACHINES["IO_OPERATIONS"]),
                "cpu_seconds": timeout + MARGIN}

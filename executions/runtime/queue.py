@@ -16,12 +16,13 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, connections, transaction
 from django_q.brokers import get_broker
 from django_q.conf import Conf
 from django_q.tasks import async_task
 
-from executions.models import StarterMarker
+from executions.models import StarterMarker, Work
 
 # A starter marked pending longer ago than this was lost (a worker killed, Redis
 # restarted): the next caller or sweep enqueues another. Longer than a starter's budget, so
@@ -37,7 +38,18 @@ START_TASK = "executions.tasks.start_task"
 
 @functools.cache
 def _broker() -> Any:
-    return get_broker()
+    """The main queue's broker, the one whose workers start and advance executions (named
+    for the site, whichever cluster this process serves: an IO worker enqueues advances)."""
+    return get_broker(Conf.PREFIX)
+
+
+@functools.cache
+def _io_broker() -> Any:
+    """The queue of IO calls, served by a cluster of its own (settings IO_QUEUE), so that
+    calls waiting on slow services never hold the workers that start and advance
+    executions; the main queue when IO_QUEUE is empty."""
+    name = settings.DATA_MACHINES.get("IO_QUEUE")
+    return get_broker(name) if name else _broker()
 
 
 def queue_in_database() -> bool:
@@ -72,8 +84,12 @@ def enqueue_advances(executions: Iterable[tuple[Any, str]]) -> None:
                        task_name=f"advance {len(share)} executions")
 
 
-def enqueue_work(work_id: int) -> None:
-    async_task(WORK_TASK, work_id, broker=_broker(), task_name=f"work {work_id}")
+def enqueue_work(work_id: int, kind: str | None = None) -> None:
+    """Have a worker perform this work: an IO call on the IO queue, the rest (child starts,
+    actions sent, notices, cancels: quick, and they start and advance executions) on the
+    main queue."""
+    broker = _io_broker() if kind == Work.CALL else _broker()
+    async_task(WORK_TASK, work_id, broker=broker, task_name=f"work {work_id}")
 
 
 def wake_starter() -> None:

@@ -27,6 +27,8 @@ from executions.runtime.store import (
     Duplicate,
     Stale,
     Step,
+    checked_result,
+    checked_step,
     history_row,
     mark_processed,
     snapshot_columns,
@@ -326,6 +328,8 @@ class RecentExecutions:
 class SqlStore:
     """The runtime's store in the database (see store.Store)."""
 
+    shared_between_threads = True  # what one thread commits, another reads
+
     def __init__(self) -> None:
         # The latest version of each machine this process started, checked by each start's
         # INSERT (insert_execution): no read before a start.
@@ -409,6 +413,8 @@ class SqlStore:
         """Persist a step (inside the caller's transaction); Conflict when the snapshot it
         was computed from is no longer current, before anything is written."""
         assert step.snapshot is not None
+        step = checked_step(execution, step)
+        assert step.snapshot is not None
         now = timezone.now()
         columns = snapshot_columns(step.snapshot, now)
         if not compare_and_swap(execution, columns, nothing_pending=only_if_inbox_empty):
@@ -426,6 +432,7 @@ class SqlStore:
         it opens (on SQLite it holds the write lock). One whose snapshot is no longer
         current (another process started it) is left out: nothing of it is written."""
         now = timezone.now()
+        steps = [(execution, checked_step(execution, step)) for execution, step in steps]
         changes = [(execution, snapshot_columns(step.snapshot, now))
                    for execution, step in steps if step.snapshot is not None]
         rows = {execution.pk: [history_row(execution, entry) for entry in step.history]
@@ -485,19 +492,24 @@ class SqlStore:
         )
         if not claimed:
             return None
-        return Work.objects.select_related("execution__machine_version").get(pk=work_id)
+        work = Work.objects.select_related("execution__machine_version").get(pk=work_id)
+        if not effects.still_wanted(work, work.execution):
+            Work.objects.filter(pk=work_id, status=Work.RUNNING).update(status=Work.CANCELED)
+            return None  # given up on: never performed (again)
+        return work
 
     def finish_work(self, work_id: int) -> None:
-        Work.objects.filter(pk=work_id).update(status=Work.DONE)
+        Work.objects.filter(pk=work_id, status=Work.RUNNING).update(status=Work.DONE)
 
     def deliver(self, work: Work, execution_id: Any, payload: dict, key: str,
                 actor: str) -> None:
         """Store a work result as an inbox item (once per key) and mark the work done."""
+        payload = checked_result(payload)
         with transaction.atomic():
             with contextlib.suppress(IntegrityError), transaction.atomic():
                 InboxItem.objects.create(execution_id=execution_id, kind=InboxItem.RESULT,
                                          payload=payload, idempotency_key=key, actor=actor)
-            Work.objects.filter(pk=work.pk).update(status=Work.DONE)
+            Work.objects.filter(pk=work.pk, status=Work.RUNNING).update(status=Work.DONE)
 
     # Recovery
     def stale(self, stale_after: float) -> Stale:
@@ -514,13 +526,28 @@ class SqlStore:
         waiting = Execution.objects.filter(version=0, execution_mode="async-throughput",
                                            status=engine.RUNNING,
                                            created_at__lt=cutoff).exists()
-        expired = []
-        for work in Work.objects.filter(status=Work.RUNNING, claimed_at__lt=cutoff):
-            if work.claimed_at + timedelta(seconds=work.lease_seconds) < timezone.now():
-                expired.append(work.pk)
+        # Work whose worker outlived its lease (taken for dead), and work no worker took:
+        # performed (again) only while its execution still waits for it, else canceled.
+        now = timezone.now()
+        expired: list[int] = []
+        given_up: list[int] = []
+        pending: list[tuple[int, str]] = []
+        for work in (Work.objects.filter(status=Work.RUNNING, claimed_at__lt=cutoff)
+                     .select_related("execution")):
+            if work.claimed_at + timedelta(seconds=work.lease_seconds) < now:
+                wanted = effects.still_wanted(work, work.execution)
+                (expired if wanted else given_up).append(work.pk)
+                if wanted:
+                    pending.append((work.pk, work.kind))
+        for work in (Work.objects.filter(status=Work.PENDING, created_at__lt=cutoff)
+                     .select_related("execution")):
+            if effects.still_wanted(work, work.execution):
+                pending.append((work.pk, work.kind))
+            else:
+                given_up.append(work.pk)
         Work.objects.filter(pk__in=expired, status=Work.RUNNING).update(status=Work.PENDING)
-        pending = list(Work.objects.filter(status=Work.PENDING, created_at__lt=cutoff)
-                       .values_list("pk", flat=True))
+        Work.objects.filter(pk__in=given_up, status__in=(Work.RUNNING, Work.PENDING)).update(
+            status=Work.CANCELED)
         return Stale(stale_inbox | stale_runs, waiting, pending)
 
 
@@ -543,8 +570,9 @@ def _save_processed(items: list[InboxItem], now) -> None:
 def _write_rows(execution: Execution, effects_of_step: list) -> list[Work]:
     """Store timers and outgoing work in the advance's transaction; return the new work."""
     rows = effects.rows(execution, effects_of_step)
-    for token in rows.cancel_work:
-        Work.objects.filter(token=token, status=Work.PENDING).update(status=Work.CANCELED)
+    if rows.cancel_work:  # not yet started, or in flight: never performed (again)
+        Work.objects.filter(token__in=rows.cancel_work,
+                            status__in=(Work.PENDING, Work.RUNNING)).update(status=Work.CANCELED)
     if rows.cancel_timers:
         Timer.objects.filter(token__in=rows.cancel_timers).delete()
     if rows.timers:

@@ -8,14 +8,19 @@ without one. `active` is the store in use (set by the executions app; tests may 
 """
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from django.conf import settings
+
 from executions import engine
 from executions.models import Execution, InboxItem, Work
+from expressions import values
+from expressions.values import InvalidValue, Limits
 from machines.models import MachineVersion
 
 
@@ -47,7 +52,7 @@ class Stale:
 
     executions: set = field(default_factory=set)  # ids to advance again
     starts_waiting: bool = False  # async-throughput starts no starter took
-    work: list = field(default_factory=list)  # work ids to perform (again)
+    work: list = field(default_factory=list)  # (work id, kind) to perform (again)
 
 
 class Store(Protocol):
@@ -169,3 +174,116 @@ def mark_processed(items: list[InboxItem], now: datetime) -> None:
     for item in items:
         item.processed_at = now
 
+
+# What may be stored: every store calls these before it writes anything ------------------
+def limits() -> Limits:
+    """The size bounds of settings.DATA_MACHINES (README: configuration)."""
+    config = settings.DATA_MACHINES
+    default = Limits()
+    return Limits(
+        input=config.get("MAX_INPUT_CHARS", default.input),
+        context=config.get("MAX_CONTEXT_CHARS", default.context),
+        history_row=config.get("MAX_HISTORY_ROW_CHARS", default.history_row),
+        error_text=config.get("MAX_ERROR_CHARS", default.error_text),
+    )
+
+
+def checked_step(execution: Execution, step: Step) -> Step:
+    """The step as it may be stored (expressions.values): its errors bounded (texts escaped
+    and cut, never refused), and when what the engine produced breaks a bound (the whole
+    context, a history row, a number out of range, text a database cannot hold, a time past
+    9999) the step that FAILS the execution instead, with a `value_error` saying what and
+    where. Called before anything of the step is written: nothing half-written."""
+    snapshot = step.snapshot
+    if snapshot is None:
+        return step
+    bounds = limits()
+    if snapshot.error is not None:
+        snapshot = step.snapshot = dataclasses.replace(
+            snapshot, error=values.bounded_error(snapshot.error, bounds))
+    for entry in step.history:
+        _bound_errors(entry, bounds)
+    try:
+        context = (snapshot.context, _check_snapshot(snapshot, bounds))
+        for entry in step.history:
+            values.check_history_row(entry, bounds, f"history[{entry.get('seq')}]", context)
+    except InvalidValue as problem:
+        return failed_step(execution, step, problem)
+    return step
+
+
+def _bound_errors(entry: dict, bounds: Limits) -> None:
+    """The errors a history entry carries (its own, a retry's detail), bounded in place."""
+    if entry.get("error") is not None:
+        entry["error"] = values.bounded_error(entry["error"], bounds)
+    detail = entry.get("detail")
+    if isinstance(detail, dict) and detail.get("error") is not None:
+        detail["error"] = values.bounded_error(detail["error"], bounds)
+
+
+def _check_snapshot(snapshot: engine.Snapshot, bounds: Limits) -> int:
+    """Check what the snapshot's columns hold; the size of its context."""
+    size = values.check_context(snapshot.context, bounds)
+    if snapshot.result is not None:
+        values.check_sized(snapshot.result, "result", bounds.context)
+    if snapshot.timer is not None:
+        values.check_timestamp(snapshot.timer.get("due"), "timer.due")
+    if snapshot.queued:
+        values.check_sized(list(snapshot.queued), "queued actions", bounds.context, "queued")
+    return size
+
+
+def failed_step(execution: Execution, step: Step, problem: InvalidValue) -> Step:
+    """Instead of `step`: the execution as it was before, failed with a `value_error`.
+
+    Nothing of what the engine produced is kept but the inputs it consumed (they were
+    applied: they led to the failure). A timer or work the execution had outstanding is
+    canceled, a parent waiting on it hears of the failure, and Retry resumes from the last
+    state stored (docs/runtime.md).
+    """
+    before = execution.snapshot() if execution.engine_state else None
+    if before is None:  # the start itself produced it: fail where it starts
+        before = engine.Snapshot(status=engine.FAILED, state=execution.state,
+                                 context={}, input=execution.input)
+    where = problem.path or "the value"
+    error = {
+        "type": "value_error", "kind": problem.kind,
+        "message": f"A value the machine produced cannot be stored: {problem.message} "
+                   f"(at {where}, in state {before.state}).",
+        "path": problem.path, "state": before.state,
+    }
+    error = values.bounded_error(error, limits())
+    actor = next((entry.get("actor") for entry in step.history if entry.get("actor")), None)
+    at = next((entry["at"] for entry in reversed(step.history) if "at" in entry), None)
+    effects: list[engine.Effect] = []
+    if before.timer is not None:
+        effects.append(engine.CancelTimer(before.timer["token"]))
+    if before.work is not None and before.work.get("token") is not None:
+        effects.append(engine.CancelWork(before.work["token"], before.work["kind"]))
+    effects.append(engine.NotifyParent(engine.FAILED, error=error))
+    seq = before.seq + 1
+    entry = {"seq": seq, "kind": engine.EXECUTION_FAILED,
+             "at": at if isinstance(at, (int, float)) else datetime.now(UTC).timestamp(),
+             "actor": actor, "error": error}
+    snapshot = dataclasses.replace(before, status=engine.FAILED, error=error, seq=seq,
+                                   auto_steps=0, timer=None, work=None, queued=())
+    return Step(snapshot, [entry], effects, step.processed)
+
+
+def checked_result(payload: dict) -> dict:
+    """A work result as it may be stored in the inbox: its error bounded; an output that
+    cannot be stored (or is larger than a whole context may be) becomes a failure of the
+    work with a `value_error`, which the machine handles like any other error."""
+    bounds = limits()
+    payload = dict(payload)
+    if payload.get("error") is not None:
+        payload["error"] = values.bounded_error(payload["error"], bounds)
+    if payload.get("ok"):
+        try:
+            values.check_sized(payload.get("output"), "output", bounds.context)
+        except InvalidValue as problem:
+            payload.update(ok=False, output=None, error=values.bounded_error({
+                "type": "value_error", "kind": problem.kind,
+                "message": f"The result cannot be stored: {problem.message}",
+                "path": problem.path}, bounds))
+    return payload

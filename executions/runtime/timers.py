@@ -27,13 +27,15 @@ def next_timer_due() -> float | None:
 
 def sweep(stale_after: float = 5.0) -> dict:
     """Re-enqueue what a dead process left: unapplied inbox items, unfinished work and runs,
-    and async-throughput starts no starter task took (wakes one, unless one is pending)."""
+    and async-throughput starts no starter task took (wakes one, unless one is pending).
+    Work past its lease, or never taken, is performed again only while its execution still
+    waits for it; the rest is marked canceled (Store.stale)."""
     stale = stores.active.stale(stale_after)
     for execution_id in stale.executions:
         queue.enqueue_advance(execution_id)
     if stale.starts_waiting:
         queue.wake_starter()
-    for work_id in stale.work:
-        queue.enqueue_work(work_id)
+    for work_id, kind in stale.work:
+        queue.enqueue_work(work_id, kind)
     return {"executions": len(stale.executions), "starts_waiting": stale.starts_waiting,
             "work": len(stale.work)}

@@ -6,8 +6,9 @@ from functools import wraps
 
 from django.contrib import messages
 from django.core.exceptions import ObjectDoesNotExist
-from django.http import Http404, JsonResponse
-from django.shortcuts import redirect, render
+from django.http import Http404, HttpResponse, JsonResponse
+from django.shortcuts import redirect
+from django.template.loader import render_to_string
 
 from accounts.roles import actor_of, can_operate
 from executions import selectors, services
@@ -15,10 +16,20 @@ from executions.filters import ExecutionFilter
 from explorer import presenters, timeline
 from explorer.forms import ActionForm, CancelForm
 from explorer.views.access import operator, page_context, query_without_page, viewer
+from expressions.values import printable
 from machines import selectors as machines
 
 PAGE_SIZE = 50  # executions per list page
 TRIGGER_WAIT = 5  # seconds an action waits to be applied before the page reloads
+
+
+def render(request, template: str, context: dict, status: int = 200) -> HttpResponse:
+    """django.shortcuts.render, except that text no page can encode (a lone surrogate in a
+    value stored before every value was checked) is written escaped (`\\ud800`) instead
+    of failing the whole page with a 500."""
+    text = render_to_string(template, context, request)
+    return HttpResponse(text.encode("utf-8", "backslashreplace"),
+                        content_type="text/html; charset=utf-8", status=status)
 
 
 def _found(view):
@@ -62,8 +73,8 @@ def _execution_page(request, execution, *, action_form=None, status=200):
 @_found
 def execution_status(request, execution):
     """What dm.js polls: the page reloads when `version` changes."""
-    return JsonResponse({"version": execution.version, "status": execution.status,
-                         "state": execution.state})
+    return JsonResponse(printable({"version": execution.version, "status": execution.status,
+                                   "state": execution.state}))
 
 
 # Acting ----------------------------------------------------------------------------------

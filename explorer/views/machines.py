@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 from django.core.exceptions import ObjectDoesNotExist
-from django.http import Http404
+from django.http import Http404, HttpResponse
 from django.shortcuts import render
+from django.views.decorators.http import require_GET
 
 from executions import selectors as executions
 from executions.filters import ExecutionFilter
@@ -36,12 +37,12 @@ def machine_detail(request, machine_id, version=None):
     compare = _compare(request, machine_id, all_versions)
     if compare:
         old, new, diff = compare
-        svg = presenters.diff_diagram(new.parsed(), diff)
+        drawing = presenters.diff_diagram(new.parsed(), diff)
         heat = None
         shown = new
     else:
         heat = presenters.heat(machine_version)
-        svg = presenters.heat_diagram(machine_version.parsed(), heat)
+        drawing = presenters.heat_diagram(machine_version.parsed(), heat)
         shown = machine_version
     shown_machine = shown.parsed()
 
@@ -51,7 +52,7 @@ def machine_detail(request, machine_id, version=None):
     return render(request, "explorer/machine.html", {
         "version": shown, "definition": shown_machine, "all_versions": all_versions,
         "is_latest": shown.version == all_versions[0]["version"],
-        "svg": svg, "diagram_text": diagrams.describe(shown_machine),
+        **drawing, "diagram_text": diagrams.describe(shown_machine),
         "heat": heat, "heat_rows": presenters.heat_rows(shown_machine, heat) if heat else [],
         "compare": compare, "compare_value": request.GET.get("compare", ""),
         "filters": filters, "page": page, "rows": presenters.execution_rows(page),
@@ -78,3 +79,26 @@ def _compare(request, machine_id, all_versions):
     old = machines.get_version(machine_id, min(first, second))
     new = machines.get_version(machine_id, max(first, second))
     return old, new, diffs.definition_diff(old.parsed(), new.parsed())
+
+
+THUMBNAIL_MAX_AGE = 24 * 3600  # a saved version never changes
+
+
+@viewer
+@require_GET
+def machine_thumbnail(request, machine_id, version):
+    """The machine list's picture of one version, as an SVG image: the list itself runs no
+    `dot`, each thumbnail request at most one (bounded, cached). A version too large to
+    draw answers a small "too large to draw" picture (200: it is what there is to show)."""
+    try:
+        machine = machines.get_version(machine_id, version).parsed()
+    except ObjectDoesNotExist:
+        raise Http404(f"No machine {machine_id!r} version {version}") from None
+    try:
+        text = presenters.thumbnail_svg(diagrams.render_svg(machine))
+    except diagrams.DiagramUnavailable as exc:
+        text = diagrams.notice_svg(exc.detail, exc.title)
+    response = HttpResponse(text, content_type="image/svg+xml; charset=utf-8")
+    response["Cache-Control"] = f"private, max-age={THUMBNAIL_MAX_AGE}"
+    response["Content-Security-Policy"] = "default-src 'none'; style-src 'unsafe-inline'"
+    return response

@@ -171,7 +171,11 @@ class VersionDiagramSVGView(DiagramView):
                    examples=[SVG_EXAMPLE], tags=["machines"])
     def get(self, request, machine_id, version):
         machine = selectors.get_version(machine_id, version).parsed()
-        return self.diagram(diagrams.render_svg(machine, None, machine_url=machine_link))
+        try:
+            return self.diagram(diagrams.render_svg(machine, None, machine_url=machine_link))
+        except diagrams.DiagramUnavailable as exc:
+            exc.description = diagrams.describe(machine)  # 422 diagram_too_large with it
+            raise
 
 
 class VersionDiagramDOTView(DiagramView):
