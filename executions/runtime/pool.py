@@ -416,7 +416,12 @@ def compute(*, machine_key: str, document, snapshot: dict | None, events: list[d
     if not reply.get("ok"):
         raise Failure(reply.get("kind", "crashed"), reply.get("message", ""),
                       reply.get("path"), reply.get("index", 0))
-    return reply["step"]
+    step = reply["step"]
+    try:
+        pool_child.unshare_contexts(step)
+    except (LookupError, TypeError, ValueError) as exc:
+        raise Failure("crashed", f"its process sent an unreadable step ({exc})") from None
+    return step
 
 
 def call(*, expr: dict, names: dict, mocks: dict, token: str, now: float, seed: int,

@@ -152,9 +152,61 @@ def compute(machine, snapshot: engine.Snapshot | None, events: list[engine.Event
             break
         if index >= lead and snapshot.status == engine.RUNNING:
             break
-    return {"snapshot": snapshot.to_dict() if snapshot is not None else None,
+    data = {"snapshot": snapshot.to_dict() if snapshot is not None else None,
             "history": history, "effects": [effect_data(e) for e in effects],
             "results": results}
+    share_contexts(data)
+    return data
+
+
+def share_contexts(step: dict) -> None:
+    """Contexts sent once each, and their values once each: the engine shares them (an
+    update makes a new dict whose other values are the old ones), JSON would copy them into
+    every history entry — 900 steps of a context holding a list wrote 500 KB. Each entry's
+    `context` (and the snapshot's) becomes an index into `contexts`, each a pair (keys,
+    indexes into `values`); `unshare_contexts` rebuilds them, shared again."""
+    values: list = []
+    seen: dict[int, int] = {}
+    contexts: list = []
+    known: dict[int, int] = {}
+
+    def value(item) -> int:
+        index = seen.get(id(item))
+        if index is None:
+            index = seen[id(item)] = len(values)
+            values.append(item)
+        return index
+
+    def context(ctx: dict) -> int:
+        index = known.get(id(ctx))
+        if index is None:
+            index = known[id(ctx)] = len(contexts)
+            contexts.append([list(ctx), [value(item) for item in ctx.values()]])
+        return index
+
+    for entry in step["history"]:
+        if type(entry.get("context")) is dict:
+            entry["context"] = context(entry["context"])
+    snapshot = step["snapshot"]
+    if snapshot is not None and type(snapshot.get("context")) is dict:
+        snapshot["context"] = context(snapshot["context"])
+    step["contexts"], step["values"] = contexts, values
+
+
+def unshare_contexts(step: dict) -> None:
+    """The contexts of a step made by `share_contexts`, as dicts again (in place)."""
+    contexts_data = step.pop("contexts", None)
+    if contexts_data is None:
+        return
+    values = step.pop("values")
+    contexts = [dict(zip(keys, [values[index] for index in indexes], strict=True))
+                for keys, indexes in contexts_data]
+    for entry in step["history"]:
+        if type(entry.get("context")) is int:
+            entry["context"] = contexts[entry["context"]]
+    snapshot = step["snapshot"]
+    if snapshot is not None and type(snapshot.get("context")) is int:
+        snapshot["context"] = contexts[snapshot["context"]]
 
 
 class Child:
