@@ -5,7 +5,7 @@ from datetime import timedelta
 from unittest import mock
 
 import pytest
-from django.db import connection
+from django.db import DataError, connection
 from django.db.models import F
 from django_q.models import OrmQ
 
@@ -211,18 +211,36 @@ states:
     actions:
       - {id: go, state: b}
   b: {return: '"a\x00"'}
-"""  # its result, a string with a NUL character, is refused by PostgreSQL's jsonb
+"""  # its result, a string with a NUL character, cannot be stored
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_start_that_cannot_be_stored_does_not_hold_up_the_others(save_machine, caplog):
-    if connection.vendor != "postgresql":
-        pytest.skip("SQLite stores a NUL character in JSON; PostgreSQL refuses it")
+def test_a_start_whose_result_cannot_be_stored_fails_alone(save_machine):
     save_machine(QUICK)
     save_machine(NUL_RESULT)
     executions = _stored_starts(3)
     refused = services.start("nul").execution
     tasks.start_task()
+    _assert_started_once(executions)
+    refused = Execution.objects.get(pk=refused.pk)
+    assert refused.status == engine.FAILED
+    assert refused.error["type"] == "value_error"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_start_the_database_refuses_does_not_hold_up_the_others(save_machine, caplog):
+    save_machine(QUICK)
+    executions = _stored_starts(3)
+    refused = _stored_starts(1, first=3)[0]
+    save_starts = sqlstore.SqlStore.save_starts
+
+    def refusing(self, steps):
+        if any(execution.pk == refused.pk for execution, _ in steps):
+            raise DataError("value refused by the database")
+        return save_starts(self, steps)
+
+    with mock.patch.object(sqlstore.SqlStore, "save_starts", refusing):
+        tasks.start_task()
     _assert_started_once(executions)
     assert Execution.objects.get(pk=refused.pk).version == 0  # left for a later starter
     assert f"could not start execution {refused.pk}" in caplog.text
