@@ -306,7 +306,7 @@
 (function () {
   "use strict";
 
-  var LIST_DELAY = 10000, LIST_MAX_DELAY = 120000;
+  var LIST_DELAY = window.dmListDelay || 10000, LIST_MAX_DELAY = 120000;  // tests set dmListDelay
 
   function liveListStatus(region) {
     var status = document.createElement("p");
@@ -357,4 +357,26 @@
 
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", initLiveLists);
   else initLiveLists();
+})();
+
+/* (e) Timeline sentences by keyboard (issue 15) -------------------------------------------
+   A sentence that selects its step on a click (see setupSteps) is also a tab stop, and
+   Enter or Space selects it, so the step control is not for mouse users only. */
+(function () {
+  "use strict";
+
+  function setupTimelineKeys() {
+    if (!document.querySelector("[data-steps]")) return;
+    document.querySelectorAll(".timeline li[data-seq]").forEach(function (item) {
+      if (!item.hasAttribute("tabindex")) item.setAttribute("tabindex", "0");
+      item.addEventListener("keydown", function (event) {
+        if (event.target !== item || (event.key !== "Enter" && event.key !== " ")) return;
+        event.preventDefault();
+        item.click();
+      });
+    });
+  }
+
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", setupTimelineKeys);
+  else setupTimelineKeys();
 })();
