@@ -185,12 +185,15 @@ def test_timeline_sentences_select_their_step_by_keyboard(browser, live_server, 
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     log_in(page, base)
     page.goto(f"{base}/executions/{orders.id}/")
-    first = page.locator(".timeline > li[data-seq='1']")
-    assert first.get_attribute("tabindex") == "0"
-    first.focus()
+    moved = page.locator(".timeline > li[data-seq]").nth(1)  # "① Moved create → cart"
+    assert moved.get_attribute("tabindex") == "0"
+    page.focus("#step-range")
+    page.keyboard.press("Home")  # at the start
+    moved.focus()
     page.keyboard.press("Enter")
-    assert "is-selected" in classes(page, ".timeline > li[data-seq='1']")
+    assert "is-selected" in moved.get_attribute("class").split()
     assert page.text_content("[data-step-context-title]") == "after step 1"
+    assert "current" in classes(page, "#state-cart")
 
 
 def test_the_machine_editor_highlights_numbers_lines_and_never_shows_a_stale_diagram(
