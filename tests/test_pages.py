@@ -106,3 +106,12 @@ def test_the_admin_link_shows_only_to_who_can_use_the_admin(client, make_user, r
         assert client.get("/admin/").status_code == 200
     else:
         assert client.get("/admin/").status_code == 302  # to the admin's login
+
+
+def test_editors_without_staff_get_the_edit_link_on_a_machine_page(client, make_user,
+                                                                   save_machine):
+    save_machine("order.yaml")
+    client.force_login(make_user("edna", "editor"))
+    assert b"Edit in the admin" in client.get("/machines/order/").content
+    client.force_login(make_user("otto", "operator"))
+    assert b"Edit in the admin" not in client.get("/machines/order/").content
