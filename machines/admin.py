@@ -2,6 +2,13 @@
 
 A machine's add and change pages are not model forms: editing a machine means writing a
 new version of its source, so both pages are the same editor that calls save_version.
+
+The editor (templates/admin/machines/machine/editor.html) is a textarea that CodeMirror 5
+(static/vendor/codemirror-5.65.21, MIT, no build step) turns into a code editor with YAML
+highlighting, line numbers and each problem shown under its line; without scripts the
+textarea and its own line numbers remain. While the source is invalid the preview says
+"fix the errors to see the diagram" instead of keeping an older drawing. Who may enter the
+admin (staff, or editors without staff) is workflow_site/admin_site.py.
 """
 import difflib
 import json

@@ -297,3 +297,86 @@
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", init);
   else init();
 })();
+
+/* (d) Live execution lists (issue 15) ---------------------------------------------------
+   A [data-live-list] region (the execution table and its pages) is fetched again from the
+   page's own URL every 10 s while the tab is visible, and replaced when what it
+   shows changed. Nothing is replaced while keyboard focus is inside it; a polite status
+   line says that the list was updated. Kept apart from (a)-(c) above. */
+(function () {
+  "use strict";
+
+  var LIST_DELAY = window.dmListDelay || 10000, LIST_MAX_DELAY = 120000;  // tests set dmListDelay
+
+  function liveListStatus(region) {
+    var status = document.createElement("p");
+    status.className = "visually-hidden";
+    status.setAttribute("role", "status");
+    region.parentNode.insertBefore(status, region.nextSibling);
+    return status;
+  }
+
+  function setupLiveList(region, index) {
+    var delay = LIST_DELAY, timer = null, status = null;
+
+    function poll() {
+      timer = null;
+      if (document.hidden) return;  // resumes on visibilitychange
+      fetch(location.href, { headers: { Accept: "text/html" }, credentials: "same-origin" })
+        .then(function (response) {
+          if (!response.ok || response.redirected) throw new Error("HTTP " + response.status);
+          return response.text();
+        })
+        .then(function (html) {
+          var fresh = new DOMParser().parseFromString(html, "text/html")
+            .querySelectorAll("[data-live-list]")[index];
+          if (!fresh) throw new Error("no list in the answer");
+          delay = LIST_DELAY;
+          if (fresh.innerHTML.trim() !== region.innerHTML.trim() &&
+              !region.contains(document.activeElement)) {
+            region.replaceChildren.apply(region, Array.from(fresh.childNodes).map(function (node) {
+              return document.importNode(node, true);
+            }));
+            status = status || liveListStatus(region);
+            status.textContent = "The list was updated.";
+          }
+          schedule();
+        })
+        .catch(function () { delay = Math.min(delay * 2, LIST_MAX_DELAY); schedule(); });
+    }
+    function schedule() { if (!timer && !document.hidden) timer = setTimeout(poll, delay); }
+    document.addEventListener("visibilitychange", function () {
+      if (document.hidden) { clearTimeout(timer); timer = null; } else schedule();
+    });
+    schedule();
+  }
+
+  function initLiveLists() {
+    document.querySelectorAll("[data-live-list]").forEach(setupLiveList);
+  }
+
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", initLiveLists);
+  else initLiveLists();
+})();
+
+/* (e) Timeline sentences by keyboard (issue 15) -------------------------------------------
+   A sentence that selects its step on a click (see setupSteps) is also a tab stop, and
+   Enter or Space selects it, so the step control is not for mouse users only. */
+(function () {
+  "use strict";
+
+  function setupTimelineKeys() {
+    if (!document.querySelector("[data-steps]")) return;
+    document.querySelectorAll(".timeline li[data-seq]").forEach(function (item) {
+      if (!item.hasAttribute("tabindex")) item.setAttribute("tabindex", "0");
+      item.addEventListener("keydown", function (event) {
+        if (event.target !== item || (event.key !== "Enter" && event.key !== " ")) return;
+        event.preventDefault();
+        item.click();
+      });
+    });
+  }
+
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", setupTimelineKeys);
+  else setupTimelineKeys();
+})();

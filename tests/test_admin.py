@@ -265,3 +265,79 @@ class TestPreview:
     def test_only_post_is_allowed(self, client, editor):
         client.force_login(editor)
         assert client.get(reverse("admin:machines_machine_preview")).status_code == 405
+
+
+class TestTheSite:
+    """Branding, links both ways, the queue's tables apart, editors without staff (issue 15)."""
+
+    def test_is_branded_and_links_to_the_explorer(self, client, admin_user):
+        client.force_login(admin_user)
+        html = client.get(reverse("admin:index")).content.decode()
+        assert "Data Machines administration" in html and "Django administration" not in html
+        assert "| Data Machines admin</title>" in html
+        assert 'class="dm-explorer-link"' in html and 'href="/"' in html
+        assert 'rel="icon"' in html
+
+    def test_lists_the_product_first_and_the_queue_last_under_its_own_heading(
+        self, client, admin_user
+    ):
+        client.force_login(admin_user)
+        apps = client.get(reverse("admin:index")).context["app_list"]
+        labels = [app["app_label"] for app in apps]
+        assert labels[0] == "machines" and labels[-1] == "django_q"
+        assert apps[-1]["name"] == "Queue (operations)"
+        assert "Failed tasks" in [m["name"] for m in apps[-1]["models"]]
+
+    def test_an_editor_uses_the_machine_editor_without_being_staff(self, client, make_user):
+        user = make_user("edna", "editor")
+        assert not user.is_staff
+        client.force_login(user)
+        index = client.get(reverse("admin:index"))
+        assert index.status_code == 200
+        assert [app["app_label"] for app in index.context["app_list"]] == ["machines"]
+        assert client.get(ADD).status_code == 200
+        response = client.post(ADD, {"source": TICKET, "_save": "1"})
+        assert response.status_code == 302
+        assert MachineVersion.objects.get().created_by == user
+        # what an editor may not touch stays closed
+        assert client.get(reverse("admin:auth_user_changelist")).status_code == 403
+
+    def test_an_editor_logs_in_through_the_admin_login(self, client, make_user):
+        make_user("edna", "editor", password="pw-edna-123")
+        make_user("otto", "operator", password="pw-otto-123")
+        login = reverse("admin:login")
+        ok = client.post(login, {"username": "edna", "password": "pw-edna-123",
+                                 "next": reverse("admin:index")})
+        assert ok.status_code == 302
+        client.logout()
+        refused = client.post(login, {"username": "otto", "password": "pw-otto-123"})
+        assert refused.status_code == 200 and "staff account" in refused.content.decode()
+
+    @pytest.mark.parametrize("role", ["viewer", "operator", "none"])
+    def test_other_roles_without_staff_stay_out(self, client, make_user, role):
+        client.force_login(make_user("someone", role))
+        assert client.get(reverse("admin:index")).status_code == 302
+        assert client.get(ADD).status_code == 302
+
+    def test_an_inactive_editor_stays_out(self, client, make_user):
+        user = make_user("gone", "editor")
+        user.is_active = False
+        user.save()
+        client.force_login(user)
+        assert client.get(reverse("admin:index")).status_code == 302
+
+
+def test_the_editor_page_loads_its_code_editor_and_the_files_exist(client, editor, ticket):
+    from django.contrib.staticfiles import finders
+
+    client.force_login(editor)
+    html = client.get(change_url("ticket")).content.decode()
+    for name in ("codemirror.js", "yaml.js", "codemirror.css"):
+        path = f"vendor/codemirror-5.65.21/{name}"
+        assert f"/static/{path}" in html
+        found = finders.find(path)
+        assert found, path
+        with open(found, encoding="utf-8") as file:
+            assert "Marijn Haverbeke" in file.read(400)  # the licence header is kept
+    assert 'href="/machines/ticket/"' in html  # to the explorer
+    assert 'id="machine-source"' in html  # the textarea stays, for when scripts do not load

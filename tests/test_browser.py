@@ -1,9 +1,12 @@
 """The explorer in a real browser: Playwright driving Debian Chromium against a live server.
 
 Logs in, acts on an execution, checks that the diagram and timeline follow, uses the step
-control, and takes a screenshot of every page into screenshots/ (with DM_UPDATE_SCREENSHOT=1
-the execution page also replaces docs/screenshot.png, the one the README shows).
+control, and takes a screenshot of every page into screenshots/ in light and dark mode, on a
+desktop and a phone (with DM_UPDATE_SCREENSHOT=1 the execution page also replaces
+docs/screenshot.png, the one the README shows). Every page is checked with axe-core
+(tests/vendor/axe.min.js, from the npm package axe-core, MPL-2.0): zero violations.
 """
+import json
 import os
 import shutil
 from pathlib import Path
@@ -20,6 +23,27 @@ CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--no-first-run"]
 MOCKS = {"http.request.json": "{'status': 200, 'body': {'n': 1}}"}
+AXE = ROOT / "tests" / "vendor" / "axe.min.js"
+SCHEMES = ("light", "dark")
+PHONE = {"viewport": {"width": 375, "height": 812}, "device_scale_factor": 2, "is_mobile": True,
+         "has_touch": True}
+
+
+def check_axe(page, where):
+    """axe-core over the whole page; fails listing each violation and where it is.
+
+    axe is evaluated through the DevTools protocol, which the page's Content-Security-Policy
+    does not govern, so the page is tested with its real policy."""
+    if not page.evaluate("typeof window.axe !== 'undefined'"):
+        page.evaluate(AXE.read_text(encoding="utf-8"))
+    result = page.evaluate("""async () => {
+        const r = await axe.run(document, {resultTypes: ["violations"]});
+        const where = n => n.target.join(" ") + " :: " + (n.failureSummary || "")
+            .split("\\n").slice(1, 3).join(" ");
+        return r.violations.map(v => ({id: v.id, impact: v.impact, help: v.help,
+                                       nodes: v.nodes.slice(0, 5).map(where)}));
+    }""")
+    assert not result, f"axe found violations on {where}:\n" + json.dumps(result, indent=1)
 
 
 @pytest.fixture
@@ -57,9 +81,10 @@ def orders(transactional_db, save_machine, admin_user):
     return waiting
 
 
-def log_in(page, base):
+def log_in(page, base, *, shot="login.png"):
     page.goto(f"{base}/login/")
-    page.screenshot(path=SHOTS / "login.png")
+    check_axe(page, "the login page")
+    page.screenshot(path=SHOTS / shot)
     page.fill("#id_username", "admin")
     page.fill("#id_password", "admin-pass-123")
     page.click("button[type=submit]")
@@ -89,6 +114,7 @@ def test_act_on_an_execution_and_step_through_its_history(browser, live_server, 
     assert page.locator(".timeline > li").count() > before
     assert "chose fraud approve" in page.locator(".timeline").inner_text()
     page.screenshot(path=SHOTS / "execution-after-action.png", full_page=True)
+    check_axe(page, "the execution page after an action")
 
     # The step control: back to the start, the diagram, timeline and context follow.
     page.focus("#step-range")
@@ -102,30 +128,109 @@ def test_act_on_an_execution_and_step_through_its_history(browser, live_server, 
     assert page.text_content("[data-step-context-title]") == "after step 1"
 
 
-def test_screenshots_of_every_page(browser, live_server, orders):
+PAGES = [
+    ("machines", "/machines/", 200),
+    ("machine", "/machines/order/", 200),
+    ("machine-shipment", "/machines/shipment/", 200),
+    ("executions", "/executions/", 200),
+    ("executions-filtered", "/executions/?status=waiting", 200),
+    ("admin", "/admin/", 200),
+    ("admin-machines", "/admin/machines/machine/", 200),
+    ("admin-editor", "/admin/machines/machine/order/change/", 200),
+    ("admin-add", "/admin/machines/machine/add/", 200),
+    ("not-found", "/executions/no-such-execution/", 404),
+    ("forbidden", "/test-denied/", 403),
+    ("server-error", "/test-boom/", 500),
+]
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_screenshots_of_every_page(browser, live_server, orders, settings, scheme):
+    """Every page, desktop and phone, in this colour scheme: a screenshot, axe with zero
+    violations, and no page wider than a phone (only the diagram scrolls sideways)."""
+    settings.ROOT_URLCONF = "tests.test_pages"  # the site's URLs + a 403 and a 500 to show
+    base = live_server.url
+    desktop = browser.new_context(viewport={"width": 1400, "height": 1000}, color_scheme=scheme)
+    page = desktop.new_page()
+    log_in(page, base, shot=f"login-{scheme}.png")
+    phone = browser.new_context(color_scheme=scheme, **PHONE).new_page()
+    phone.context.add_cookies(desktop.cookies())
+    pages = [*PAGES, ("execution", f"/executions/{orders.id}/", 200)]
+    for name, path, status in pages:
+        for device, tab in (("desktop", page), ("phone", phone)):
+            response = tab.goto(base + path)
+            assert response.status == status, path
+            assert tab.evaluate("matchMedia('(prefers-color-scheme: dark)').matches") is (
+                scheme == "dark")
+            check_axe(tab, f"{path} ({device}, {scheme})")
+            if device == "phone" and not path.startswith("/admin/"):
+                width = tab.evaluate("document.documentElement.scrollWidth")
+                assert width <= 375, f"{path} scrolls sideways at phone width; only the diagram may"
+            tab.screenshot(path=SHOTS / f"{name}-{device}-{scheme}.png", full_page=True)
+
+    page.goto(f"{base}/executions/{orders.id}/")
+    page.set_viewport_size({"width": 1400, "height": 1120})
+    page.screenshot(path=SHOTS / f"execution-top-{scheme}.png", type="png")
+    assert (SHOTS / f"execution-top-{scheme}.png").stat().st_size < 300_000
+    if scheme == "light" and os.environ.get("DM_UPDATE_SCREENSHOT"):
+        shutil.copy(SHOTS / "execution-top-light.png", ROOT / "docs" / "screenshot.png")
+    if scheme == "dark":  # the diagram follows the theme: node fills dark, text light
+        fill = page.evaluate("getComputedStyle(document.querySelector('#state-create path')).fill")
+        text = page.evaluate("getComputedStyle(document.querySelector('#state-create text')).fill")
+        assert fill != "rgb(255, 255, 255)" and text != "rgb(15, 23, 42)", (fill, text)
+
+
+def test_timeline_sentences_select_their_step_by_keyboard(browser, live_server, orders):
     base = live_server.url
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     log_in(page, base)
-    for name, path in (("machine", "/machines/order/"), ("executions", "/executions/"),
-                       ("admin-editor", "/admin/machines/machine/order/change/")):
-        response = page.goto(base + path)
-        assert response.status == 200, path
-        page.screenshot(path=SHOTS / f"{name}.png", full_page=True)
-
     page.goto(f"{base}/executions/{orders.id}/")
-    page.screenshot(path=SHOTS / "execution.png", full_page=True)
-    page.set_viewport_size({"width": 1400, "height": 1120})
-    page.screenshot(path=SHOTS / "execution-top.png", type="png")
-    assert (SHOTS / "execution-top.png").stat().st_size < 300_000
-    if os.environ.get("DM_UPDATE_SCREENSHOT"):
-        shutil.copy(SHOTS / "execution-top.png", ROOT / "docs" / "screenshot.png")
+    moved = page.locator(".timeline > li[data-seq]").nth(1)  # "① Moved create → cart"
+    assert moved.get_attribute("tabindex") == "0"
+    page.focus("#step-range")
+    page.keyboard.press("Home")  # at the start
+    moved.focus()
+    page.keyboard.press("Enter")
+    assert "is-selected" in moved.get_attribute("class").split()
+    assert page.text_content("[data-step-context-title]") == "after step 1"
+    assert "current" in classes(page, "#state-cart")
 
-    phone = browser.new_page(viewport={"width": 375, "height": 812}, device_scale_factor=2)
-    phone.context.add_cookies(page.context.cookies())
-    phone.goto(f"{base}/executions/{orders.id}/")
-    width = phone.evaluate("document.documentElement.scrollWidth")
-    assert width <= 375, "the page scrolls sideways at phone width; only the diagram may"
-    phone.screenshot(path=SHOTS / "execution-phone.png", full_page=True)
+
+def test_the_machine_editor_highlights_numbers_lines_and_never_shows_a_stale_diagram(
+    browser, live_server, orders
+):
+    base = live_server.url
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    log_in(page, base)
+    page.goto(f"{base}/admin/machines/machine/add/")
+    page.wait_for_selector(".CodeMirror")
+    page.wait_for_selector("#diagram-preview svg")  # the starter, while it is the source
+    assert page.locator(".CodeMirror-linenumber").count() > 5
+    assert page.locator(".cm-atom, .cm-keyword, .cm-string").count() > 0  # YAML highlighted
+    page.evaluate("""() => document.querySelector('.CodeMirror').CodeMirror.setValue(
+        'id: broken\\nstart_at: nowhere\\nstates:\\n  a:\\n    return: null\\n')""")
+    page.wait_for_selector("#diagram-preview .dm-fix")
+    assert page.locator("#diagram-preview svg").count() == 0
+    assert "fix" in page.text_content("#diagram-preview .dm-fix")
+    page.wait_for_selector(".dm-inline-problem")  # the error under its line
+    assert page.locator(".dm-bad-line").count() >= 1
+    check_axe(page, "the machine editor with errors")
+    page.screenshot(path=SHOTS / "admin-editor-errors.png", full_page=True)
+    # the textarea submits what the editor shows
+    assert "start_at: nowhere" in page.input_value("#machine-source")
+
+
+def test_execution_lists_update_live(browser, live_server, orders):
+    base = live_server.url
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    context.add_init_script("window.dmListDelay = 300;")
+    page = context.new_page()
+    log_in(page, base)
+    page.goto(f"{base}/executions/")
+    fresh = services.start("order", mode="sync", actor="dora").execution
+    page.wait_for_selector(f"text={fresh.short_id}", timeout=10_000)
+    assert page.locator("[data-live-list] + [role=status]").text_content() == (
+        "The list was updated.")
 
 
 def test_keyboard_reaches_the_actions_with_a_visible_focus(browser, live_server, orders):

@@ -169,7 +169,8 @@ def test_login_failures_expire_and_a_success_clears_them(client, make_user, logi
 def test_the_pages_work_under_the_content_security_policy(live_server, admin_user,
                                                           save_machine, monkeypatch):
     """Every kind of page in Chromium: no CSP violation, and the scripts that must run do
-    (the admin editor's nonce'd inline script draws its line numbers, Swagger UI renders)."""
+    (the admin editor's nonce'd inline script starts the code editor, which draws its line
+    numbers; Swagger UI renders)."""
     chromium_path = "/usr/bin/chromium"
     if not os.path.exists(chromium_path):
         pytest.skip("no Chromium at /usr/bin/chromium")
@@ -199,7 +200,7 @@ def test_the_pages_work_under_the_content_security_policy(live_server, admin_use
             assert response.status == 200, path
             page.wait_for_load_state("networkidle")
             if path.endswith("/change/"):
-                page.wait_for_selector("#dm-gutter span", timeout=10_000)
+                page.wait_for_selector(".CodeMirror-linenumber", timeout=10_000)
             if path == "/api/docs/":
                 page.wait_for_selector(".swagger-ui .info .title", timeout=20_000)
         browser.close()
