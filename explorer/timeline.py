@@ -195,7 +195,9 @@ def sentence(row: dict, machine: Machine, step: int | None = None,
     kind = row["kind"]
     make = _SENTENCES.get(kind, _unknown)
     dot, text, why = make(row, machine, children or {})
-    mark = format_html('<span class="step-no">{}</span> ', step_mark(step)) if step else ""
+    mark = (format_html('<span class="step-no" title="step {}"><span class="visually-hidden">'
+                        'Step </span>{}<span class="visually-hidden">:</span></span> ',
+                        step, step_mark(step)) if step else "")
     similar = (kind, row.get("transition"), row.get("action"), row.get("actor"),
                row.get("from_state"), row.get("to_state"))
     return Sentence(seq=row["seq"], at=row["at"], kind=kind, dot=dot,

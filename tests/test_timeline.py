@@ -99,9 +99,9 @@ def test_a_rejected_action_says_why():
 def test_work_started_uses_the_label_and_the_guard_that_let_it_through():
     run = paid_and_charging()
     texts = run.text_of(E.TRANSITION_TAKEN) + run.text_of(E.WORK_STARTED)
-    assert texts[0] == ("① bob chose Pay now → charge — input: amount: 5; "
+    assert texts[0] == ("Step 1: bob chose Pay now → charge — input: amount: 5; "
                         "because input.get('amount', 0) > 0 was true")
-    assert texts[1] == "② Calling the payment service (attempt 1 of 3)"
+    assert texts[1] == "Step 2: Calling the payment service (attempt 1 of 3)"
 
 
 def test_the_receipt_of_an_action_taken_at_once_is_not_repeated():
@@ -124,14 +124,14 @@ def sleeping_after_a_retry():
     assert scheduled == "Will try again at 08:00:09 (attempt 2 of 3) — in 5 s"
     run.send(E.TimerFired(run.effect(E.ArmTimer).token), seconds=5)
     assert run.text_of(E.TIMER_FIRED) == ["Time to try again"]
-    assert run.text_of(E.WORK_STARTED)[-1] == "③ Calling the payment service (attempt 2 of 3)"
+    assert run.text_of(E.WORK_STARTED)[-1] == "Step 3: Calling the payment service (attempt 2 of 3)"
     run.send(E.WorkSucceeded(run.effect(E.CallIO).token, {"ok": True}))
     said = run.said()
     assert [s.text for s in said.values() if s.kind == E.WORK_SUCCEEDED] == [
         'The call to the payment service succeeded — output: {"ok": true}']
     moves = [s.text for s in said.values() if s.kind == E.TRANSITION_TAKEN]
-    assert moves[1] == "④ The work succeeded: moved charge → decide"
-    assert moves[2] == ("⑤ Moved decide → Waiting a minute — automatically (size); "
+    assert moves[1] == "Step 4: The work succeeded: moved charge → decide"
+    assert moves[2] == ("Step 5: Moved decide → Waiting a minute — automatically (size); "
                         "otherwise: ctx['big'] was false")
     (armed,) = run.text_of(E.TIMER_ARMED)
     assert armed.startswith("Sleeping until 08:01:1") and armed.endswith("(nudge) — in 1 min")
@@ -154,7 +154,7 @@ def test_a_timer_firing_moves_on_by_itself():
     run.send(E.TimerFired(run.effect(E.ArmTimer).token), seconds=60)
     assert run.text_of(E.TIMER_FIRED) == ["Time to try again", "The timer of nudge fired"]
     assert run.text_of(E.TRANSITION_TAKEN)[-1] == (
-        "⑥ Moved Waiting a minute → done — when the timer of nudge fired")
+        "Step 6: Moved Waiting a minute → done — when the timer of nudge fired")
 
 
 def test_cancel_fail_retry_and_stuck():
@@ -244,7 +244,7 @@ def test_labels_inputs_and_actors_are_escaped_in_the_html():
     assert all("<script>" not in part for part in fragments)
     assert any("&lt;script&gt;" in part for part in fragments)
     chose = next(s for s in said if s.kind == E.TRANSITION_TAKEN)
-    assert chose.text.startswith(f"① {evil} chose {evil} → z")  # the words are unchanged
+    assert chose.text.startswith(f"Step 1: {evil} chose {evil} → z")  # the words are unchanged
     assert f'input: note: "{evil}"' in chose.text
 
 
