@@ -208,8 +208,19 @@ def state_before(machine: Machine, step_rows, first_seq: int) -> str:
 
 
 def running_for(execution) -> str:
-    end = execution.finished_at or timezone.now()
-    return duration((end - execution.created_at).total_seconds())
+    """How long it has lasted, in words true for its status: "took 3 s" (finished),
+    "canceled after 2 min", "failed after 24.1 s" (a failed execution is not running; it
+    stopped when it last changed), "open for 3 days" (waiting, sleeping or calling),
+    "running for 1.2 s"."""
+    status = execution.status
+    if status == engine.FAILED:
+        end = execution.updated_at or timezone.now()
+    else:
+        end = execution.finished_at or timezone.now()
+    lasted = duration(max(0.0, (end - execution.created_at).total_seconds()))
+    return {engine.FINISHED: "took {}", engine.CANCELED: "canceled after {}",
+            engine.FAILED: "failed after {}", engine.RUNNING: "running for {}"}.get(
+        status, "open for {}").format(lasted)
 
 
 def path_words(machine: Machine, step_rows, numbers: dict[int, int]) -> list[str]:

@@ -16,14 +16,16 @@ import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from django.utils import timezone
 from django.utils.html import conditional_escape, format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from executions import engine
+from explorer.templatetags.times import as_datetime, when_html
 from machines.definition import Machine
 from machines.diagrams import step_mark
 from machines.language import io_operation
-from machines.words import duration
+from machines.words import duration, moment
 
 BRIEF = 90  # characters of a JSON value shown inline
 COLLAPSE_AT = 4  # this many similar rows in a row become one "× N" group
@@ -99,15 +101,15 @@ def humanize(name: str) -> str:
     return re.sub(r"[-_]+", " ", name).strip() or name
 
 
-def clock(moment: datetime | float | None) -> str:
-    if moment is None:
+def clock(at: datetime | float | None) -> str:
+    """A moment with its date and zone, in the reader's zone (the active one):
+    "Dec 31, 02:01:23 UTC". Timers store epoch seconds."""
+    if at is None:
         return ""
-    if not isinstance(moment, datetime):
-        try:  # a time stored before times were checked may be past what a datetime holds
-            moment = datetime.fromtimestamp(moment, tz=UTC)
-        except (OverflowError, ValueError, OSError, TypeError):
-            return f"{moment:g} (out of range)" if isinstance(moment, float) else "?"
-    return moment.astimezone(UTC).strftime("%H:%M:%S").removesuffix(":00")
+    found = as_datetime(at)
+    if found is None:  # a time stored before times were checked may be past a datetime
+        return f"{at:g} (out of range)" if isinstance(at, float) else "?"
+    return moment(found, timezone.get_current_timezone(), seconds=True)
 
 
 def who(actor: str | None) -> str:
@@ -490,6 +492,13 @@ def collapse(items: list[Sentence], at_least: int = COLLAPSE_AT) -> list:
 
 
 # The status line ---------------------------------------------------------------------------
+def countdown(due) -> SafeString:
+    """When a timer is due, in bold, and how long until then (ticking, see dm.js)."""
+    at = as_datetime(due)
+    close = at is not None and abs(at.timestamp() - datetime.now(UTC).timestamp()) < 3600
+    return format_html("<strong>{}</strong>", when_html(due, seconds=close, countdown=True))
+
+
 def status_line(machine: Machine, *, status: str, state: str, timer: dict | None = None,
                 work: dict | None = None, error=None, result=None,
                 child: tuple | None = None, started: bool = True) -> SafeString:
@@ -507,17 +516,22 @@ def status_line(machine: Machine, *, status: str, state: str, timer: dict | None
         return format_html("Waiting for: {}, in {}.", choices, here)
     if status == engine.SLEEPING:
         timer = timer or {}
-        until = strong(clock(timer.get("due")))
+        until = countdown(timer.get("due"))
         work_row = {"transition": (work or {}).get("transition") or timer.get("transition"),
                     "from_state": state}
         if timer.get("purpose") == "retry":
             name = _call_name(machine, work_row) or "the work"
             attempt = (work or {}).get("attempt", 1) + 1
-            return format_html("Sleeping until {}, then trying {} again (attempt {}{}), in {}.",
-                               until, strong(name), attempt, _attempts(machine, work_row), here)
+            return format_html("Sleeping in {}, then trying {} again (attempt {}{}) at {}.",
+                               here, strong(name), attempt, _attempts(machine, work_row),
+                               until)
+        if timer.get("purpose") == "timeout":
+            return format_html("Waiting for the work to answer, in {}: its time limit runs "
+                               "out at {}.", here, until)
         name = transition_name(machine, state, timer.get("transition") or "")
         unless = format_html(" Or someone chooses {}.", choices) if actions else ""
-        return format_html("Sleeping until {} ({}), in {}.{}", until, name, here, unless)
+        return format_html("Sleeping in {} until {}, then {}.{}", here, until, strong(name),
+                           unless)
     if status == engine.INVOKING:
         work = work or {}
         work_row = {"transition": work.get("transition"), "from_state": state}

@@ -313,8 +313,57 @@
     schedule();
   }
 
+  /* (d) Times ------------------------------------------------------------------------------ */
+  // The browser's time zone goes to the server in a cookie (accounts/timezones.py), so the
+  // next pages are in it; until then (and without JS) times say "UTC" plainly.
+  function sendTimeZone() {
+    var zone;
+    try { zone = Intl.DateTimeFormat().resolvedOptions().timeZone; } catch (e) { return; }
+    if (!zone || !/^[A-Za-z0-9_+\-\/]{1,64}$/.test(zone)) return;
+    if (document.cookie.split("; ").indexOf("dm_tz=" + encodeURIComponent(zone)) >= 0) return;
+    document.cookie = "dm_tz=" + encodeURIComponent(zone) + "; path=/; max-age=31536000; SameSite=Lax";
+  }
+
+  // machines/words.py duration() and relative(), kept the same.
+  function duration(seconds) {
+    if (seconds < 1) return Math.round(seconds * 1000) + " ms";
+    if (seconds < 60) return String(Number(seconds.toPrecision(3))) + " s";
+    var minutes = seconds / 60;
+    if (minutes < 60) return Math.round(minutes) + " min";
+    minutes = Math.round(minutes);
+    var hours = Math.floor(minutes / 60); minutes = minutes % 60;
+    if (hours < 48) return minutes ? hours + " h " + minutes + " min" : hours + " h";
+    return Math.floor(hours / 24) + " days";
+  }
+  function relative(seconds) {
+    if (Math.abs(seconds) < 1) return "just now";
+    return seconds < 0 ? "in " + duration(-seconds) : duration(seconds) + " ago";
+  }
+
+  // Every "· 3 min ago" / "· in 29 days" stays true; countdowns (the banner's) tick each
+  // second, whole seconds while under a minute.
+  function tickTimes() {
+    var items = document.querySelectorAll("[data-rel]");
+    if (!items.length) return;
+    var ticks = 0;
+    function update() {
+      var now = Date.now() / 1000;
+      items.forEach(function (item) {
+        if (!item.hasAttribute("data-countdown") && ticks % 30) return;
+        var seconds = now - parseFloat(item.getAttribute("data-rel"));
+        if (item.hasAttribute("data-countdown") && seconds < 0 && seconds > -60) seconds = Math.floor(seconds);
+        item.textContent = (item.hasAttribute("data-countdown") && seconds >= 0) ? "due now" : relative(seconds);
+      });
+      ticks += 1;
+    }
+    update();
+    setInterval(update, 1000);
+  }
+
   function init() {
     restoreScroll();
+    sendTimeZone();
+    tickTimes();
     document.querySelectorAll("[data-diagram]").forEach(setupZoom);
     document.querySelectorAll("[data-steps]").forEach(setupSteps);
     document.querySelectorAll("[data-poll-url][data-poll-version]").forEach(setupPolling);

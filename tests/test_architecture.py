@@ -39,6 +39,7 @@ LAYERS = {
     "machines.selectors": SERVICES,
     "accounts.roles": SERVICES,
     "accounts.services": SERVICES,
+    "accounts.timezones": SERVICES,
     "api": SURFACE,
     "executions.api": SURFACE,
     "machines.api": SURFACE,

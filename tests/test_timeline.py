@@ -8,6 +8,7 @@ from executions import steps
 from explorer import timeline
 from expressions.sandbox import evaluate
 from machines.language import build, parse_text
+from machines.words import moment, relative
 
 FLOW = build(parse_text("""
 id: flow
@@ -44,6 +45,15 @@ states:
 """)[0])
 
 NOW = 1_800_000_000.0
+
+
+def at(epoch, seconds=True):
+    """A moment as the explorer writes it, with its date and zone (UTC in tests)."""
+    return moment(datetime.fromtimestamp(epoch, tz=UTC), UTC, seconds=seconds)
+
+
+def ahead(epoch):
+    return relative(datetime.now(UTC).timestamp() - epoch)
 
 
 def env(now=NOW):
@@ -121,7 +131,7 @@ def sleeping_after_a_retry():
     (failed,) = run.text_of(E.WORK_FAILED)
     assert failed == "The call to the payment service failed after 250 ms — the bank answered 503"
     (scheduled,) = run.text_of(E.WORK_RETRY_SCHEDULED)
-    assert scheduled == "Will try again at 08:00:09 (attempt 2 of 3) — in 5 s"
+    assert scheduled == f"Will try again at {at(NOW + 9)} (attempt 2 of 3) — in 5 s"
     run.send(E.TimerFired(run.effect(E.ArmTimer).token), seconds=5)
     assert run.text_of(E.TIMER_FIRED) == ["Time to try again"]
     assert run.text_of(E.WORK_STARTED)[-1] == "Step 3: Calling the payment service (attempt 2 of 3)"
@@ -134,7 +144,8 @@ def sleeping_after_a_retry():
     assert moves[2] == ("Step 5: Moved decide → Waiting a minute — automatically (size); "
                         "otherwise: ctx['big'] was false")
     (armed,) = run.text_of(E.TIMER_ARMED)
-    assert armed.startswith("Sleeping until 08:01:1") and armed.endswith("(nudge) — in 1 min")
+    assert armed.startswith(f"Sleeping until {at(NOW + 70)[:-6]}") and armed.endswith(
+        "(nudge) — in 1 min")
     return run
 
 
@@ -210,12 +221,13 @@ def test_status_lines():
         "Stuck in stuck: no transition can be taken and it accepts no actions.")
     assert line(status="sleeping", state="later", timer={
         "due": NOW + 300, "purpose": "wait", "transition": "nudge"}) == (
-        "Sleeping until 08:05 (nudge), in Waiting a minute. Or someone chooses hurry.")
+        f"Sleeping in Waiting a minute until {at(NOW + 300, False)} · {ahead(NOW + 300)}, "
+        "then nudge. Or someone chooses hurry.")
     assert line(status="sleeping", state="charge",
                 timer={"due": NOW, "purpose": "retry", "transition": "charge"},
                 work={"transition": "charge", "attempt": 1}) == (
-        "Sleeping until 08:00, then trying the payment service again (attempt 2 of 3), "
-        "in charge.")
+        "Sleeping in charge, then trying the payment service again (attempt 2 of 3) at "
+        f"{at(NOW, False)} · {ahead(NOW)}.")
     assert line(status="invoking", state="charge", work={
         "kind": "call", "transition": "charge", "attempt": 2}) == (
         "Calling the payment service (attempt 2 of 3), in charge.")
