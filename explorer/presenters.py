@@ -172,7 +172,8 @@ def execution_page(execution, *, asked_from: str | None, can_act: bool) -> dict:
             machine, status=execution.status, state=execution.state,
             timer=execution.engine_state.get("timer"), work=work, error=execution.error,
             result=execution.result, child=waiting_child,
-            started=bool(execution.engine_state)),
+            started=bool(execution.engine_state),
+            ended=timeline.ending(machine, step_rows[-1] if step_rows else None)),
         "actions": [(name, timeline.action_label(machine, execution.state, name))
                     for name in actions],
         "can_cancel": can_act and execution.status not in engine.TERMINAL_STATUSES,
@@ -193,6 +194,7 @@ def execution_page(execution, *, asked_from: str | None, can_act: bool) -> dict:
         if page_rows and execution.status in engine.PAUSED_STATUSES else "",
         "result_json": json.dumps(execution.result, indent=2, ensure_ascii=False, default=str),
         "error_text": timeline.error_message(execution.error) if execution.error else "",
+        "error_words": timeline.plain_error(machine, execution.error) if execution.error else "",
     }
 
 

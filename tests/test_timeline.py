@@ -235,7 +235,7 @@ def test_status_lines():
         "message": "the courier answered 503", "state": "charge"}) == (
         "Failed in charge: the courier answered 503.")
     assert line(status="finished", state="done", result={"ok": 1}) == (
-        'Finished: done, returning {"ok": 1}.')
+        'Finished: it ended in done, one of the machine’s end states; it returned {"ok": 1}.')
     assert line(status="canceled", state="cart") == "Canceled in Shopping cart."
     assert line(status="running", state="cart") == "Running: moving on from Shopping cart."
     assert line(status="running", state="cart", started=False) == (
