@@ -322,14 +322,15 @@ def _work_started(row, machine, children):
     if kind == "machine":
         child = children.get(detail.get("token"))
         machine_id = detail.get("machine") or "another machine"
-        text = format_html("Started a {} execution", strong(machine_id))
+        text = format_html("Started a new {} execution", strong(machine_id))
         if child:
             text = format_html('{} <a href="{}">{}</a>', text, child[1], str(child[0])[:8])
         transition = _transition(machine, row)
         waits = not (transition and transition.invoke and transition.invoke.is_async)
         text = format_html("{}{}", text, ", and waits for it to finish" if waits
                            else " that runs on its own")
-        return "invoke", text, f"input: {inputs(detail.get('work_input'))}"
+        given = inputs(detail.get("work_input"))
+        return "invoke", text, f"input: {given}" if given else "with no input"
     if kind == "trigger":
         target = str(detail.get("execution") or "")[:8]
         return ("invoke", format_html("Sent {} to execution {}",
@@ -388,6 +389,10 @@ def _work_done(row, machine, children):
                             output.get("state") or "?") if output.get("status") else "")
     name = _call_name(machine, {**row, "from_state": row.get("state")})
     what = format_html("The call to {}", strong(name)) if name else "The work"
+    if succeeded and row.get("not_ok"):  # it answered, but its success check said no
+        return ("error", format_html("{} answered{}, but not with a success", what, took),
+                format_html("{} was false for output: {}", code(_ok_if(transition)),
+                            brief(row.get("output"))))
     if succeeded:
         return ("success", format_html("{} succeeded{}", what, took),
                 f"output: {brief(row.get('output'))}")
@@ -464,6 +469,11 @@ def _attempts(machine: Machine, row: dict) -> str:
     transition = _transition(machine, row)
     retry = transition.invoke.retry if transition and transition.invoke else None
     return f" of {retry.max_attempts}" if retry and retry.max_attempts > 1 else ""
+
+
+def _ok_if(transition) -> str:
+    ok_if = transition.invoke.ok_if if transition and transition.invoke else None
+    return ok_if.brief() if ok_if else "its success check"
 
 
 def _call_name(machine: Machine, row: dict) -> str:
@@ -611,6 +621,13 @@ def sentences(rows, machine: Machine, steps: dict[int, int] | None = None,
                                           "from_state": row.get("from_state") or state}
         elif row["kind"] in (engine.WORK_SUCCEEDED, engine.WORK_FAILED):
             row["work"] = works.get(detail.get("token"), {})
+            following = rows[i + 1] if i + 1 < len(rows) else {}
+            # An answer that ok_if refused is recorded as work_succeeded, then retried or
+            # sent down the error branch (or the execution fails) in the same event.
+            row["not_ok"] = row["kind"] == engine.WORK_SUCCEEDED and (
+                following.get("kind") in (engine.WORK_RETRY_SCHEDULED, engine.EXECUTION_FAILED)
+                or (following.get("kind") == engine.TRANSITION_TAKEN
+                    and following.get("branch") == "error"))
         if row["kind"] == engine.TRANSITION_TAKEN:
             state = row.get("to_state") or state
             row["state"] = state
@@ -697,8 +714,8 @@ def status_line(machine: Machine, *, status: str, state: str, timer: dict | None
                                "out at {}.", here, until)
         name = transition_name(machine, state, timer.get("transition") or "")
         unless = format_html(" Or someone chooses {}.", choices) if actions else ""
-        return format_html("Sleeping in {} until {}, then {}.{}", here, until, strong(name),
-                           unless)
+        return format_html("Sleeping in {} until {}, when “{}” moves it on.{}", here, until,
+                           name, unless)
     if status == engine.INVOKING:
         work = work or {}
         work_row = {"transition": work.get("transition"), "from_state": state}

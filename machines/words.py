@@ -20,7 +20,7 @@ def duration(seconds: float | None, *, exact: bool = False) -> str:
             if seconds >= 2 * size:
                 return f"{round(seconds / size, 1):g} {unit}"
         return f"{seconds:g} s"
-    if seconds < 1:
+    if seconds < 0.9995:  # 0.9996 s is "1 s", not "1000 ms"
         return f"{seconds * 1000:.0f} ms"
     if seconds < 60:
         return f"{seconds:.3g} s"

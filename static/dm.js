@@ -326,7 +326,7 @@
 
   // machines/words.py duration() and relative(), kept the same.
   function duration(seconds) {
-    if (seconds < 1) return Math.round(seconds * 1000) + " ms";
+    if (seconds < 0.9995) return Math.round(seconds * 1000) + " ms";
     if (seconds < 60) return String(Number(seconds.toPrecision(3))) + " s";
     var minutes = seconds / 60;
     if (minutes < 60) return Math.round(minutes) + " min";

@@ -222,7 +222,7 @@ def test_status_lines():
     assert line(status="sleeping", state="later", timer={
         "due": NOW + 300, "purpose": "wait", "transition": "nudge"}) == (
         f"Sleeping in Waiting a minute until {at(NOW + 300, False)} · {ahead(NOW + 300)}, "
-        "then nudge. Or someone chooses hurry.")
+        "when “nudge” moves it on. Or someone chooses hurry.")
     assert line(status="sleeping", state="charge",
                 timer={"due": NOW, "purpose": "retry", "transition": "charge"},
                 work={"transition": "charge", "attempt": 1}) == (
