@@ -77,10 +77,10 @@ MOCKS = {"http.request.json":
 class World:
     """One parent execution and its incident child, moved by the runtime."""
 
-    def __init__(self, mem, mode, child_kind, url="http://ok.example/"):
-        self.mem, self.mode = mem, mode
-        mem.add_machine(INCIDENT.format(mode=mode))
-        version = mem.add_machine(PARENT.format(mode=mode,
+    def __init__(self, store, mode, child_kind, url="http://ok.example/"):
+        self.mem, self.mode = store, mode
+        store.add_machine(INCIDENT.format(mode=mode))
+        version = store.add_machine(PARENT.format(mode=mode,
                                                 is_async=str(child_kind == "async").lower()))
         self.machine = version.parsed()
         self.execution = services.start("parent", input={"url": url}, mocks=MOCKS,
