@@ -9,6 +9,7 @@ from __future__ import annotations
 import zoneinfo
 from dataclasses import dataclass
 from functools import cache
+from urllib.parse import unquote
 
 from django.utils import timezone
 
@@ -49,7 +50,7 @@ def of_request(request) -> TimeZone:
     chosen = getattr(request, "session", {}).get(SESSION_KEY)
     if chosen != BROWSER and valid(chosen):
         return TimeZone(chosen, "chosen")
-    browser = valid(request.COOKIES.get(COOKIE))
+    browser = valid(unquote(request.COOKIES.get(COOKIE) or ""))
     if browser:
         return TimeZone(browser, "browser")
     return TimeZone("UTC", "default")

@@ -38,7 +38,8 @@ def relative(seconds: float) -> str:
     "in 29 days", "3 min ago", "just now"."""
     if abs(seconds) < 1:
         return "just now"
-    return f"in {duration(-seconds)}" if seconds < 0 else f"{duration(seconds)} ago"
+    far = f"{round(abs(seconds))} s" if abs(seconds) < 59.5 else duration(abs(seconds))
+    return f"in {far}" if seconds < 0 else f"{far} ago"
 
 
 def moment(at: datetime, zone: tzinfo, *, now: datetime | None = None,

@@ -337,7 +337,8 @@
   }
   function relative(seconds) {
     if (Math.abs(seconds) < 1) return "just now";
-    return seconds < 0 ? "in " + duration(-seconds) : duration(seconds) + " ago";
+    var far = Math.abs(seconds) < 59.5 ? Math.round(Math.abs(seconds)) + " s" : duration(Math.abs(seconds));
+    return seconds < 0 ? "in " + far : far + " ago";
   }
 
   // Every "· 3 min ago" / "· in 29 days" stays true; countdowns (the banner's) tick each

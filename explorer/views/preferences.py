@@ -1,6 +1,8 @@
 """The reader's preferences: the time zone times are shown in (accounts.timezones)."""
 from __future__ import annotations
 
+from urllib.parse import unquote
+
 from django.shortcuts import redirect, render
 from django.utils.http import url_has_allowed_host_and_scheme
 
@@ -30,7 +32,7 @@ def time_zone(request):
         return render(request, "explorer/time_zone.html", {"error": "GET or POST only."},
                       status=405)
     current = timezones.of_request(request)
-    browser = timezones.valid(request.COOKIES.get(timezones.COOKIE))
+    browser = timezones.valid(unquote(request.COOKIES.get(timezones.COOKIE) or ""))
     chosen = request.session.get(timezones.SESSION_KEY) or timezones.BROWSER
     return render(request, "explorer/time_zone.html", {
         "current": current, "browser": browser, "chosen": chosen, "error": error,
