@@ -185,8 +185,11 @@ def _small(text: str, colour: str | None = None) -> str:
 
 
 def _badge(step: int) -> str:
-    return (f'<TD BGCOLOR="{STEP_BADGE}" STYLE="rounded" CELLPADDING="1" WIDTH="14" HEIGHT="13">'
-            f'<FONT COLOR="white" POINT-SIZE="8.5"><B>{step_mark(step)}</B></FONT></TD>')
+    """A fixed-size cell (as wide as its digits), so a long label above does not stretch it."""
+    width = max(14, 5 + 6 * len(step_mark(step)))
+    return (f'<TD BGCOLOR="{STEP_BADGE}" STYLE="rounded" CELLPADDING="1" FIXEDSIZE="TRUE" '
+            f'WIDTH="{width}" HEIGHT="13"><FONT COLOR="white" POINT-SIZE="8.5"><B>'
+            f'{step_mark(step)}</B></FONT></TD>')
 
 
 def _step_marks(steps: tuple[int, ...]) -> str:
@@ -198,8 +201,9 @@ def _step_marks(steps: tuple[int, ...]) -> str:
                  f'<TD><FONT COLOR="{PATH_TEXT}"><B>×{len(steps)}</B></FONT></TD>']
     else:
         cells = [_badge(s) for s in steps]
-    return ('<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="2" CELLPADDING="0"><TR>'
-            + "".join(cells) + "</TR></TABLE>")
+    # Empty cells either side take the width the label above leaves, not the badges.
+    return ('<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="2" CELLPADDING="0"><TR><TD></TD>'
+            + "".join(cells) + "<TD></TD></TR></TABLE>")
 
 
 def _with_badges(text: list[str], steps: tuple[int, ...]) -> str:
@@ -517,7 +521,8 @@ _TITLE = re.compile(r'<title>[^<]*</title>(\n<g id="a_[^"]*"><a (?:[^>]*? )?xlin
 
 
 def _inline(svg: str) -> str:
-    """SVG ready to inline in HTML: no prolog/doctype/comments; it shrinks to fit its
+    """SVG ready to inline in HTML: no prolog/doctype/comments; step badges marked (their
+    number white inline, above any page style for edge text); it shrinks to fit its
     container down to MIN_SCALE (below that the text is too small: the box scrolls
     instead); tooltips in <title> where browsers show them."""
     svg = _COMMENT.sub("", _PROLOG.sub("", svg)).replace("&#45;", "-")
@@ -526,7 +531,7 @@ def _inline(svg: str) -> str:
                   f'min-width:{float(m.group(1)) * MIN_SCALE:.0f}pt" class="dm-svg" '
                   f'data-width="{m.group(1)}" data-height="{m.group(2)}"', svg, count=1)
     svg = _BADGE.sub(lambda m: f'<path class="step-badge" data-step="{m.group(3)}"'
-                               f'{m.group(1)}<text class="step-badge" '
+                               f'{m.group(1)}<text class="step-badge" style="fill:#fff" '
                                f'data-step="{m.group(3)}"{m.group(2)}>{m.group(3)}</text>', svg)
     return _TITLE.sub(r"<title>\2</title>\1", svg)
 

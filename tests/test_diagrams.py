@@ -240,7 +240,7 @@ def test_step_marks_are_plain_digits_in_a_drawn_badge():
     assert not any(0x2460 <= ord(ch) <= 0x24FF for ch in svg)
     for n in ("11", "12", "25"):
         assert re.search(rf'<path class="step-badge" data-step="{n}" fill="#1e3a8b"', svg)
-        assert f'<text class="step-badge" data-step="{n}"' in svg
+        assert f'<text class="step-badge" style="fill:#fff" data-step="{n}"' in svg
 
 
 def test_invoke_being_worked_on_is_current():
