@@ -172,7 +172,8 @@ def execution_page(execution, *, asked_from: str | None, can_act: bool) -> dict:
             machine, status=execution.status, state=execution.state,
             timer=execution.engine_state.get("timer"), work=work, error=execution.error,
             result=execution.result, child=waiting_child,
-            started=bool(execution.engine_state)),
+            started=bool(execution.engine_state),
+            ended=timeline.ending(machine, step_rows[-1] if step_rows else None)),
         "actions": [(name, timeline.action_label(machine, execution.state, name))
                     for name in actions],
         "can_cancel": can_act and execution.status not in engine.TERMINAL_STATUSES,
@@ -193,6 +194,7 @@ def execution_page(execution, *, asked_from: str | None, can_act: bool) -> dict:
         if page_rows and execution.status in engine.PAUSED_STATUSES else "",
         "result_json": json.dumps(execution.result, indent=2, ensure_ascii=False, default=str),
         "error_text": timeline.error_message(execution.error) if execution.error else "",
+        "error_words": timeline.plain_error(machine, execution.error) if execution.error else "",
     }
 
 
@@ -208,8 +210,19 @@ def state_before(machine: Machine, step_rows, first_seq: int) -> str:
 
 
 def running_for(execution) -> str:
-    end = execution.finished_at or timezone.now()
-    return duration((end - execution.created_at).total_seconds())
+    """How long it has lasted, in words true for its status: "took 3 s" (finished),
+    "canceled after 2 min", "failed after 24.1 s" (a failed execution is not running; it
+    stopped when it last changed), "open for 3 days" (waiting, sleeping or calling),
+    "running for 1.2 s"."""
+    status = execution.status
+    if status == engine.FAILED:
+        end = execution.updated_at or timezone.now()
+    else:
+        end = execution.finished_at or timezone.now()
+    lasted = duration(max(0.0, (end - execution.created_at).total_seconds()))
+    return {engine.FINISHED: "took {}", engine.CANCELED: "canceled after {}",
+            engine.FAILED: "failed after {}", engine.RUNNING: "running for {}"}.get(
+        status, "open for {}").format(lasted)
 
 
 def path_words(machine: Machine, step_rows, numbers: dict[int, int]) -> list[str]:

@@ -10,20 +10,23 @@ plain `text` form for captions and screen readers. Rows are dicts shaped like
 """
 from __future__ import annotations
 
+import ast
 import html
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass
 from datetime import UTC, datetime
 
+from django.utils import timezone
 from django.utils.html import conditional_escape, format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from executions import engine
-from machines.definition import Machine
+from explorer.templatetags.times import as_datetime, when_html
+from machines.definition import Expr, Machine
 from machines.diagrams import step_mark
 from machines.language import io_operation
-from machines.words import duration
+from machines.words import duration, moment
 
 BRIEF = 90  # characters of a JSON value shown inline
 COLLAPSE_AT = 4  # this many similar rows in a row become one "× N" group
@@ -99,15 +102,15 @@ def humanize(name: str) -> str:
     return re.sub(r"[-_]+", " ", name).strip() or name
 
 
-def clock(moment: datetime | float | None) -> str:
-    if moment is None:
+def clock(at: datetime | float | None) -> str:
+    """A moment with its date and zone, in the reader's zone (the active one):
+    "Dec 31, 02:01:23 UTC". Timers store epoch seconds."""
+    if at is None:
         return ""
-    if not isinstance(moment, datetime):
-        try:  # a time stored before times were checked may be past what a datetime holds
-            moment = datetime.fromtimestamp(moment, tz=UTC)
-        except (OverflowError, ValueError, OSError, TypeError):
-            return f"{moment:g} (out of range)" if isinstance(moment, float) else "?"
-    return moment.astimezone(UTC).strftime("%H:%M:%S").removesuffix(":00")
+    found = as_datetime(at)
+    if found is None:  # a time stored before times were checked may be past a datetime
+        return f"{at:g} (out of range)" if isinstance(at, float) else "?"
+    return moment(found, timezone.get_current_timezone(), seconds=True)
 
 
 def who(actor: str | None) -> str:
@@ -195,7 +198,9 @@ def sentence(row: dict, machine: Machine, step: int | None = None,
     kind = row["kind"]
     make = _SENTENCES.get(kind, _unknown)
     dot, text, why = make(row, machine, children or {})
-    mark = format_html('<span class="step-no">{}</span> ', step_mark(step)) if step else ""
+    mark = (format_html('<span class="step-no" title="step {}"><span class="visually-hidden">'
+                        'Step </span>{}<span class="visually-hidden">:</span></span> ',
+                        step, step_mark(step)) if step else "")
     similar = (kind, row.get("transition"), row.get("action"), row.get("actor"),
                row.get("from_state"), row.get("to_state"))
     return Sentence(seq=row["seq"], at=row["at"], kind=kind, dot=dot,
@@ -248,12 +253,22 @@ def _taken(row, machine, children):
         return "action", text, joined("; ", (format_html("input: {}", given) if given else "",
                                              reason))
     name = transition_name(machine, source, row.get("transition") or "")
-    if branch == "success":
-        return "success", format_html("The work succeeded: moved {}", moved), reason
-    if branch == "error":
-        return "error", format_html("The work failed: moved {}", moved), reason
+    transition = _transition(machine, {"transition": row.get("transition"), "from_state": source})
+    invoke = transition.invoke if transition else None
+    if branch in ("success", "error"):
+        if invoke and invoke.kind == "machine":
+            done = (("The {} execution was started", "The {} execution could not be started")
+                    if invoke.is_async else
+                    ("The {} execution finished", "The {} execution did not finish"))
+            what = format_html(done[branch == "error"], strong(invoke.machine_id))
+        elif invoke and invoke.kind == "trigger":
+            what = ("The action was sent" if branch == "success"
+                    else "Sending the action failed")
+        else:
+            what = "The work succeeded" if branch == "success" else "The work failed"
+        return branch, format_html("{}: moved {}", what, moved), reason
     how = format_html("automatically ({})", code(name))
-    if row.get("actor") == "timer":
+    if row.get("actor") == "timer" and transition is not None and transition.wait is not None:
         how = format_html("when the timer of {} fired", code(name))
     text = format_html("Moved {}" if target != source else "Moved: {}", moved)
     return "auto", text, joined("; ", (how, reason))
@@ -307,10 +322,15 @@ def _work_started(row, machine, children):
     if kind == "machine":
         child = children.get(detail.get("token"))
         machine_id = detail.get("machine") or "another machine"
-        text = format_html("Started a {} execution", strong(machine_id))
+        text = format_html("Started a new {} execution", strong(machine_id))
         if child:
             text = format_html('{} <a href="{}">{}</a>', text, child[1], str(child[0])[:8])
-        return "invoke", text, f"input: {inputs(detail.get('work_input'))}"
+        transition = _transition(machine, row)
+        waits = not (transition and transition.invoke and transition.invoke.is_async)
+        text = format_html("{}{}", text, ", and waits for it to finish" if waits
+                           else " that runs on its own")
+        given = inputs(detail.get("work_input"))
+        return "invoke", text, f"input: {given}" if given else "with no input"
     if kind == "trigger":
         target = str(detail.get("execution") or "")[:8]
         return ("invoke", format_html("Sent {} to execution {}",
@@ -327,23 +347,56 @@ def _work_started(row, machine, children):
 def _work_done(row, machine, children):
     seconds = row["duration_ms"] / 1000 if row.get("duration_ms") is not None else None
     work = row.get("work") or {}
-    if work.get("kind") == "machine":
-        what = format_html("The {} execution", strong(work.get("machine") or "child"))
-        verbs = ("finished", "did not finish")
-    elif work.get("kind") == "trigger":
-        what, verbs = "Sending the action", ("succeeded", "failed")
-    else:
-        name = _call_name(machine, {**row, "from_state": row.get("state")})
-        what = format_html("The call to {}", strong(name)) if name else "The work"
-        verbs = ("succeeded", "failed")
-    if row["kind"] == engine.WORK_SUCCEEDED:
-        took = f" in {duration(seconds)}" if seconds is not None else ""
-        return ("success", format_html("{} {}{}", what, verbs[0], took),
-                f"output: {brief(row.get('output'))}")
+    succeeded = row["kind"] == engine.WORK_SUCCEEDED
     error = row.get("error") or {}
-    message = error.get("message") if isinstance(error, dict) else str(error)
+    message = error_message(error)
+    transition = _transition(machine, {"transition": work.get("transition") or row.get(
+        "transition"), "from_state": work.get("from_state") or row.get("state")})
+    is_async = bool(transition and transition.invoke and transition.invoke.is_async)
+    took = f" in {duration(seconds)}" if seconds is not None else ""
     after = f" after {duration(seconds)}" if seconds is not None else ""
-    return "error", format_html("{} {}{}", what, verbs[1], after), message or ""
+    if work.get("kind") == "machine":
+        what = strong(work.get("machine") or "child")
+        child = children.get(work.get("token"))
+        link = (format_html(' <a href="{}">{}</a>', child[1], str(child[0])[:8]) if child
+                else "")
+        if is_async:  # the work was starting it: it runs on its own, not finished
+            if succeeded:
+                return ("success", format_html("The {} execution{} was started{}; it runs on "
+                                               "its own", what, link, took), "")
+            return ("error", format_html("The {} execution could not be started{}", what,
+                                         after), message)
+        if succeeded:
+            return ("success", format_html("The {} execution{} finished", what, link),
+                    f"returned {brief(row.get('output'))}")
+        ended = {"child_canceled": "was canceled", "child_failed": "failed"}.get(
+            error.get("type") if isinstance(error, dict) else "", "did not finish")
+        return "error", format_html("The {} execution{} {}", what, link, ended), message
+    if work.get("kind") == "trigger":
+        action = strong(humanize(work.get("action") or ""))
+        target = str(work.get("execution") or "")[:8]
+        output = row.get("output") if isinstance(row.get("output"), dict) else {}
+        if not succeeded:
+            return "error", format_html("Sending {} to execution {} failed", action,
+                                        target), message
+        if output.get("accepted") is False:
+            return ("error", format_html("Execution {} did not take {}", target, action),
+                    output.get("reason") or "")
+        if is_async:
+            return "success", format_html("{} was sent to execution {}", action, target), ""
+        return ("success", format_html("Execution {} took {}", target, action),
+                format_html("it is now {} in {}", output.get("status") or "?",
+                            output.get("state") or "?") if output.get("status") else "")
+    name = _call_name(machine, {**row, "from_state": row.get("state")})
+    what = format_html("The call to {}", strong(name)) if name else "The work"
+    if succeeded and row.get("not_ok"):  # it answered, but its success check said no
+        return ("error", format_html("{} answered{}, but not with a success", what, took),
+                format_html("{} was false for output: {}", code(_ok_if(transition)),
+                            brief(row.get("output"))))
+    if succeeded:
+        return ("success", format_html("{} succeeded{}", what, took),
+                f"output: {brief(row.get('output'))}")
+    return "error", format_html("{} failed{}", what, after), message
 
 
 def _finished(row, machine, children):
@@ -356,7 +409,7 @@ def _failed(row, machine, children):
     error = row.get("error") or {}
     state = error.get("state") if isinstance(error, dict) else None
     where = format_html(" in {}", strong(state_name(machine, state))) if state else ""
-    return "failed", format_html("Failed{}", where), error_message(error)
+    return "failed", format_html("Failed{}", where), plain_error(machine, error)
 
 
 def _canceled(row, machine, children):
@@ -368,7 +421,7 @@ def _canceled(row, machine, children):
 def _retried(row, machine, children):
     error = (row.get("detail") or {}).get("error") or {}
     return ("action", format_html("Retried by {}", strong(who(row.get("actor")))),
-            f"it had failed: {error_message(error)}" if error else "")
+            format_html("it had failed: {}", plain_error(machine, error)) if error else "")
 
 
 def _stuck(row, machine, children):
@@ -418,6 +471,11 @@ def _attempts(machine: Machine, row: dict) -> str:
     return f" of {retry.max_attempts}" if retry and retry.max_attempts > 1 else ""
 
 
+def _ok_if(transition) -> str:
+    ok_if = transition.invoke.ok_if if transition and transition.invoke else None
+    return ok_if.brief() if ok_if else "its success check"
+
+
 def _call_name(machine: Machine, row: dict) -> str:
     """"the courier service" style name of a call: its label, or the io operation."""
     transition = _transition(machine, row)
@@ -438,6 +496,112 @@ def error_message(error) -> str:
     return message
 
 
+# Errors in plain words -----------------------------------------------------------------------
+_PARTS = (  # the end of an expression's path -> what it is, in words
+    (re.compile(r"\.assign\.([^.\[]+)$"), "The update of {}"),
+    (re.compile(r"\.when$"), "The condition"),
+    (re.compile(r"\.if$"), "The decision"),
+    (re.compile(r"\.invoke\.call$"), "The call"),
+    (re.compile(r"\.invoke\.input$"), "The input it sends"),
+    (re.compile(r"\.invoke\.ok_if$"), "The success check"),
+    (re.compile(r"\.invoke\.execution$"), "The target execution"),
+    (re.compile(r"\.wait\.(seconds|until)$"), "The wait"),
+    (re.compile(r"\.return$"), "The result"),
+    (re.compile(r"^context$"), "The initial context"),
+)
+_WHERE = {"input": "the input", "ctx": "the context", "output": "the work's output"}
+_PROBLEMS = {
+    "ZeroDivisionError": "divided by zero",
+    "IndexError": "read past the end of a list",
+    "TypeError": "used a value of the wrong type",
+    "ValueError": "got a value it cannot use",
+    "AttributeError": "used something the value does not have",
+    "NameError": "used a name that does not exist",
+}
+
+
+def expression_source(machine: Machine, path: str | None) -> str | None:
+    """The source of the expression at `path` in the definition, if it is code."""
+    if not path:
+        return None
+    seen: set[int] = set()
+
+    def walk(value):
+        if id(value) in seen or value is None or isinstance(value, str | int | float | bool):
+            return None
+        seen.add(id(value))
+        if isinstance(value, Expr):
+            return value.source if value.path == path else None
+        items = (value.values() if isinstance(value, dict) else value
+                 if isinstance(value, list | tuple) else
+                 [getattr(value, f.name) for f in fields(value)] if is_dataclass(value) else ())
+        for item in items:
+            found = walk(item)
+            if found is not None:
+                return found
+        return None
+
+    return walk(machine)
+
+
+def _missing_key(message: str, source: str | None) -> SafeString | None:
+    """"needs `sku` in the input, but the input had no `sku`" for a KeyError."""
+    try:
+        key = ast.literal_eval(message)
+    except (ValueError, SyntaxError):
+        return None
+    if not isinstance(key, str | int):
+        return None
+    quoted = re.escape(repr(key)) if isinstance(key, int) else (
+        "(?:'" + re.escape(str(key)) + "'|\"" + re.escape(str(key)) + "\")")
+    found = re.search(r"\b(input|ctx|output)((?:\[[^\[\]]+\])*)\[\s*" + quoted + r"\s*\]",
+                      source or "")
+    name = code(key)
+    if found and not found.group(2):
+        where = _WHERE[found.group(1)]
+        return format_html("needs {} in {}, but {} had no {}", name, where, where, name)
+    if found:
+        holder = code(found.group(1) + found.group(2))
+        return format_html("needs {} in {}, which had no {}", name, holder, name)
+    return format_html("needs {}, which was missing", name)
+
+
+def plain_error(machine: Machine, error) -> SafeString:
+    """An error as a person reads it: which expression of which transition, and what went
+    wrong ("The update of `order` in “Add item” needs `sku` in the input, but the input
+    had no `sku`."), the expression itself last. Other errors keep their own message."""
+    if not isinstance(error, dict) or error.get("type") != "expression_error":
+        return conditional_escape(error_message(error))
+    path = error.get("path") or ""
+    what = "An expression"
+    for pattern, words in _PARTS:
+        found = pattern.search(path)
+        if found:
+            what = format_html(words, code(found.group(1))) if "{}" in words else words
+            break
+    state = error.get("state")
+    transition = error.get("transition")
+    where = (format_html(" in “{}”", transition_name(machine, state, transition))
+             if transition else
+             format_html(" of {}", state_name(machine, state)) if state else "")
+    source = expression_source(machine, path)
+    message = str(error.get("message") or "")
+    kind, exception = error.get("kind"), error.get("exception")
+    problem = None
+    if exception == "KeyError":
+        problem = _missing_key(message, source)
+    elif kind == "timeout":
+        problem = SafeString("took too long")
+    elif exception in _PROBLEMS:
+        problem = format_html("{} ({})", _PROBLEMS[exception], message)
+    if problem is None:
+        problem = format_html("failed: {}", message or exception or "unknown error")
+    shown = " ".join((source or "").split())
+    shown = shown if len(shown) <= 120 else shown[:119] + "…"
+    expression = format_html(" The expression: {}", code(shown)) if shown else ""
+    return format_html("{}{} {}.{}", what, where, problem, expression)
+
+
 # Many rows -----------------------------------------------------------------------------------
 def sentences(rows, machine: Machine, steps: dict[int, int] | None = None,
               children: dict | None = None, state: str | None = None) -> list[Sentence]:
@@ -453,9 +617,17 @@ def sentences(rows, machine: Machine, steps: dict[int, int] | None = None,
         row = {**row, "state": state}
         detail = row.get("detail") or {}
         if row["kind"] == engine.WORK_STARTED:
-            works[detail.get("token")] = detail
+            works[detail.get("token")] = {**detail, "transition": row.get("transition"),
+                                          "from_state": row.get("from_state") or state}
         elif row["kind"] in (engine.WORK_SUCCEEDED, engine.WORK_FAILED):
             row["work"] = works.get(detail.get("token"), {})
+            following = rows[i + 1] if i + 1 < len(rows) else {}
+            # An answer that ok_if refused is recorded as work_succeeded, then retried or
+            # sent down the error branch (or the execution fails) in the same event.
+            row["not_ok"] = row["kind"] == engine.WORK_SUCCEEDED and (
+                following.get("kind") in (engine.WORK_RETRY_SCHEDULED, engine.EXECUTION_FAILED)
+                or (following.get("kind") == engine.TRANSITION_TAKEN
+                    and following.get("branch") == "error"))
         if row["kind"] == engine.TRANSITION_TAKEN:
             state = row.get("to_state") or state
             row["state"] = state
@@ -488,12 +660,35 @@ def collapse(items: list[Sentence], at_least: int = COLLAPSE_AT) -> list:
 
 
 # The status line ---------------------------------------------------------------------------
+def ending(machine: Machine, row: dict | None) -> SafeString:
+    """How the last move reached where it ended: "from Fraud rejected by “cancel”",
+    from a step row (seq, kind, transition, branch, from_state, to_state)."""
+    if not row or row.get("kind") != engine.TRANSITION_TAKEN:
+        return SafeString("")
+    source = row.get("from_state")
+    by = transition_name(machine, source, row.get("transition") or "")
+    branch = {"success": " after its work succeeded", "error": " after its work failed"}.get(
+        row.get("branch") or "", "")
+    if (row.get("to_state") or source) == source:
+        return format_html("by “{}”{}", by, branch)
+    return format_html("from {} by “{}”{}", strong(state_name(machine, source)), by, branch)
+
+
+def countdown(due) -> SafeString:
+    """When a timer is due, in bold, and how long until then (ticking, see dm.js)."""
+    at = as_datetime(due)
+    close = at is not None and abs(at.timestamp() - datetime.now(UTC).timestamp()) < 3600
+    return format_html("<strong>{}</strong>", when_html(due, seconds=close, countdown=True))
+
+
 def status_line(machine: Machine, *, status: str, state: str, timer: dict | None = None,
                 work: dict | None = None, error=None, result=None,
-                child: tuple | None = None, started: bool = True) -> SafeString:
+                child: tuple | None = None, started: bool = True,
+                ended: str | SafeString = "") -> SafeString:
     """ONE sentence saying where the execution is and what it waits for (HTML fragment).
     `child` is (id, url) of the execution a machine invoke waits for; `started` is False
-    while an async start waits for a worker."""
+    while an async start waits for a worker; `ended` says how a finished one reached its end
+    state (see `ending`): a state named "canceled" is not a cancellation."""
     here = strong(state_name(machine, state))
     found = machine.states.get(state)
     actions = found.action_names if found else ()
@@ -505,17 +700,22 @@ def status_line(machine: Machine, *, status: str, state: str, timer: dict | None
         return format_html("Waiting for: {}, in {}.", choices, here)
     if status == engine.SLEEPING:
         timer = timer or {}
-        until = strong(clock(timer.get("due")))
+        until = countdown(timer.get("due"))
         work_row = {"transition": (work or {}).get("transition") or timer.get("transition"),
                     "from_state": state}
         if timer.get("purpose") == "retry":
             name = _call_name(machine, work_row) or "the work"
             attempt = (work or {}).get("attempt", 1) + 1
-            return format_html("Sleeping until {}, then trying {} again (attempt {}{}), in {}.",
-                               until, strong(name), attempt, _attempts(machine, work_row), here)
+            return format_html("Sleeping in {}, then trying {} again (attempt {}{}) at {}.",
+                               here, strong(name), attempt, _attempts(machine, work_row),
+                               until)
+        if timer.get("purpose") == "timeout":
+            return format_html("Waiting for the work to answer, in {}: its time limit runs "
+                               "out at {}.", here, until)
         name = transition_name(machine, state, timer.get("transition") or "")
         unless = format_html(" Or someone chooses {}.", choices) if actions else ""
-        return format_html("Sleeping until {} ({}), in {}.{}", until, name, here, unless)
+        return format_html("Sleeping in {} until {}, when “{}” moves it on.{}", here, until,
+                           name, unless)
     if status == engine.INVOKING:
         work = work or {}
         work_row = {"transition": work.get("transition"), "from_state": state}
@@ -535,9 +735,13 @@ def status_line(machine: Machine, *, status: str, state: str, timer: dict | None
         return format_html("Calling {}{}, in {}.", strong(name), tries, here)
     if status == engine.FAILED:
         where = state_name(machine, (error or {}).get("state") or state)
-        return format_html("Failed in {}: {}.", strong(where), error_message(error))
+        said = plain_error(machine, error)
+        stop = "" if str(said).rstrip().endswith((".", "</code>")) else "."
+        return format_html("Failed in {}: {}{}", strong(where), said, stop)
     if status == engine.FINISHED:
-        return format_html("Finished: {}, returning {}.", here, code(brief(result)))
+        how = format_html(", reached {}", ended) if ended else ""
+        return format_html("Finished: it ended in {}, one of the machine’s end states{}; it "
+                           "returned {}.", here, how, code(brief(result)))
     if status == engine.CANCELED:
         return format_html("Canceled in {}.", here)
     if not started:

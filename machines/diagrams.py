@@ -67,7 +67,10 @@ STATUS_LOOKS = {
 }
 
 CLOCK = "◷"  # U+23F1 (stopwatch) is missing from common fonts (DejaVu, Liberation)
-MANY_STEPS = 5  # more numbers than this on one edge: "①② … ⑨ ×9"
+MANY_STEPS = 5  # more numbers than this on one edge: "1 2 … 9 ×9"
+# The fill of a step badge: a colour used for nothing else, so _inline can find the badges
+# in dot's SVG and mark them (class "step-badge", data-step) for the step control.
+STEP_BADGE = "#1e3a8b"
 MIN_SCALE = 0.7  # a page never shows the diagram smaller than this unless zoomed out
 
 
@@ -88,8 +91,9 @@ def helper_id(kind: str, state: str, transition_id: str) -> str:
 
 
 def step_mark(step: int) -> str:
-    """①..⑳ for steps 1-20, "(21)" after."""
-    return chr(0x2460 + step - 1) if 1 <= step <= 20 else f"({step})"
+    """A step's number as plain digits ("7", "21"): drawn inside a badge (a filled rounded
+    cell), never as a circled-digit glyph, which the fonts setup installs lack above ⑩."""
+    return str(step)
 
 
 @dataclass(frozen=True)
@@ -180,15 +184,34 @@ def _small(text: str, colour: str | None = None) -> str:
     return f'<FONT POINT-SIZE="8.5"{colour_attr}>{_esc(text)}</FONT>'
 
 
+def _badge(step: int) -> str:
+    """A fixed-size cell (as wide as its digits), so a long label above does not stretch it."""
+    width = max(14, 5 + 6 * len(step_mark(step)))
+    return (f'<TD BGCOLOR="{STEP_BADGE}" STYLE="rounded" CELLPADDING="1" FIXEDSIZE="TRUE" '
+            f'WIDTH="{width}" HEIGHT="13"><FONT COLOR="white" POINT-SIZE="8.5"><B>'
+            f'{step_mark(step)}</B></FONT></TD>')
+
+
 def _step_marks(steps: tuple[int, ...]) -> str:
-    """One FONT span per number, so dm.js can hide numbers after the selected step."""
+    """A row of badges, one cell per number (plain digits in a filled rounded cell), so
+    dm.js can hide the numbers after the selected step; many: "1 2 … 9 ×9"."""
     if len(steps) > MANY_STEPS:
-        marks = [step_mark(steps[0]), step_mark(steps[1]), "…", step_mark(steps[-1])]
-        marks.append(f"×{len(steps)}")
+        more = f'<TD><FONT COLOR="{PATH_TEXT}"><B>…</B></FONT></TD>'
+        cells = [_badge(steps[0]), _badge(steps[1]), more, _badge(steps[-1]),
+                 f'<TD><FONT COLOR="{PATH_TEXT}"><B>×{len(steps)}</B></FONT></TD>']
     else:
-        marks = [step_mark(s) for s in steps]
-    spans = "".join(f'<FONT COLOR="{PATH_TEXT}"><B>{_esc(m)}</B></FONT>' for m in marks)
-    return " " + spans
+        cells = [_badge(s) for s in steps]
+    # Empty cells either side take the width the label above leaves, not the badges.
+    return ('<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="2" CELLPADDING="0"><TR><TD></TD>'
+            + "".join(cells) + "<TD></TD></TR></TABLE>")
+
+
+def _with_badges(text: list[str], steps: tuple[int, ...]) -> str:
+    """An edge label (escaped lines) with the step badges under it, as one HTML-like label
+    (a table: a label cannot mix text and a table)."""
+    rows = "".join(f"<TR><TD>{line}</TD></TR>" for line in text if line)
+    return ('<<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="0" CELLPADDING="0">' + rows
+            + f"<TR><TD>{_step_marks(steps)}</TD></TR></TABLE>>")
 
 
 def _tooltip(*lines: str | None) -> str:
@@ -325,14 +348,11 @@ def _edge(b: _Build, tail: str, head: str, eid: str, kind: str, text: list[str],
         attrs = {"color": faded, "fontcolor": faded_font}
     if dashed:
         attrs["style"] = "dashed"
-    if steps and text:
-        text = [*text[:-1], text[-1] + _step_marks(steps)]
-    elif steps:
-        text = [_step_marks(steps).strip()]
     if b.heat:
         attrs, text = _heat_edge(b, eid, classes, attrs, text)
     attrs = b.marked(eid, classes, attrs, edge=True)
-    label = {"label": _html(*text)} if text else {}
+    label = ({"label": _with_badges(text, steps)} if steps
+             else {"label": _html(*text)} if text else {})
     b.graph.edge(tail, head, id=graphviz.escape(eid), tooltip=tooltip,
                  **{"class": " ".join(classes)}, **label, **attrs)
 
@@ -493,12 +513,16 @@ def to_dot(machine: Machine, path: DiagramPath | None = None, *,
 
 _PROLOG = re.compile(r"\A.*?(?=<svg\b)", re.S)
 _COMMENT = re.compile(r"<!--.*?-->\n?", re.S)
+# A step badge in dot's SVG: its rounded cell (filled STEP_BADGE), then its number.
+_BADGE = re.compile(r'<path( fill="' + STEP_BADGE + r'"[^>]*/>\n)<text([^>]*)>(\d+)</text>',
+                    re.IGNORECASE)
 _SIZE = re.compile(r'<svg width="([\d.]+)pt" height="([\d.]+)pt"')
 _TITLE = re.compile(r'<title>[^<]*</title>(\n<g id="a_[^"]*"><a (?:[^>]*? )?xlink:title="([^"]*)")')
 
 
 def _inline(svg: str) -> str:
-    """SVG ready to inline in HTML: no prolog/doctype/comments; it shrinks to fit its
+    """SVG ready to inline in HTML: no prolog/doctype/comments; step badges marked (their
+    number white inline, above any page style for edge text); it shrinks to fit its
     container down to MIN_SCALE (below that the text is too small: the box scrolls
     instead); tooltips in <title> where browsers show them."""
     svg = _COMMENT.sub("", _PROLOG.sub("", svg)).replace("&#45;", "-")
@@ -506,6 +530,9 @@ def _inline(svg: str) -> str:
         lambda m: f'<svg width="100%" style="max-width:{m.group(1)}pt;'
                   f'min-width:{float(m.group(1)) * MIN_SCALE:.0f}pt" class="dm-svg" '
                   f'data-width="{m.group(1)}" data-height="{m.group(2)}"', svg, count=1)
+    svg = _BADGE.sub(lambda m: f'<path class="step-badge" data-step="{m.group(3)}"'
+                               f'{m.group(1)}<text class="step-badge" style="fill:#fff" '
+                               f'data-step="{m.group(3)}"{m.group(2)}>{m.group(3)}</text>', svg)
     return _TITLE.sub(r"<title>\2</title>\1", svg)
 
 

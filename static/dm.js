@@ -6,6 +6,7 @@
 
   var TERMINAL = ["finished", "canceled"];
   var PATH_CLASSES = ["visited", "taken", "faded", "current"];
+  var FIT_FLOOR = 0.45;  // a diagram opens fitted to its box, but never below this scale
 
   /* (a) Zoom and pan ------------------------------------------------------------------- */
 
@@ -36,16 +37,35 @@
       box.classList.add("is-zoomed");
       box.scrollLeft = (box.scrollLeft + fx) * ratio - fx;
       box.scrollTop = (box.scrollTop + fy) * ratio - fy;
+      figure.setAttribute("data-user-zoomed", "");
       showLevel();
     }
 
-    function reset() {
+    // Fitted: the whole picture in the box's width (never larger than drawn), but not so
+    // small that its text is unreadable (FIT_FLOOR); then the current state is scrolled
+    // to the middle of the box, so the picture opens showing where the execution is.
+    function fit() {
+      var width = Math.max(natural * FIT_FLOOR, Math.min(natural, box.clientWidth - 2));
       svg.setAttribute("style", originalStyle);
-      box.classList.remove("is-zoomed");
-      box.scrollLeft = 0;
-      box.scrollTop = 0;
+      svg.style.maxWidth = "none";
+      svg.style.minWidth = "0";
+      svg.style.width = width + "px";
+      box.classList.toggle("is-zoomed", width > box.clientWidth);
+      centreOnCurrent();
       showLevel();
     }
+
+    function centreOnCurrent() {
+      var current = svg.querySelector("g.node.current");
+      box.scrollLeft = 0;
+      box.scrollTop = 0;
+      if (!current) return;
+      var boxRect = box.getBoundingClientRect(), rect = current.getBoundingClientRect();
+      box.scrollLeft = rect.left - boxRect.left + rect.width / 2 - box.clientWidth / 2;
+      box.scrollTop = rect.top - boxRect.top + rect.height / 2 - box.clientHeight / 2;
+    }
+
+    function reset() { figure.removeAttribute("data-user-zoomed"); fit(); }
 
     if (toolbar) {
       toolbar.hidden = false;
@@ -56,8 +76,15 @@
         if (how === "reset") reset(); else zoomBy(how === "in" ? 1.25 : 0.8);
       });
     }
-    showLevel();
-    window.addEventListener("resize", showLevel);
+    fit();
+    var resized = null;
+    window.addEventListener("resize", function () {
+      // Refit on a real width change (a phone turned), unless the user zoomed by hand.
+      clearTimeout(resized);
+      resized = setTimeout(function () {
+        if (!figure.hasAttribute("data-user-zoomed")) fit(); else showLevel();
+      }, 150);
+    });
 
     // Ctrl/Cmd + wheel (and trackpad pinch, which browsers report the same way) zooms
     // around the pointer; a plain wheel keeps scrolling the page.
@@ -98,15 +125,6 @@
 
   /* (b) The step control ---------------------------------------------------------------- */
 
-  // "①".."⑳" -> 1..20, "(21)" -> 21; anything else -> NaN.
-  function markNumber(text) {
-    text = (text || "").trim();
-    var code = text.charCodeAt(0);
-    if (text.length === 1 && code >= 0x2460 && code <= 0x2473) return code - 0x2460 + 1;
-    var match = /^\((\d+)\)$/.exec(text);
-    return match ? parseInt(match[1], 10) : NaN;
-  }
-
   function readSteps() {
     var script = document.getElementById("steps-data");
     if (!script) return null;
@@ -140,9 +158,12 @@
       g.classList.add(on ? (isEdge ? "taken" : "visited") : "faded");
       if (current) g.classList.add("current", "status-" + step.status);
     });
-    svg.querySelectorAll("g.edge text").forEach(function (text) {
-      var number = markNumber(text.textContent);
-      if (!isNaN(number)) text.classList.toggle("is-later", number > (step.n || 0));
+    // Step badges (machines.diagrams marks each badge's cell and number): those after the
+    // selected step are hidden.
+    svg.querySelectorAll(".step-badge[data-step]").forEach(function (badge) {
+      var later = parseInt(badge.getAttribute("data-step"), 10) > (step.n || 0);
+      badge.classList.toggle("is-later", later);
+      badge.style.visibility = later ? "hidden" : "";
     });
   }
 
@@ -181,6 +202,7 @@
     var caption = control.querySelector("[data-step-caption]");
     var prev = control.querySelector("[data-step='-1']");
     var next = control.querySelector("[data-step='1']");
+    var lastStep = steps[steps.length - 1].n || 0;
     range.max = String(steps.length - 1);
     range.value = String(steps.length - 1);
     control.hidden = false;
@@ -189,7 +211,11 @@
       index = Math.max(0, Math.min(steps.length - 1, index));
       var step = steps[index];
       range.value = String(index);
-      if (count) count.textContent = (index + 1) + " of " + steps.length;
+      // Counted in steps (the start is step 0, not one of them): the last reads
+      // "step 10 of 10" when there are ten, however many the page's list leaves out.
+      var said = step.n ? "step " + step.n + " of " + lastStep : "the start";
+      if (count) count.textContent = said;
+      range.setAttribute("aria-valuetext", said);
       if (caption) caption.textContent = step.caption || "";
       if (prev) prev.disabled = index === 0;
       if (next) next.disabled = index === steps.length - 1;
@@ -287,8 +313,58 @@
     schedule();
   }
 
+  /* (d) Times ------------------------------------------------------------------------------ */
+  // The browser's time zone goes to the server in a cookie (accounts/timezones.py), so the
+  // next pages are in it; until then (and without JS) times say "UTC" plainly.
+  function sendTimeZone() {
+    var zone;
+    try { zone = Intl.DateTimeFormat().resolvedOptions().timeZone; } catch (e) { return; }
+    if (!zone || !/^[A-Za-z0-9_+\-\/]{1,64}$/.test(zone)) return;
+    if (document.cookie.split("; ").indexOf("dm_tz=" + encodeURIComponent(zone)) >= 0) return;
+    document.cookie = "dm_tz=" + encodeURIComponent(zone) + "; path=/; max-age=31536000; SameSite=Lax";
+  }
+
+  // machines/words.py duration() and relative(), kept the same.
+  function duration(seconds) {
+    if (seconds < 0.9995) return Math.round(seconds * 1000) + " ms";
+    if (seconds < 60) return String(Number(seconds.toPrecision(3))) + " s";
+    var minutes = seconds / 60;
+    if (minutes < 60) return Math.round(minutes) + " min";
+    minutes = Math.round(minutes);
+    var hours = Math.floor(minutes / 60); minutes = minutes % 60;
+    if (hours < 48) return minutes ? hours + " h " + minutes + " min" : hours + " h";
+    return Math.floor(hours / 24) + " days";
+  }
+  function relative(seconds) {
+    if (Math.abs(seconds) < 1) return "just now";
+    var far = Math.abs(seconds) < 59.5 ? Math.round(Math.abs(seconds)) + " s" : duration(Math.abs(seconds));
+    return seconds < 0 ? "in " + far : far + " ago";
+  }
+
+  // Every "· 3 min ago" / "· in 29 days" stays true; countdowns (the banner's) tick each
+  // second, whole seconds while under a minute.
+  function tickTimes() {
+    var items = document.querySelectorAll("[data-rel]");
+    if (!items.length) return;
+    var ticks = 0;
+    function update() {
+      var now = Date.now() / 1000;
+      items.forEach(function (item) {
+        if (!item.hasAttribute("data-countdown") && ticks % 30) return;
+        var seconds = now - parseFloat(item.getAttribute("data-rel"));
+        if (item.hasAttribute("data-countdown") && seconds < 0 && seconds > -60) seconds = Math.floor(seconds);
+        item.textContent = (item.hasAttribute("data-countdown") && seconds >= 0) ? "due now" : relative(seconds);
+      });
+      ticks += 1;
+    }
+    update();
+    setInterval(update, 1000);
+  }
+
   function init() {
     restoreScroll();
+    sendTimeZone();
+    tickTimes();
     document.querySelectorAll("[data-diagram]").forEach(setupZoom);
     document.querySelectorAll("[data-steps]").forEach(setupSteps);
     document.querySelectorAll("[data-poll-url][data-poll-version]").forEach(setupPolling);

@@ -40,6 +40,7 @@ LAYERS = {
     "machines.selectors": SERVICES,
     "accounts.roles": SERVICES,
     "accounts.services": SERVICES,
+    "accounts.timezones": SERVICES,
     "api": SURFACE,
     "executions.api": SURFACE,
     "machines.api": SURFACE,

@@ -247,3 +247,75 @@ def test_keyboard_reaches_the_actions_with_a_visible_focus(browser, live_server,
     shadow = page.evaluate("getComputedStyle(document.activeElement).boxShadow")
     outline = page.evaluate("getComputedStyle(document.activeElement).outlineStyle")
     assert shadow != "none" or outline != "none"
+
+
+@pytest.fixture
+def ticket(transactional_db, save_machine, admin_user):
+    """A support ticket far along (12 steps and more), sleeping with a three-day timer."""
+    for name in ("ticket-classifier", "incident", "customer-survey", "support-ticket"):
+        save_machine(f"{name}.yaml")
+    execution = services.start(
+        "support-ticket", mode="sync", actor="support", mocks=MOCKS,
+        input={"customer": "acme", "subject": "Checkout is down",
+               "body": "Customers cannot pay since 10:00, urgent"}).execution
+    for agent in ("heidi", "ivan", "judy", "ken", "lea", "mo", "ned", "olga", "pat"):
+        services.trigger(execution.id, "reassign", input={"agent": agent}, actor=agent)
+    services.trigger(execution.id, "resolve", input={"resolution": "restarted"}, actor="pat")
+    return execution
+
+
+def test_the_ticket_opens_fitted_on_where_it_is_in_the_browser_zone(browser, live_server, ticket):
+    """Times in the browser's zone (after its first page), the countdown ticks, the diagram
+    opens fitted with the current state in view, badges are digits, the last step is N of N."""
+    base = live_server.url
+    context = browser.new_context(viewport={"width": 1400, "height": 1000},
+                                  timezone_id="Asia/Tokyo")
+    page = context.new_page()
+    log_in(page, base)
+    page.goto(f"{base}/executions/{ticket.id}/")
+    page.goto(f"{base}/executions/{ticket.id}/")  # dm.js told the server the zone
+    meta = page.locator(".page-meta").inner_text()
+    assert " JST · " in meta, meta
+    banner = page.locator(".banner-text")
+    assert "Sleeping in" in banner.inner_text() and "JST" in banner.inner_text()
+    countdown = page.locator("[data-countdown]").first
+    before = countdown.inner_text()
+    assert before.startswith("in ")
+
+    page.screenshot(path=SHOTS / "execution-ticket-top.png")
+    box = page.locator(".diagram").bounding_box()
+    current = page.locator("g.node.current").bounding_box()
+    assert box["x"] <= current["x"] and current["x"] + current["width"] <= box["x"] + box["width"]
+    assert box["y"] <= current["y"] and current["y"] + current["height"] <= box["y"] + box["height"]
+    end = page.locator("#state-closed").bounding_box()  # the end states are not cut
+    assert end["x"] + end["width"] <= box["x"] + box["width"]
+
+    badges = page.evaluate("Array.from(document.querySelectorAll('text.step-badge'))"
+                           ".map(t => t.textContent)")
+    numbers = sorted(int(b) for b in badges)
+    assert numbers and numbers[-1] >= 11 and all(b.isdigit() for b in badges)
+    last = numbers[-1]
+    assert page.text_content("[data-step-count]") == f"step {last} of {last}"
+    page.focus("#step-range")
+    page.keyboard.press("ArrowLeft")
+    assert page.text_content("[data-step-count]") == f"step {last - 1} of {last}"
+    hidden = page.evaluate(f"getComputedStyle(document.querySelector("
+                           f"'text.step-badge[data-step=\"{last}\"]')).visibility")
+    assert hidden == "hidden"
+    page.keyboard.press("End")
+    page.screenshot(path=SHOTS / "execution-ticket.png", full_page=True)
+    page.wait_for_timeout(1500)
+    assert countdown.inner_text() != before or "days" in before  # ticks (days: per minute)
+
+    phone = context.new_page()
+    phone.set_viewport_size({"width": 375, "height": 812})
+    phone.goto(f"{base}/executions/{ticket.id}/")
+    box = phone.locator(".diagram").bounding_box()
+    current = phone.locator("g.node.current").bounding_box()
+    middle = current["x"] + current["width"] / 2
+    assert box["x"] <= middle <= box["x"] + box["width"], "the current state is in view"
+    phone.screenshot(path=SHOTS / "execution-ticket-phone.png", full_page=True)
+    phone.screenshot(path=SHOTS / "execution-ticket-phone-top.png")
+    phone.locator(".diagram-figure").screenshot(path=SHOTS / "execution-ticket-phone-diagram.png")
+    page.locator(".execution-panels").screenshot(path=SHOTS / "execution-ticket-panels.png")
+    context.close()

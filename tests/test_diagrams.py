@@ -1,4 +1,5 @@
 """Diagrams: every state and edge carries a stable id/class, the path shows, input is escaped."""
+import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -219,18 +220,27 @@ def test_path_marks_visited_taken_current_and_fades_the_rest():
     assert found["edge-submitted-fraud-approve"] == "edge action faded"
     root = ET.fromstring(svg)
     add = next(g for g in root.iter(f"{SVG}g") if g.get("id") == "edge-cart-add")
-    texts = [el.text for el in add.iter(f"{SVG}text")]
-    assert "②" in texts and "③" in texts  # one text element per number, for the step control
+    badges = {el.get("data-step"): el.text for el in add.iter(f"{SVG}text")
+              if el.get("class") == "step-badge"}
+    assert badges == {"2": "2", "3": "3"}  # one marked text per number, for the step control
 
 
 def test_many_steps_on_one_edge_are_summarised():
     path = DiagramPath({"cart": 1}, {"edge-cart-add": tuple(range(2, 26))}, "cart", "waiting")
     svg = render_svg(ORDER, path)
-    assert "×24" in svg and step_mark(25) in svg and step_mark(10) not in svg
+    assert "×24" in svg and 'data-step="25"' in svg and 'data-step="10"' not in svg
 
 
-def test_step_marks():
-    assert [step_mark(n) for n in (1, 2, 20, 21)] == ["①", "②", "⑳", "(21)"]
+def test_step_marks_are_plain_digits_in_a_drawn_badge():
+    """No circled-digit glyphs (missing from common fonts above 10): plain digits drawn
+    inside a filled rounded cell, each badge marked for the step control."""
+    assert [step_mark(n) for n in (1, 2, 20, 21, 130)] == ["1", "2", "20", "21", "130"]
+    path = DiagramPath({"cart": 1}, {"edge-cart-add": (11, 12, 25)}, "cart", "waiting")
+    svg = render_svg(ORDER, path)
+    assert not any(0x2460 <= ord(ch) <= 0x24FF for ch in svg)
+    for n in ("11", "12", "25"):
+        assert re.search(rf'<path class="step-badge" data-step="{n}" fill="#1e3a8b"', svg)
+        assert f'<text class="step-badge" style="fill:#fff" data-step="{n}"' in svg
 
 
 def test_invoke_being_worked_on_is_current():

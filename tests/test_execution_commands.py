@@ -1,10 +1,13 @@
 """start_execution, trigger, show_execution and run_demo, with good and bad input."""
 from io import StringIO
+from unittest import mock
 
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django_q.conf import Conf
 
+from executions import services
 from executions.models import Execution
 
 CART = """
@@ -73,13 +76,21 @@ def test_trigger_of_an_action_not_available_lists_the_available_ones(cart):
 @pytest.mark.django_db(transaction=True)
 def test_run_demo_drives_the_examples():
     run("load_machines", "examples")
-    out = run("run_demo", "--port", "0")
+    out = run("run_demo", "--url", "http://dm.example:8000/")
     assert "bob chose fraud-approve" in out
     orders = Execution.objects.filter(machine_id="order")
     assert {(o.status, o.state) for o in orders} == {
         ("finished", "shipped"), ("finished", "canceled"), ("waiting", "submitted")}
     shipment = Execution.objects.get(machine_id="shipment")
     assert shipment.result == {"delivered": True} and shipment.parent.state == "shipped"
+    waiting = orders.get(status="waiting")
+    assert f"http://dm.example:8000/executions/{waiting.pk}/" in out
+    # The world it leaves is alive: approving the waiting order later (the explorer's
+    # button, here the service it calls) ships it, with no stand-in server running.
+    with mock.patch.object(Conf, "SYNC", True):
+        services.trigger(waiting.pk, "fraud-approve", input={}, actor="user:bob", wait=True)
+    waiting.refresh_from_db()
+    assert (waiting.status, waiting.state) == ("finished", "shipped")
     assert Execution.objects.get(machine_id="employee-onboarding").status == "finished"
     assert Execution.objects.get(machine_id="document-approval").status == "sleeping"
     assert not Execution.objects.filter(status="failed").exists()

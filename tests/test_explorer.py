@@ -225,6 +225,11 @@ def test_operator_retries_a_failed_execution(operator, save_machine):
     assert execution.status == engine.FAILED
     page = operator.get(f"/executions/{execution.id}/").content.decode()
     assert "Failed in <strong>one</strong>" in page
+    # In plain words, with the transition and the expression; not "running for".
+    assert ("Failed in <strong>one</strong>: The update of <code>x</code> in “divide” divided "
+            "by zero (division by zero). The expression: <code>1 / 0</code>") in page
+    assert "failed after " in page and "running for" not in page
+    assert "Technical details" in page and "ZeroDivisionError" in page
     assert "Retry from here" in page
     response = operator.post(f"/executions/{execution.id}/retry/", follow=True)
     assert "Retried" in response.content.decode()

@@ -8,6 +8,7 @@ from executions import steps
 from explorer import timeline
 from expressions.sandbox import evaluate
 from machines.language import build, parse_text
+from machines.words import moment, relative
 
 FLOW = build(parse_text("""
 id: flow
@@ -44,6 +45,15 @@ states:
 """)[0])
 
 NOW = 1_800_000_000.0
+
+
+def at(epoch, seconds=True):
+    """A moment as the explorer writes it, with its date and zone (UTC in tests)."""
+    return moment(datetime.fromtimestamp(epoch, tz=UTC), UTC, seconds=seconds)
+
+
+def ahead(epoch):
+    return relative(datetime.now(UTC).timestamp() - epoch)
 
 
 def env(now=NOW):
@@ -99,9 +109,9 @@ def test_a_rejected_action_says_why():
 def test_work_started_uses_the_label_and_the_guard_that_let_it_through():
     run = paid_and_charging()
     texts = run.text_of(E.TRANSITION_TAKEN) + run.text_of(E.WORK_STARTED)
-    assert texts[0] == ("① bob chose Pay now → charge — input: amount: 5; "
+    assert texts[0] == ("Step 1: bob chose Pay now → charge — input: amount: 5; "
                         "because input.get('amount', 0) > 0 was true")
-    assert texts[1] == "② Calling the payment service (attempt 1 of 3)"
+    assert texts[1] == "Step 2: Calling the payment service (attempt 1 of 3)"
 
 
 def test_the_receipt_of_an_action_taken_at_once_is_not_repeated():
@@ -121,20 +131,21 @@ def sleeping_after_a_retry():
     (failed,) = run.text_of(E.WORK_FAILED)
     assert failed == "The call to the payment service failed after 250 ms — the bank answered 503"
     (scheduled,) = run.text_of(E.WORK_RETRY_SCHEDULED)
-    assert scheduled == "Will try again at 08:00:09 (attempt 2 of 3) — in 5 s"
+    assert scheduled == f"Will try again at {at(NOW + 9)} (attempt 2 of 3) — in 5 s"
     run.send(E.TimerFired(run.effect(E.ArmTimer).token), seconds=5)
     assert run.text_of(E.TIMER_FIRED) == ["Time to try again"]
-    assert run.text_of(E.WORK_STARTED)[-1] == "③ Calling the payment service (attempt 2 of 3)"
+    assert run.text_of(E.WORK_STARTED)[-1] == "Step 3: Calling the payment service (attempt 2 of 3)"
     run.send(E.WorkSucceeded(run.effect(E.CallIO).token, {"ok": True}))
     said = run.said()
     assert [s.text for s in said.values() if s.kind == E.WORK_SUCCEEDED] == [
         'The call to the payment service succeeded — output: {"ok": true}']
     moves = [s.text for s in said.values() if s.kind == E.TRANSITION_TAKEN]
-    assert moves[1] == "④ The work succeeded: moved charge → decide"
-    assert moves[2] == ("⑤ Moved decide → Waiting a minute — automatically (size); "
+    assert moves[1] == "Step 4: The work succeeded: moved charge → decide"
+    assert moves[2] == ("Step 5: Moved decide → Waiting a minute — automatically (size); "
                         "otherwise: ctx['big'] was false")
     (armed,) = run.text_of(E.TIMER_ARMED)
-    assert armed.startswith("Sleeping until 08:01:1") and armed.endswith("(nudge) — in 1 min")
+    assert armed.startswith(f"Sleeping until {at(NOW + 70)[:-6]}") and armed.endswith(
+        "(nudge) — in 1 min")
     return run
 
 
@@ -154,7 +165,7 @@ def test_a_timer_firing_moves_on_by_itself():
     run.send(E.TimerFired(run.effect(E.ArmTimer).token), seconds=60)
     assert run.text_of(E.TIMER_FIRED) == ["Time to try again", "The timer of nudge fired"]
     assert run.text_of(E.TRANSITION_TAKEN)[-1] == (
-        "⑥ Moved Waiting a minute → done — when the timer of nudge fired")
+        "Step 6: Moved Waiting a minute → done — when the timer of nudge fired")
 
 
 def test_cancel_fail_retry_and_stuck():
@@ -210,12 +221,13 @@ def test_status_lines():
         "Stuck in stuck: no transition can be taken and it accepts no actions.")
     assert line(status="sleeping", state="later", timer={
         "due": NOW + 300, "purpose": "wait", "transition": "nudge"}) == (
-        "Sleeping until 08:05 (nudge), in Waiting a minute. Or someone chooses hurry.")
+        f"Sleeping in Waiting a minute until {at(NOW + 300, False)} · {ahead(NOW + 300)}, "
+        "when “nudge” moves it on. Or someone chooses hurry.")
     assert line(status="sleeping", state="charge",
                 timer={"due": NOW, "purpose": "retry", "transition": "charge"},
                 work={"transition": "charge", "attempt": 1}) == (
-        "Sleeping until 08:00, then trying the payment service again (attempt 2 of 3), "
-        "in charge.")
+        "Sleeping in charge, then trying the payment service again (attempt 2 of 3) at "
+        f"{at(NOW, False)} · {ahead(NOW)}.")
     assert line(status="invoking", state="charge", work={
         "kind": "call", "transition": "charge", "attempt": 2}) == (
         "Calling the payment service (attempt 2 of 3), in charge.")
@@ -223,7 +235,7 @@ def test_status_lines():
         "message": "the courier answered 503", "state": "charge"}) == (
         "Failed in charge: the courier answered 503.")
     assert line(status="finished", state="done", result={"ok": 1}) == (
-        'Finished: done, returning {"ok": 1}.')
+        'Finished: it ended in done, one of the machine’s end states; it returned {"ok": 1}.')
     assert line(status="canceled", state="cart") == "Canceled in Shopping cart."
     assert line(status="running", state="cart") == "Running: moving on from Shopping cart."
     assert line(status="running", state="cart", started=False) == (
@@ -244,7 +256,7 @@ def test_labels_inputs_and_actors_are_escaped_in_the_html():
     assert all("<script>" not in part for part in fragments)
     assert any("&lt;script&gt;" in part for part in fragments)
     chose = next(s for s in said if s.kind == E.TRANSITION_TAKEN)
-    assert chose.text.startswith(f"① {evil} chose {evil} → z")  # the words are unchanged
+    assert chose.text.startswith(f"Step 1: {evil} chose {evil} → z")  # the words are unchanged
     assert f'input: note: "{evil}"' in chose.text
 
 

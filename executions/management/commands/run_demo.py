@@ -1,70 +1,56 @@
 """Drive the example machines through a realistic story, so the explorer has something to show.
 
-It stands up small stand-ins for the outside services the examples call (a courier, HR,
-IT, payments) on 127.0.0.1, and runs queued work in this process (django-q2's sync mode), so
-it needs no worker. Some executions are left waiting on purpose: open them in the explorer.
+The outside services the examples call (a courier, HR, IT, payments) are mocks stored with
+each execution (`mocks`, inherited by children): the demo's executions answer the same way
+later, when someone clicks "Fraud approve" on the waiting order in the explorer, with no
+stand-in server to keep running. Queued work runs in this process (django-q2's sync mode),
+so the story needs no worker; what is left waiting is advanced later by `bin/serve`'s.
 """
-import itertools
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from unittest import mock
 
 from django.core.management.base import BaseCommand, CommandError
+from django.urls import reverse
 from django_q.conf import Conf
 
 from executions import selectors, services
 from machines import selectors as machine_selectors
 
-SERVICES_PORT = 8765
-_numbers = itertools.count(1001)
-
-
-class DemoServices(BaseHTTPRequestHandler):
-    """Answers every POST with 200 and the fields the examples read."""
-
-    def do_POST(self):
-        self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        number = next(_numbers)
-        body = json.dumps({
-            "id": f"E-{number}", "n": 1, "paid": True, "receipt": f"RC-{number}",
-            "login": f"user{number}",
-        }).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
+# What every stand-in service answers: status 200 and the fields the examples read. A
+# literal (not an expression), the same for every call.
+ANSWER = {"id": "E-1001", "n": 1, "paid": True, "receipt": "RC-1001", "login": "demo-user"}
+MOCKS = {
+    "http.request.json": {"status": 200, "body": ANSWER},
+    "http.request": {"status": 200, "body": ""},
+}
+SERVICES = "https://services.example.invalid"  # never called: the mocks answer
 
 
 class Command(BaseCommand):
     help = "Drive the example machines through a realistic story (no worker needed)."
 
     def add_arguments(self, parser):
-        parser.add_argument("--port", type=int, default=SERVICES_PORT,
-                            help=f"port of the stand-in services (default {SERVICES_PORT})")
+        parser.add_argument("--url", default="http://127.0.0.1:8000",
+                            help="where the explorer runs, for the links printed at the end "
+                                 "(default http://127.0.0.1:8000, bin/serve's)")
 
-    def handle(self, *args, port, **options):
+    def handle(self, *args, url, **options):
         needed = {"order", "shipment", "document-approval", "employee-onboarding",
                   "subscription-billing", "support-ticket"}
         missing = needed - set(machine_selectors.machine_ids())
         if missing:
             raise CommandError(f"load the examples first (missing: {', '.join(sorted(missing))}):"
                                " manage.py load_machines examples")
-        try:
-            server = ThreadingHTTPServer(("127.0.0.1", port), DemoServices)
-        except OSError as exc:
-            raise CommandError(f"cannot listen on 127.0.0.1:{port} ({exc}); use --port") from exc
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        base = f"http://127.0.0.1:{server.server_port}"
-        try:
-            with mock.patch.object(Conf, "SYNC", True):
-                self.story(base)
-        finally:
-            server.shutdown()
+        with mock.patch.object(Conf, "SYNC", True):
+            waiting, ticket = self.story(SERVICES)
+        base = url.rstrip("/")
+        self.stdout.write("")
+        self.stdout.write("Look at:")
+        self.stdout.write(f"  {base}{reverse('explorer:execution', args=[waiting.pk])}"
+                          "  an order waiting for a fraud check: approve or reject it")
+        self.stdout.write(f"  {base}{reverse('explorer:execution', args=[ticket.pk])}"
+                          "  a support ticket's whole story")
+        self.stdout.write(f"  {base}{reverse('explorer:executions')}  every execution")
+        self.stdout.write("Actions clicked there are carried out by bin/serve's workers.")
 
     def story(self, base):
         shipped = self.start("order", {"courier_url": f"{base}/courier"}, "alice")
@@ -97,9 +83,11 @@ class Command(BaseCommand):
         for action, data in (("reassign", {"agent": "heidi"}),
                              ("resolve", {"resolution": "restarted the payment gateway"})):
             self.act(ticket, action, data, "heidi")
+        return waiting, ticket
 
     def start(self, machine, data, who):
-        outcome = services.start(machine, input=data, actor=f"user:{who}", wait=True)
+        outcome = services.start(machine, input=data, actor=f"user:{who}", wait=True,
+                                 mocks=MOCKS)
         self.report(outcome.execution, f"{who} started {machine}")
         return outcome.execution
 
