@@ -390,3 +390,39 @@ def test_async_start_and_trigger_are_accepted_then_applied_by_the_worker(cluster
     wait_until(lambda: Execution.objects.get(pk=execution_id).context == {"items": ["a", "b"]},
                20, "the worker never applied the action")
     assert Execution.objects.get(pk=execution_id).actor == "token:operator-user"
+
+
+# The answer's representation ---------------------------------------------------------------
+PARENT = """
+id: parent
+execution_mode: sync
+start_at: a
+states:
+  a:
+    actions:
+      - {id: spawn, on: spawn, invoke: {machine: cart, async: true, success: {state: b}}}
+  b: {return: "1"}
+"""
+
+
+def test_the_fast_representation_equals_drf_s(api, cart, save_machine):
+    """executions.api.serializers.represent builds the answer without DRF's fields: it must
+    say exactly what the ModelSerializer says, children (read fresh) and parent included."""
+    from executions.api.serializers import ExecutionSerializer
+    from executions.services import cancel
+
+    save_machine(PARENT)
+    client = api("operator", "olga")
+    parent = start(client, "parent").json()
+    spawned = act(client, parent["id"], "spawn", wait=True)
+    assert spawned.status_code == 200, spawned.content
+    child = Execution.objects.get(parent_id=parent["id"])
+    assert spawned.json()["children"] == [str(child.pk)]
+    finished = start(client, input={"customer": "c-2"}).json()
+    cancel(finished["id"], actor="test")
+    for execution in Execution.objects.select_related("machine_version"):
+        serializer = ExecutionSerializer(execution)
+        assert serializer.data == serializer.generic_representation(execution)
+    answered = client.get(f"/api/executions/{child.pk}/").json()
+    assert answered["parent"] == parent["id"] and answered["children"] == []
+    assert answered == ExecutionSerializer(child).generic_representation(child)
