@@ -62,8 +62,9 @@ def serve(env: dict, port: int, old: bool) -> subprocess.Popen:
         flags = ["--threads", "4"]
         env = {**env, "DM_WEB_MAX_CONCURRENT": "0"}
     else:
-        flags = ["--worker-class", "gthread", "--threads", os.environ.get("WEB_THREADS", "16"),
-                 "--backlog", "2048", "--keep-alive", "75", "--timeout", "60"]
+        flags = ["--worker-class", "gthread", "--threads", os.environ.get("WEB_THREADS", "8"),
+                 "--backlog", "2048", "--keep-alive", os.environ.get("WEB_KEEPALIVE", "75"),
+                 "--timeout", "60"]
     return subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "workflow_site.wsgi", "--bind", f"127.0.0.1:{port}",
          "--workers", "2", *flags, "--log-level", "warning",

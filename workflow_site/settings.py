@@ -295,9 +295,9 @@ DATA_MACHINES = {
     # Overload (workflow_site/overload.py): requests one web worker process does at once
     # (0: no limit), how long one waits for a slot before 503, and the Retry-After sent.
     "WEB_OVERLOAD": {
-        "MAX_CONCURRENT": int(os.environ.get("DM_WEB_MAX_CONCURRENT", 4)),
-        "QUEUE_SECONDS": float(os.environ.get("DM_WEB_QUEUE_SECONDS", 0.1)),
-        "RETRY_AFTER_SECONDS": int(os.environ.get("DM_WEB_RETRY_AFTER_SECONDS", 1)),
+        "MAX_CONCURRENT": int(os.environ.get("DM_WEB_MAX_CONCURRENT", 3)),
+        "QUEUE_SECONDS": float(os.environ.get("DM_WEB_QUEUE_SECONDS", 0.01)),
+        "RETRY_AFTER_SECONDS": int(os.environ.get("DM_WEB_RETRY_AFTER_SECONDS", 2)),
     },
     # Named IO operations: name -> dotted path of a callable(*args, **kwargs).
     "IO_OPERATIONS": {
