@@ -1,4 +1,4 @@
-"""Past capacity, answer 503 at once instead of queueing (docs/operations.md "Overload").
+"""Past capacity, answer 503 at once instead of queueing (README.md "Overload").
 
 Each web worker process does at most MAX_CONCURRENT requests at a time (a semaphore). A
 request that finds every slot taken waits up to QUEUE_SECONDS for one, then is answered
