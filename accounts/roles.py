@@ -26,7 +26,38 @@ ROLE_PERMISSIONS = {
 def _granted(user, permission: str) -> bool:
     """The one rule behind every role check (API, explorer, admin): an active, signed-in
     user whose groups grant the permission (superusers have them all)."""
-    return user.is_authenticated and user.is_active and user.has_perm(permission)
+    if not (user.is_authenticated and user.is_active):
+        return False
+    return user.is_superuser or permission in _permissions(user)
+
+
+def _permissions(user) -> frozenset[str]:
+    """`app_label.codename` of every permission the user has, directly or through a group:
+    what ModelBackend.has_perm checks, read in one query instead of two (and written in SQL:
+    the ORM took longer to compile the query than the database to answer it), once per user
+    object (a request loads its user afresh, so a change of role counts at the next one)."""
+    found = getattr(user, "_role_permissions", None)
+    if found is None:
+        from django.contrib.auth.models import Group, Permission
+        from django.contrib.contenttypes.models import ContentType
+        from django.db import connections
+
+        meta = user._meta
+        direct = meta.get_field("user_permissions").remote_field.through._meta
+        groups = meta.get_field("groups").remote_field.through._meta
+        granted = Group._meta.get_field("permissions").remote_field.through._meta
+        sql = (
+            f"SELECT ct.app_label, p.codename FROM {Permission._meta.db_table} p "
+            f"JOIN {ContentType._meta.db_table} ct ON ct.id = p.content_type_id "
+            f"WHERE p.id IN (SELECT permission_id FROM {direct.db_table} WHERE "
+            f"{direct.get_field('user').column} = %s UNION SELECT gp.permission_id FROM "
+            f"{granted.db_table} gp JOIN {groups.db_table} ug ON ug.group_id = gp.group_id "
+            f"WHERE ug.{groups.get_field('user').column} = %s)")
+        with connections[user._state.db or "default"].cursor() as cursor:
+            cursor.execute(sql, [user.pk, user.pk])
+            found = frozenset(f"{app}.{codename}" for app, codename in cursor.fetchall())
+        user._role_permissions = found
+    return found
 
 
 def can_view(user) -> bool:

@@ -3,7 +3,8 @@
 Every error answer is `{"type", "detail", "errors": [{"path", "message", "hint"}]}` (plus
 `available_actions` for a refused action, `warnings` for an invalid definition). DRF's own
 exceptions are reshaped here; the apps' exceptions (an invalid definition, an action not
-available now...) are registered by each app from its AppConfig.ready:
+available now...) are registered by each app from its AppConfig.ready, through
+api.registry, which imports no DRF:
 
     errors.register(VersionConflict, 409, "version_conflict", describe=...)
 
@@ -11,15 +12,23 @@ so this module imports no app, and views just call the services.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-
 from django.conf import settings
-from django.core.exceptions import ObjectDoesNotExist, RequestDataTooBig
+from django.core.exceptions import RequestDataTooBig
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 from rest_framework.views import set_rollback
+
+# The registry lives in api.registry (no DRF there, so apps register at no cost); re-exported.
+from api.registry import (  # noqa: F401
+    REGISTRY,
+    Description,
+    Mapping,
+    count,
+    mapping_for,
+    problem,
+    register,
+)
 
 
 class PayloadTooLarge(exceptions.APIException):
@@ -44,55 +53,6 @@ def error_body(type_: str, detail: str, errors=(), **extra) -> dict:
     return {"type": type_, "detail": detail, "errors": list(errors), **extra}
 
 
-def problem(path: str, message: str, hint: str | None = None) -> dict:
-    return {"path": path, "message": message, "hint": hint}
-
-
-# The registry -------------------------------------------------------------------------------
-Description = tuple[str, list, dict]  # detail, errors, extra fields of the body
-
-
-@dataclass(frozen=True)
-class Mapping:
-    status: int
-    type: str
-    describe: Callable[[BaseException], Description]
-
-
-def _plain(exc: BaseException) -> Description:
-    """The default: the exception's text as the detail and as one problem at its path."""
-    detail = str(exc)
-    return detail, [problem(getattr(exc, "path", "") or "", detail)], {}
-
-
-REGISTRY: dict[type, Mapping] = {}
-
-
-def register(exception_class: type, status: int, type_: str, *,
-             describe: Callable[[BaseException], Description] | None = None) -> None:
-    """Answer `exception_class` (and its subclasses) with `status` and `type_`.
-
-    `describe(exc)` returns (detail, errors, extra body fields); by default the exception's
-    text. The most specific registered class wins; registering a class again replaces it.
-    """
-    REGISTRY[exception_class] = Mapping(status, type_, describe or _plain)
-
-
-def mapping_for(exc: BaseException) -> Mapping | None:
-    for cls in type(exc).__mro__:
-        found = REGISTRY.get(cls)
-        if found is not None:
-            return found
-    return None
-
-
-def _not_found(exc: BaseException) -> Description:
-    return (str(exc) if exc.args else "Not found."), [], {}
-
-
-register(ObjectDoesNotExist, 404, "not_found", describe=_not_found)
-
-
 # The exception handler ----------------------------------------------------------------------
 def exception_handler(exc, context):
     """DRF's handler (status, headers, rollback) with every body in the one shape."""
@@ -108,10 +68,6 @@ def exception_handler(exc, context):
         return None
     response.data = _reshape(exc, response.data)
     return response
-
-
-def count(n: int, noun: str) -> str:
-    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 TYPES = {

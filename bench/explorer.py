@@ -1,5 +1,6 @@
-"""Explorer benchmark: the execution page with 10,000 history rows and the machine page
-with 100,000 executions, each next to the time of the bare queries it needs.
+"""Explorer benchmark: the execution page with 10,000 history rows, the machine page with
+100,000 executions and the history API's first page of a 25,000-row history, each next to
+the time of the bare queries it needs.
 
     .venv/bin/python bench/explorer.py            # a fresh temporary SQLite database
     .venv/bin/python bench/explorer.py --postgres  # the PostgreSQL database dm_bench_explorer
@@ -22,6 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 HISTORY_ROWS = 10_000
+LONG_RUN_STEPS = 25_000  # history rows of the execution whose history API page is timed
 EXECUTIONS = 100_000
 ROUNDS = 5
 
@@ -57,15 +59,15 @@ def timed(fn, rounds=ROUNDS) -> tuple[float, object]:
     return statistics.median(times) * 1000, result
 
 
-def long_execution(version, user):
-    """An order sitting in its cart after 5,000 add actions: 10,000 history rows."""
+def long_execution(version, user, history_rows=HISTORY_ROWS):
+    """An order sitting in its cart after many add actions: `history_rows` history rows."""
     from executions.models import Execution, HistoryEntry
 
     start = datetime(2026, 1, 1, tzinfo=UTC)
     execution = Execution.objects.create(
         machine_id="order", machine_version=version, execution_mode="sync", status="waiting",
         state="cart", context={"order": {"id": "R1", "line_items": []}, "n": 0},
-        engine_state={"seq": HISTORY_ROWS}, actor="bench", created_by=user)
+        engine_state={"seq": history_rows}, actor="bench", created_by=user)
     rows = [HistoryEntry(execution=execution, machine_version=version, seq=1,
                          kind="execution_started", at=start, actor="bench",
                          context={"order": {"id": "R1", "line_items": []}, "n": 0})]
@@ -73,7 +75,7 @@ def long_execution(version, user):
                              kind="transition_taken", at=start, transition="created",
                              from_state="create", to_state="cart"))
     seq = 2
-    while seq < HISTORY_ROWS:
+    while seq < history_rows:
         at = start + timedelta(seconds=seq)
         rows.append(HistoryEntry(execution=execution, machine_version=version, seq=seq + 1,
                                  kind="action_received", at=at, actor="alice", action="add",
@@ -83,7 +85,7 @@ def long_execution(version, user):
                                  transition="add", from_state="cart", to_state="cart",
                                  input={"sku": "x9"}, context={"n": seq}))
         seq += 2
-    HistoryEntry.objects.bulk_create(rows[:HISTORY_ROWS], batch_size=2000)
+    HistoryEntry.objects.bulk_create(rows[:history_rows], batch_size=2000)
     return execution
 
 
@@ -162,6 +164,7 @@ def main():
 
     started = time.perf_counter()
     execution = long_execution(version, user)
+    long_run = long_execution(version, user, LONG_RUN_STEPS)
     many_executions(version)
     print(f"inserted {HISTORY_ROWS:,} history rows for one execution and "
           f"{EXECUTIONS:,} executions in {time.perf_counter() - started:.0f} s "
@@ -198,6 +201,9 @@ def main():
                    .values_list("pk", flat=True)[:50])
         return Execution.objects.in_bulk(ids)
 
+    def history_query():  # the first page's rows, as the API's cursor page reads them
+        return list(long_run.history.order_by("seq").values()[:101])
+
     results = []
     for name, url, bare in (
         (f"execution page, {HISTORY_ROWS:,} history rows", f"/executions/{execution.id}/",
@@ -205,6 +211,8 @@ def main():
         (f"machine page, {EXECUTIONS:,} executions", "/machines/order/", machine_queries),
         ("machine list", "/machines/", None),
         (f"execution list, {EXECUTIONS:,} executions", "/executions/", None),
+        (f"history API, 1st page of {LONG_RUN_STEPS:,} rows",
+         f"/api/executions/{long_run.id}/history/", history_query),
     ):
         page_ms, response = timed(page(url))
         bare_ms = timed(bare)[0] if bare else None

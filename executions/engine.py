@@ -259,9 +259,15 @@ def transition(machine: Machine, snapshot: Snapshot | None, event: Event, env: E
 
 def available_actions(machine: Machine, snapshot: Snapshot) -> tuple[str, ...]:
     """Action names that `transition` would consider now (guards are checked on use)."""
-    if snapshot.status not in PAUSED_STATUSES:
+    return actions_in(machine, snapshot.status, snapshot.state)
+
+
+def actions_in(machine: Machine, status: str, state: str) -> tuple[str, ...]:
+    """available_actions from the status and state alone: all it depends on, so an answer
+    about a stored execution need not rebuild its whole snapshot."""
+    if status not in PAUSED_STATUSES:
         return ()
-    return machine.state(snapshot.state).action_names
+    return machine.state(state).action_names
 
 
 # Internals -------------------------------------------------------------------------------

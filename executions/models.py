@@ -104,7 +104,7 @@ class Execution(models.Model):
         )
 
     def available_actions(self):
-        return engine.available_actions(self.machine_version.parsed(), self.snapshot())
+        return engine.actions_in(self.machine_version.parsed(), self.status, self.state)
 
 
 class HistoryEntry(models.Model):

@@ -27,10 +27,7 @@ STAY_WINDOW = 8_000  # newest history rows (all machines) whose stays feed the m
 def execution(execution_id) -> Execution:
     """The execution with its version, parent and creator; DoesNotExist for an unknown id
     or for text that is not an execution id at all."""
-    try:
-        key = uuid.UUID(str(execution_id))
-    except ValueError:
-        raise Execution.DoesNotExist(f"{execution_id!r} is not an execution id") from None
+    key = _execution_key(execution_id)
     return _with_children(
         Execution.objects.select_related("machine_version", "parent", "created_by")).get(pk=key)
 
@@ -47,8 +44,20 @@ def listed_executions():
 
 
 def history(execution_id):
-    """An execution's history rows (DoesNotExist for an unknown execution, not no rows)."""
-    return HistoryEntry.objects.filter(execution=execution(execution_id).pk)
+    """An execution's history rows (DoesNotExist for an unknown execution, not no rows).
+    Only whether the execution exists is read first, not the execution with its version,
+    parent, creator and children (a page of rows needs none of them)."""
+    key = _execution_key(execution_id)
+    if not Execution.objects.filter(pk=key).exists():
+        raise Execution.DoesNotExist("Execution matching query does not exist.")
+    return HistoryEntry.objects.filter(execution_id=key)
+
+
+def _execution_key(execution_id) -> uuid.UUID:
+    try:
+        return uuid.UUID(str(execution_id))
+    except ValueError:
+        raise Execution.DoesNotExist(f"{execution_id!r} is not an execution id") from None
 
 
 def diagram_of(execution_id):

@@ -390,3 +390,74 @@ def test_async_start_and_trigger_are_accepted_then_applied_by_the_worker(cluster
     wait_until(lambda: Execution.objects.get(pk=execution_id).context == {"items": ["a", "b"]},
                20, "the worker never applied the action")
     assert Execution.objects.get(pk=execution_id).actor == "token:operator-user"
+
+
+# The answer's representation ---------------------------------------------------------------
+PARENT = """
+id: parent
+execution_mode: sync
+start_at: a
+states:
+  a:
+    actions:
+      - {id: spawn, on: spawn, invoke: {machine: cart, async: true, success: {state: b}}}
+  b: {return: "1"}
+"""
+
+
+def test_the_fast_representation_equals_drf_s(api, cart, save_machine):
+    """executions.api.serializers.represent builds the answer without DRF's fields: it must
+    say exactly what the ModelSerializer says, children (read fresh) and parent included."""
+    from executions.api.serializers import ExecutionSerializer
+    from executions.services import cancel
+
+    save_machine(PARENT)
+    client = api("operator", "olga")
+    parent = start(client, "parent").json()
+    spawned = act(client, parent["id"], "spawn", wait=True)
+    assert spawned.status_code == 200, spawned.content
+    child = Execution.objects.get(parent_id=parent["id"])
+    assert spawned.json()["children"] == [str(child.pk)]
+    finished = start(client, input={"customer": "c-2"}).json()
+    cancel(finished["id"], actor="test")
+    for execution in Execution.objects.select_related("machine_version"):
+        serializer = ExecutionSerializer(execution)
+        assert serializer.data == serializer.generic_representation(execution)
+    answered = client.get(f"/api/executions/{child.pk}/").json()
+    assert answered["parent"] == parent["id"] and answered["children"] == []
+    assert answered == ExecutionSerializer(child).generic_representation(child)
+
+
+@pytest.mark.parametrize("body", [
+    {"action": "add"}, {"action": "add", "input": {"sku": "x"}, "wait": True, "timeout": 3},
+    {"action": "add", "timeout": 2.5, "idempotency_key": "k-1"}, {"action": " add "},
+    {"action": ""}, {"action": "a\x00b"}, {"action": "é"}, {"action": 5}, {"action": "x" * 201},
+    {"action": "add", "wait": "true"}, {"action": "add", "wait": 1}, {"action": "add",
+                                                                       "timeout": -1},
+    {"action": "add", "timeout": True}, {"action": "add", "timeout": "3"},
+    {"action": "add", "input": []}, {"action": "add", "input": {"a": [1, {"b": None}]}},
+    {"action": "add", "bogus": 1}, {"input": {}}, {}, {"mode": "sync"}, {"mode": "nope"},
+    {"version": 2, "mocks": {"op": 1}}, {"version": 0}, {"version": 2.0}, {"version": True},
+])
+def test_plain_bodies_validate_as_drf_does(body):
+    """strict() skips DRF for bodies already in their final form: the same result (or the
+    same refusal, through DRF) either way."""
+    from rest_framework.exceptions import ValidationError
+
+    from executions.api import serializers as api_serializers
+
+    def through_drf(cls, data):
+        serializer = cls(data=data)
+        if set(data) - set(serializer.fields) or not serializer.is_valid():
+            return "refused"
+        return dict(serializer.validated_data)
+
+    for cls in (api_serializers.TriggerSerializer, api_serializers.StartSerializer):
+        expected = through_drf(cls, body)
+        try:
+            got = dict(api_serializers.strict(cls, body))
+        except ValidationError:
+            got = "refused"
+        assert got == expected, (cls.__name__, body)
+        assert type(got.get("timeout")) is type(expected.get("timeout")) if got != "refused" \
+            else True

@@ -77,6 +77,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "workflow_site.overload.ConcurrencyLimitMiddleware",  # first: 503 past capacity, cheaply
     "django.middleware.security.SecurityMiddleware",
     "workflow_site.security.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -291,6 +292,13 @@ DATA_MACHINES = {
         "MEMORY_BYTES": int(os.environ.get("DM_DIAGRAM_MEMORY_BYTES", 512 * 1024 * 1024)),
         "RETRY_AFTER_SECONDS": float(os.environ.get("DM_DIAGRAM_RETRY_AFTER_SECONDS", 600)),
         "MAX_CONCURRENT": int(os.environ.get("DM_DIAGRAM_MAX_CONCURRENT", 2)),
+    },
+    # Overload (workflow_site/overload.py): requests one web worker process does at once
+    # (0: no limit), how long one waits for a slot before 503, and the Retry-After sent.
+    "WEB_OVERLOAD": {
+        "MAX_CONCURRENT": int(os.environ.get("DM_WEB_MAX_CONCURRENT", 3)),
+        "QUEUE_SECONDS": float(os.environ.get("DM_WEB_QUEUE_SECONDS", 0.01)),
+        "RETRY_AFTER_SECONDS": int(os.environ.get("DM_WEB_RETRY_AFTER_SECONDS", 2)),
     },
     # Named IO operations: name -> dotted path of a callable(*args, **kwargs).
     "IO_OPERATIONS": {

@@ -1,7 +1,7 @@
-"""The service functions' refusals in the API's one error shape (api.errors registry):
+"""The service functions' refusals in the API's one error shape (api.registry):
 NotAvailable -> 409 with `available_actions`, InvalidRequest -> 400."""
-from api import errors
-from api.errors import problem
+from api import registry as errors
+from api.registry import problem
 from executions import services
 
 

@@ -1,4 +1,6 @@
 """What the executions API answers, and the bodies it accepts (unknown fields refused)."""
+import math
+
 from django.urls import reverse
 from rest_framework import exceptions, serializers
 
@@ -37,6 +39,11 @@ class ExecutionSerializer(serializers.ModelSerializer):
     def to_representation(self, execution):
         # Rows stored before every value was checked may hold text no JSON answer can
         # encode (a lone surrogate): shown escaped, never a 500 (expressions.values.printable).
+        return printable(represent(execution))
+
+    def generic_representation(self, execution):
+        """What DRF's ModelSerializer makes of the fields above: `represent` must equal it
+        (tests/test_api_executions.py compares them)."""
         return printable(super().to_representation(execution))
 
     def get_available_actions(self, execution) -> list[str]:
@@ -56,6 +63,62 @@ class ExecutionSerializer(serializers.ModelSerializer):
 
     def get_diagram_url(self, execution) -> str:
         return reverse("api:execution-svg", args=[execution.pk])
+
+
+_DATETIME = serializers.DateTimeField()  # DRF's ISO 8601 in the current time zone
+
+
+def _text(value):
+    return None if value is None else str(value)
+
+
+def _when(value):
+    return None if value is None else _DATETIME.to_representation(value)
+
+
+def represent(execution) -> dict:
+    """ExecutionSerializer's fields without building a serializer per execution: building
+    its 22 fields (copied from the model's) took longer than the action it answers for.
+    The children are read only for a machine that can start any (an `invoke: machine`):
+    no other execution has children, and it answers without a query."""
+    pk = execution.pk
+    machine = execution.machine_version.parsed()
+    if _starts_children(machine):
+        cached = getattr(execution, "_prefetched_objects_cache", {}).get("children")
+        children = ([str(child.pk) for child in cached] if cached is not None else
+                    [str(child) for child in Execution.objects.filter(parent_id=pk)
+                     .values_list("pk", flat=True)])
+    else:
+        children = []
+    return {
+        "id": str(pk),
+        "machine": _text(execution.machine_id),
+        "version": execution.machine_version.version,
+        "mode": _text(execution.execution_mode),
+        "status": _text(execution.status),
+        "state": _text(execution.state),
+        "context": execution.context,
+        "input": execution.input,
+        "result": execution.result,
+        "error": execution.error,
+        "available_actions": list(execution.available_actions()),
+        "parent": _text(execution.parent_id),
+        "children": children,
+        "actor": _text(execution.actor),
+        "idempotency_key": _text(execution.idempotency_key),
+        "created_at": _when(execution.created_at),
+        "updated_at": _when(execution.updated_at),
+        "finished_at": _when(execution.finished_at),
+        "url": page_url(execution),
+        "api_url": reverse("api:execution", args=[pk]),
+        "history_url": reverse("api:execution-history", args=[pk]),
+        "diagram_url": reverse("api:execution-svg", args=[pk]),
+    }
+
+
+def _starts_children(machine) -> bool:
+    return any(transition.invoke is not None and transition.invoke.kind == "machine"
+               for state in machine.states.values() for transition in state.transitions)
 
 
 def text_or_null(**kwargs):
@@ -137,6 +200,9 @@ def strict(serializer_class, data):
     """Validated body; unknown fields are refused (a typo must not be silently ignored)."""
     if not isinstance(data, dict):
         raise exceptions.ValidationError({"non_field_errors": ["The body must be a JSON object."]})
+    plain = _plain_body(serializer_class, data)
+    if plain is not None:
+        return plain
     serializer = serializer_class(data=data)
     unknown = sorted(set(data) - set(serializer.fields))
     serializer.is_valid(raise_exception=False)
@@ -146,6 +212,62 @@ def strict(serializer_class, data):
     if found:
         raise exceptions.ValidationError(found)
     return serializer.validated_data
+
+
+_FIELDS: dict[type, dict] = {}
+_ANY_VALUE = type(serializers.DictField().child)  # a DictField that checks no value
+
+
+def _plain_body(serializer_class, data) -> dict | None:
+    """The validated body without building a serializer, for a body whose every value is
+    already what DRF would make of it (a trimmed ASCII string within bounds, a real bool,
+    a finite number within bounds, an object, a listed choice); None for anything else,
+    which goes through DRF for its checks and messages. Building the serializer's fields
+    per request cost as much as the rest of the view (tests/test_api_executions.py checks
+    both paths agree)."""
+    fields = _FIELDS.get(serializer_class)
+    if fields is None:
+        fields = _FIELDS[serializer_class] = dict(serializer_class().fields)
+    out = {}
+    for name, value in data.items():
+        field = fields.get(name)
+        if field is None or not _as_is(field, value):
+            return None
+        if isinstance(value, dict):
+            value = dict(value)
+        elif type(field) is serializers.FloatField:
+            value = float(value)  # as DRF makes it
+        out[name] = value
+    for name, field in fields.items():
+        if name not in out:
+            if field.required:
+                return None
+            if field.default is not serializers.empty:
+                out[name] = field.get_default()
+    return out
+
+
+def _as_is(field, value) -> bool:
+    kind = type(field)
+    if kind is serializers.ChoiceField:
+        return type(value) is str and value in field.choice_strings_to_values \
+            and field.choice_strings_to_values[value] == value
+    if kind is TextField or kind is serializers.CharField:
+        return (type(value) is str and value.isascii() and value == value.strip()
+                and (bool(value) or field.allow_blank) and "\x00" not in value
+                and (field.max_length is None or len(value) <= field.max_length))
+    if kind is serializers.BooleanField:
+        return value is True or value is False
+    if kind is serializers.DictField:
+        return type(value) is dict and type(field.child) is _ANY_VALUE
+    if kind is serializers.IntegerField or kind is serializers.FloatField:
+        if type(value) is not int and (kind is serializers.IntegerField
+                                       or type(value) is not float or not math.isfinite(value)):
+            return False
+        return ((field.min_value is None or value >= field.min_value)
+                and (field.max_value is None or value <= field.max_value)
+                and (type(value) is not int or abs(value) < 2 ** 53))
+    return False
 
 
 def capped(timeout):

@@ -1,6 +1,6 @@
-"""The machines app's exceptions in the API's one error shape (api.errors registry)."""
-from api import errors
-from api.errors import count, problem
+"""The machines app's exceptions in the API's one error shape (api.registry)."""
+from api import registry as errors
+from api.registry import count, problem
 from machines.diagrams import DiagramBusy, DiagramUnavailable
 from machines.language import DefinitionError
 from machines.services import VersionConflict

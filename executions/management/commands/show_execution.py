@@ -8,6 +8,9 @@ from executions.management.commands._common import describe, find_execution
 
 class Command(BaseCommand):
     help = "Show an execution: status, state, available actions and its history as a table."
+    # The system checks load every URL and view (DRF, the schema): seconds of imports a
+    # command that reads or drives one execution does not need (`manage.py check` runs them).
+    requires_system_checks: list[str] = []
 
     def add_arguments(self, parser):
         parser.add_argument("execution", help="execution id (or a unique prefix)")

@@ -7,6 +7,9 @@ from executions.management.commands._common import describe, json_object
 
 class Command(BaseCommand):
     help = "Start an execution of a machine and show where it paused."
+    # The system checks load every URL and view (DRF, the schema): seconds of imports a
+    # command that reads or drives one execution does not need (`manage.py check` runs them).
+    requires_system_checks: list[str] = []
 
     def add_arguments(self, parser):
         parser.add_argument("machine", help="machine id")

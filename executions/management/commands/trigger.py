@@ -11,6 +11,9 @@ from executions.management.commands._common import (
 
 class Command(BaseCommand):
     help = "Send an action to an execution and show where it paused next."
+    # The system checks load every URL and view (DRF, the schema): seconds of imports a
+    # command that reads or drives one execution does not need (`manage.py check` runs them).
+    requires_system_checks: list[str] = []
 
     def add_arguments(self, parser):
         parser.add_argument("execution", help="execution id (or a unique prefix)")

@@ -1,0 +1,62 @@
+"""Past capacity, answer 503 at once instead of queueing (README.md "Overload").
+
+Each web worker process does at most MAX_CONCURRENT requests at a time (a semaphore). A
+request that finds every slot taken waits up to QUEUE_SECONDS for one, then is answered
+503 with `Retry-After`, in the API's error shape under /api/. The worker runs more
+threads than slots (bin/serve: gthread, WEB_THREADS), so the threads beyond the slots
+answer the excess quickly instead of leaving it in gunicorn's queue for tens of seconds;
+no connection is dropped, every request gets an answer.
+
+A request holds its slot until its answer is built, a `wait` included (bounded by the
+API's MAX_WAIT_SECONDS): as before, when a waiting request held a thread.
+"""
+from __future__ import annotations
+
+import json
+import threading
+
+from django.conf import settings
+from django.http import HttpResponse
+
+
+def bounds() -> dict:
+    return getattr(settings, "DATA_MACHINES", {}).get("WEB_OVERLOAD", {})
+
+
+class ConcurrencyLimitMiddleware:
+    def __init__(self, get_response):
+        self.get_response = get_response
+        given = bounds()
+        limit = int(given.get("MAX_CONCURRENT", 0))
+        self.slots = threading.BoundedSemaphore(limit) if limit > 0 else None  # 0: no limit
+        self.queue_seconds = max(0.0, float(given.get("QUEUE_SECONDS", 0.1)))
+        self.retry_after = max(1, int(given.get("RETRY_AFTER_SECONDS", 1)))
+
+    def __call__(self, request):
+        if self.slots is None:
+            return self.get_response(request)
+        if not self.slots.acquire(timeout=self.queue_seconds):
+            return self.overloaded(request)
+        try:
+            return self.get_response(request)
+        finally:
+            self.slots.release()
+
+    def overloaded(self, request) -> HttpResponse:
+        detail = (f"The server is at capacity; nothing was done. Try again in "
+                  f"{self.retry_after} s.")
+        if request.path.startswith("/api/"):
+            response = HttpResponse(
+                json.dumps({"type": "overloaded", "detail": detail, "errors": []}),
+                status=503, content_type="application/json")
+        else:
+            response = HttpResponse(
+                f"<!doctype html><title>Busy</title><h1>Busy</h1><p>{detail}</p>",
+                status=503, content_type="text/html; charset=utf-8")
+        response["Retry-After"] = str(self.retry_after)
+        response["Cache-Control"] = "no-store"
+        response["Content-Length"] = str(len(response.content))  # outside CommonMiddleware
+        # Not logged as a server error per request: past capacity that would be thousands
+        # of lines a second, written by the process that is already short of time.
+        response._has_been_logged = True
+        return response
