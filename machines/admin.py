@@ -22,6 +22,7 @@ from django.http import Http404, HttpResponseNotAllowed, JsonResponse
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 
@@ -32,6 +33,7 @@ from machines.forms import DiffForm, SourceForm
 from machines.language import DefinitionError
 from machines.models import Machine, MachineVersion
 from machines.services import VersionConflict, check_source, declared_id, save_version
+from machines.words import moment_and_relative
 
 _INDEX = re.compile(r"\[(\d+)\]")
 
@@ -352,7 +354,7 @@ def _find_field(text: str, path: str):
 class MachineVersionAdmin(admin.ModelAdmin):
     """Versions are immutable: everyone may only look (given the view permission)."""
 
-    list_display = ["__str__", "machine_link", "version", "title", "created_at", "created_by"]
+    list_display = ["__str__", "machine_link", "version", "title", "saved", "created_by"]
     list_filter = ["source_format"]
     search_fields = ["machine__id", "title"]
     list_select_related = ["machine", "created_by"]
@@ -361,7 +363,7 @@ class MachineVersionAdmin(admin.ModelAdmin):
         "version",
         "title",
         "description",
-        "created_at",
+        "saved",
         "created_by",
         "content_hash",
         "compare",
@@ -370,6 +372,11 @@ class MachineVersionAdmin(admin.ModelAdmin):
         "definition_json",
     ]
     readonly_fields = fields
+
+    @admin.display(description="Saved", ordering="created_at")
+    def saved(self, version):
+        """With its date, zone and how long ago, in the reader's zone, like the explorer."""
+        return moment_and_relative(version.created_at, timezone.get_current_timezone())
 
     def has_add_permission(self, request):
         return False

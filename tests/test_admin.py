@@ -1,4 +1,6 @@
 """The admin editor: saving versions, inline errors, permissions, diffs, the live preview."""
+from zoneinfo import ZoneInfo
+
 import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
@@ -341,3 +343,13 @@ def test_the_editor_page_loads_its_code_editor_and_the_files_exist(client, edito
             assert "Marijn Haverbeke" in file.read(400)  # the licence header is kept
     assert 'href="/machines/ticket/"' in html  # to the explorer
     assert 'id="machine-source"' in html  # the textarea stays, for when scripts do not load
+
+
+def test_version_times_carry_their_date_and_zone_in_the_readers_zone(client, editor, ticket):
+    client.force_login(editor)
+    client.cookies["dm_tz"] = "Asia/Tokyo"
+    saved = ticket.created_at.astimezone(ZoneInfo("Asia/Tokyo"))
+    expected = f"{saved:%b} {saved.day}, {saved:%H:%M} JST"
+    assert expected in client.get(change_url("ticket")).content.decode()
+    listing = client.get(reverse("admin:machines_machineversion_changelist")).content.decode()
+    assert expected in listing
