@@ -1,8 +1,10 @@
 """Past capacity, answer 503 at once instead of queueing (README.md "Overload").
 
-Each web worker process does at most MAX_CONCURRENT requests at a time (a semaphore). A
-request that finds every slot taken waits up to QUEUE_SECONDS for one, then is answered
-503 with `Retry-After`, in the API's error shape under /api/. The worker runs more
+Each web worker process does at most MAX_CONCURRENT API requests at a time (a semaphore).
+An API request that finds every slot taken waits up to QUEUE_SECONDS for one, then is
+answered 503 with `Retry-After`, in the API's error shape. The explorer's pages are not
+limited: a person's page, and the thumbnails and polls it loads at once, wait their turn
+in the worker's threads instead of failing half-drawn. The worker runs more
 threads than slots (bin/serve: gthread, WEB_THREADS), so the threads beyond the slots
 answer the excess quickly instead of leaving it in gunicorn's queue for tens of seconds;
 no connection is dropped, every request gets an answer.
@@ -17,6 +19,8 @@ import threading
 
 from django.conf import settings
 from django.http import HttpResponse
+
+LIMITED_PREFIX = "/api/"
 
 
 def bounds() -> dict:
@@ -33,7 +37,7 @@ class ConcurrencyLimitMiddleware:
         self.retry_after = max(1, int(given.get("RETRY_AFTER_SECONDS", 1)))
 
     def __call__(self, request):
-        if self.slots is None:
+        if self.slots is None or not request.path.startswith(LIMITED_PREFIX):
             return self.get_response(request)
         if not self.slots.acquire(timeout=self.queue_seconds):
             return self.overloaded(request)
@@ -43,16 +47,12 @@ class ConcurrencyLimitMiddleware:
             self.slots.release()
 
     def overloaded(self, request) -> HttpResponse:
+        """503 in the API's error shape."""
         detail = (f"The server is at capacity; nothing was done. Try again in "
                   f"{self.retry_after} s.")
-        if request.path.startswith("/api/"):
-            response = HttpResponse(
-                json.dumps({"type": "overloaded", "detail": detail, "errors": []}),
-                status=503, content_type="application/json")
-        else:
-            response = HttpResponse(
-                f"<!doctype html><title>Busy</title><h1>Busy</h1><p>{detail}</p>",
-                status=503, content_type="text/html; charset=utf-8")
+        response = HttpResponse(
+            json.dumps({"type": "overloaded", "detail": detail, "errors": []}),
+            status=503, content_type="application/json")
         response["Retry-After"] = str(self.retry_after)
         response["Cache-Control"] = "no-store"
         response["Content-Length"] = str(len(response.content))  # outside CommonMiddleware
