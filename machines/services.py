@@ -14,9 +14,6 @@ from django.db import IntegrityError, transaction
 from machines.language import DefinitionError, canonical_hash, check, parse_text
 from machines.models import Machine, MachineVersion
 
-# Reads live in machines.selectors; re-exported until the explorer calls them there.
-from machines.selectors import get_version, latest_versions  # noqa: F401
-
 SAVE_ATTEMPTS = 20  # how many racing saves one save can lose before giving up
 
 
