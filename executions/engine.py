@@ -16,8 +16,9 @@ from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 from typing import Any, TypeAlias
 
+from executions import joins
 from expressions.errors import ExpressionError
-from machines.definition import Decision, Expr, Machine, State, Transition, Update
+from machines.definition import MAP_MAX_ITEMS, Decision, Expr, Machine, State, Transition, Update
 
 # Statuses --------------------------------------------------------------------------------
 RUNNING, WAITING, SLEEPING, INVOKING = "running", "waiting", "sleeping", "invoking"
@@ -37,6 +38,7 @@ WORK_RETRY_SCHEDULED = "work_retry_scheduled"
 EXECUTION_FINISHED, EXECUTION_FAILED = "execution_finished", "execution_failed"
 EXECUTION_CANCELED, EXECUTION_RETRIED = "execution_canceled", "execution_retried"
 EXECUTION_STUCK = "execution_stuck"
+BRANCH_ENDED = "branch_ended"  # one child of a parallel/map invoke finished, failed or ended
 
 
 # Snapshot --------------------------------------------------------------------------------
@@ -268,6 +270,25 @@ def actions_in(machine: Machine, status: str, state: str) -> tuple[str, ...]:
     if status not in PAUSED_STATUSES:
         return ()
     return machine.state(state).action_names
+
+
+def waits_for(work: dict | None, token: str) -> bool:
+    """Whether outstanding work (a snapshot's `work`) still waits for the result of
+    `token`: the invoke's own token, or a running branch of a parallel/map invoke."""
+    if not work:
+        return False
+    if "branches" in work:
+        return any(b["token"] == token and b["status"] == joins.RUNNING
+                   for b in work["branches"])
+    return work.get("token") == token
+
+
+def cancel_effects(work: dict) -> list[CancelWork]:
+    """What canceling outstanding work takes: the invoke's work, or every running branch."""
+    if "branches" in work:
+        return [CancelWork(b["token"], "machine") for b in work["branches"]
+                if b["status"] == joins.RUNNING]
+    return [] if work["token"] is None else [CancelWork(work["token"], work["kind"])]
 
 
 # Internals -------------------------------------------------------------------------------
@@ -535,8 +556,7 @@ class _Run:
                         detail={"token": self.timer["token"], "purpose": self.timer["purpose"]})
             self.timer = None
         if self.work is not None:
-            if self.work["token"] is not None:
-                self.effects.append(CancelWork(self.work["token"], self.work["kind"]))
+            self.effects.extend(cancel_effects(self.work))
             self.work = None
 
     def reject_queued(self, why: str) -> None:
@@ -639,6 +659,9 @@ class _Run:
         """Evaluate what the work needs, then record it and hand the runtime its effect."""
         invoke = transition.invoke
         assert invoke is not None
+        if invoke.group is not None:
+            self.start_group(transition, attempt, **values)
+            return
         token = self.next_token()
         detail = {**values.pop("detail", {}), "token": token, "kind": invoke.kind,
                   "attempt": attempt}
@@ -721,6 +744,157 @@ class _Run:
             "transition": transition.id,
         })
 
+    # parallel and map --------------------------------------------------------------------
+    def start_group(self, transition: Transition, attempt: int, **values) -> None:
+        """Evaluate every branch's input, record the group, and start the branches the
+        concurrency cap allows. Each branch is a child execution whose work token is
+        `<group token>/<key>`: the runtime's idempotency key for that child."""
+        invoke = transition.invoke
+        assert invoke is not None and invoke.group is not None
+        group = invoke.group
+        token = self.next_token()
+        branches = [{"key": key, "token": f"{token}/{key}", "machine": machine,
+                     "version": version, "status": joins.PENDING, "input": child_input}
+                    for key, machine, version, child_input in self.group_children(transition)]
+        entry = self.record(WORK_STARTED, transition=transition.id, from_state=self.state,
+                            detail={**values.pop("detail", {}), "token": token,
+                                    "kind": invoke.kind, "attempt": attempt,
+                                    "branches": [b["key"] for b in branches],
+                                    "join": group.join, "on_failure": group.on_failure,
+                                    "max_concurrency": group.max_concurrency}, **values)
+        self.work = {"token": token, "transition": transition.id, "kind": invoke.kind,
+                     "attempt": attempt, "state": self.state, "branches": branches}
+        self.status, self.auto_steps = INVOKING, 0
+        if self.group_over() is None:
+            entry["detail"]["started"] = self.work.pop("started")
+            if invoke.timeout_seconds:
+                self.arm_timer(self.env.now + invoke.timeout_seconds, "timeout",
+                               transition.id)
+
+    def group_children(self, transition: Transition) -> list[tuple]:
+        """(key, machine, version, input) of each branch, in order."""
+        invoke = transition.invoke
+        assert invoke is not None and invoke.group is not None
+        group = invoke.group
+        if group.kind == "parallel":
+            return [(b.key, b.machine_id, b.machine_version,
+                     None if b.input is None else self.evaluate(b.input, transition.id))
+                    for b in group.branches]
+        assert group.items is not None
+        items = self.evaluate(group.items, transition.id)
+        if not isinstance(items, list):
+            raise _Failed(self.expression_error(
+                f"map.items must be a list, not {type(items).__name__}", transition.id,
+                group.items.path))
+        if len(items) > MAP_MAX_ITEMS:
+            raise _Failed(self.expression_error(
+                f"map.items has {len(items)} items; a map starts at most {MAP_MAX_ITEMS}",
+                transition.id, group.items.path))
+        return [(str(index), group.machine_id, group.machine_version,
+                 None if group.input is None else self.evaluate(
+                     group.input, transition.id, {"item": item, "index": index}))
+                for index, item in enumerate(items)]
+
+    def launch_branches(self, branches: list[dict], max_concurrency: int | None) -> list[str]:
+        """Start the pending branches the cap allows; returns their keys."""
+        started = []
+        for index in joins.to_start([b["status"] for b in branches], max_concurrency):
+            branch = branches[index] = {**branches[index], "status": joins.RUNNING}
+            self.effects.append(StartChild(branch["token"], branch["machine"],
+                                           branch["version"], branch.pop("input"), False))
+            started.append(branch["key"])
+        return started
+
+    def group_over(self) -> str | None:
+        """Start what may start; when the join is decided, conclude the group. Returns the
+        decision, or None while the group waits."""
+        work = self.work
+        assert work is not None
+        transition = self.machine.states[self.state].transition(work["transition"])
+        group = transition.invoke.group  # type: ignore[union-attr]
+        branches = work["branches"]
+        decision = joins.decide([b["status"] for b in branches], group.join, group.on_failure)
+        if decision == joins.WAIT:
+            work["started"] = self.launch_branches(branches, group.max_concurrency)
+            return None
+        self.conclude_group(transition, decision)
+        return decision
+
+    def branch_reported(self, event) -> None:
+        """One child of a parallel/map invoke ended: record it, then start more or join."""
+        work = self.work
+        assert work is not None
+        branches = list(work["branches"])
+        index = next((i for i, b in enumerate(branches) if b["token"] == event.token), None)
+        if index is None or branches[index]["status"] != joins.RUNNING:
+            raise _Rejected(f"work {event.token} is not outstanding (stale or unknown)")
+        ok = isinstance(event, WorkSucceeded)
+        branch = branches[index] = {**branches[index],
+                                    "status": joins.FINISHED if ok else joins.FAILED}
+        if ok:
+            branch["output"] = event.output
+        else:
+            branch["error"] = event.error
+        self.work = {**work, "branches": branches}
+        statuses = [b["status"] for b in branches]
+        entry = self.record(BRANCH_ENDED, transition=work["transition"],
+                            output=event.output if ok else None,
+                            error=None if ok else event.error, detail={
+                                "token": work["token"], "branch": branch["key"],
+                                "status": branch["status"],
+                                "finished": statuses.count(joins.FINISHED),
+                                "failed": statuses.count(joins.FAILED),
+                                "total": len(branches)})
+        if self.group_over() is None:
+            started = self.work.pop("started")
+            if started:
+                entry["detail"]["started"] = started
+
+    def conclude_group(self, transition: Transition, decision: str) -> None:
+        """Cancel the branches still running, then take the success or error outcome with
+        the outputs collected by name (parallel) or index (map)."""
+        work = self.work
+        assert work is not None and transition.invoke is not None
+        invoke = transition.invoke
+        branches = work["branches"]
+        running = [b for b in branches if b["status"] == joins.RUNNING]
+        for branch in running:
+            self.effects.append(CancelWork(branch["token"], "machine"))
+        if invoke.kind == "parallel":
+            outputs: Any = {b["key"]: b.get("output") for b in branches
+                            if b["status"] == joins.FINISHED}
+        else:
+            outputs = [b.get("output") for b in branches]
+        detail = {"token": work["token"], "attempt": work["attempt"],
+                  "canceled": [b["key"] for b in running]}
+        if decision == joins.SUCCEEDED:
+            self.record(WORK_SUCCEEDED, transition=transition.id, output=outputs,
+                        detail=detail)
+            self.work_done()
+            self.succeeded(transition, outputs, work["attempt"])
+            return
+        error = self.group_error(transition, branches, outputs)
+        self.record(WORK_FAILED, transition=transition.id, error=error, detail=detail)
+        self.work_done()
+        self.failed(transition, error, work["attempt"])
+
+    def group_error(self, transition: Transition, branches: list[dict], outputs) -> dict:
+        invoke = transition.invoke
+        assert invoke is not None and invoke.group is not None
+        errors = {b["key"]: b["error"] for b in branches if b["status"] == joins.FAILED}
+        total = len(branches)
+        if invoke.group.on_failure == "fail_fast" and errors:
+            key, cause = next(iter(errors.items()))
+            message = cause.get("message") if isinstance(cause, dict) else None
+            return {"type": "branch_failed", "branch": key, "cause": cause,
+                    "errors": errors, "outputs": outputs,
+                    "message": f"{invoke.kind} branch {key} failed"
+                               + (f": {message}" if message else "")}
+        finished = sum(1 for b in branches if b["status"] == joins.FINISHED)
+        need = joins.needed(invoke.group.join, total)
+        return {"type": "join_failed", "errors": errors, "outputs": outputs,
+                "message": f"{finished} of {total} branches finished; the join needs {need}"}
+
 
 # Event handlers --------------------------------------------------------------------------
 def _start(run: _Run, event: Start) -> None:
@@ -777,7 +951,7 @@ def _timer_fired(run: _Run, event: TimerFired) -> None:
     else:  # the work's time-out
         work = run.work
         assert work is not None and transition.invoke is not None
-        run.effects.append(CancelWork(work["token"], work["kind"]))
+        run.effects.extend(cancel_effects(work))
         run.work = None
         seconds = transition.invoke.timeout_seconds
         error = {"type": "timeout", "message": f"no result within {seconds:g} seconds"}
@@ -788,6 +962,9 @@ def _timer_fired(run: _Run, event: TimerFired) -> None:
 
 def _work_reported(run: _Run, event) -> None:
     work = run.work
+    if run.status == INVOKING and work is not None and "branches" in work:
+        run.branch_reported(event)
+        return
     if run.status != INVOKING or work is None or work["token"] != event.token:
         raise _Rejected(f"work {event.token} is not outstanding (stale or unknown)")
     detail = {"token": work["token"], "attempt": work["attempt"]}

@@ -13,6 +13,7 @@ from typing import Any
 EXECUTION_MODES = ("sync", "async-throughput", "async-latency")
 DEFAULT_EXECUTION_MODE = "async-throughput"
 DEFAULT_TIMEOUT_SECONDS = 30
+MAP_MAX_ITEMS = 1000  # children one map invoke may start
 
 
 @dataclass(frozen=True)
@@ -75,10 +76,41 @@ class Retry:
 
 
 @dataclass(frozen=True)
-class Invoke:
-    """Work outside the execution. Exactly one of call / machine / trigger is set."""
+class GroupBranch:
+    """One named branch of a `parallel` invoke: a child execution of `machine_id`."""
 
-    kind: str  # "call" | "machine" | "trigger"
+    key: str
+    machine_id: str
+    machine_version: int | None = None
+    input: Expr | None = None
+
+
+@dataclass(frozen=True)
+class Group:
+    """The children of a `parallel` or `map` invoke and how they are joined.
+
+    `parallel` names its branches; `map` runs one child of `machine_id` per item of
+    `items`, with `item` and `index` bound in `input`. `join` is "all", "any" or the
+    number of branches that must finish ({at_least: N}); `on_failure` is "fail_fast"
+    or "collect" (docs/language.md, "parallel and map")."""
+
+    kind: str  # "parallel" | "map"
+    branches: tuple[GroupBranch, ...] = ()  # parallel
+    items: Expr | None = None  # map
+    machine_id: str | None = None  # map
+    machine_version: int | None = None  # map
+    input: Expr | None = None  # map: evaluated per item
+    max_concurrency: int | None = None  # None: every branch at once
+    join: str | int = "all"  # "all" | "any" | at least this many
+    on_failure: str = "fail_fast"  # "fail_fast" | "collect"
+
+
+@dataclass(frozen=True)
+class Invoke:
+    """Work outside the execution. Exactly one of call / machine / trigger / parallel / map
+    is set."""
+
+    kind: str  # "call" | "machine" | "trigger" | "parallel" | "map"
     call: Expr | None = None
     machine_id: str | None = None
     machine_version: int | None = None  # None: the latest version when it starts
@@ -91,6 +123,7 @@ class Invoke:
     ok_if: Expr | None = None
     retry: Retry | None = None
     timeout_seconds: float | None = None
+    group: Group | None = None  # parallel and map
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,10 @@ from machines.definition import (
     EXECUTION_MODES,
     Branch,
     Decision,
+    MAP_MAX_ITEMS,
     Expr,
+    Group,
+    GroupBranch,
     Invoke,
     Machine,
     Retry,
@@ -52,9 +55,18 @@ TRANSITION_KEYS = (
 )
 INVOKE_KEYS = (
     "call", "machine", "trigger", "input", "async", "success", "error", "ok_if", "retry",
-    "timeout_seconds",
+    "timeout_seconds", "parallel", "map", "join", "on_failure",
 )
-INVOKE_KINDS = ("call", "machine", "trigger")
+INVOKE_KINDS = ("call", "machine", "trigger", "parallel", "map")
+GROUP_KINDS = ("parallel", "map")
+PARALLEL_BRANCH_KEYS = ("machine", "input")
+MAP_KEYS = ("items", "machine", "input", "max_concurrency")
+JOINS = ("all", "any")
+ON_FAILURE = ("fail_fast", "collect")
+MAX_PARALLEL_BRANCHES = 50
+MAX_CONCURRENCY = 1000
+BRANCH_NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,63}$"
+_BRANCH_NAME_RE = re.compile(BRANCH_NAME_PATTERN)
 BRANCH_KEYS = ("state", "context", "assign")
 WAIT_KEYS = ("seconds", "until")
 RETRY_KEYS = ("max_attempts", "delay_seconds", "backoff")
@@ -709,7 +721,8 @@ class _Validator:
         kinds = [key for key in INVOKE_KINDS if key in value]
         if len(kinds) != 1:
             given = f", not {' and '.join(repr(k) for k in kinds)}" if kinds else ""
-            self.error(path, f"'invoke' needs exactly one of 'call', 'machine' or 'trigger'{given}")
+            self.error(path, "'invoke' needs exactly one of 'call', 'machine', 'trigger', "
+                       f"'parallel' or 'map'{given}")
         if "call" in value:
             self._expr(value["call"], _join(path, "call"))
         if "machine" in value:
@@ -720,13 +733,15 @@ class _Validator:
             self._expr(value["input"], _join(path, "input"))
             if kinds and "machine" not in kinds:
                 hint = ("put 'input' inside 'trigger'" if "trigger" in kinds
+                        else "give each branch its own 'input'" if "parallel" in kinds
+                        else "put 'input' inside 'map'" if "map" in kinds
                         else "a 'call' reads ctx and input directly")
                 self.error(_join(path, "input"), "'input' is only used with 'machine'", hint)
         if "async" in value:
             if not isinstance(value["async"], bool):
                 self.error(_join(path, "async"),
                            f"'async' must be true or false, not {_show(value['async'])}")
-            if "call" in kinds:
+            if "call" in kinds or any(kind in GROUP_KINDS for kind in kinds):
                 self.error(_join(path, "async"), "'async' is only used with 'machine' or 'trigger'")
         for key in ("success", "error"):
             if key in value:
@@ -737,6 +752,81 @@ class _Validator:
             self._retry(value["retry"], _join(path, "retry"))
         if "timeout_seconds" in value:
             self._duration(value["timeout_seconds"], _join(path, "timeout_seconds"))
+        self._group(value, path, kinds)
+
+    # parallel and map ----------------------------------------------------------------------
+    def _group(self, value: dict, path: str, kinds: list[str]) -> None:
+        """`parallel`/`map` and the keys only they use: `join`, `on_failure`."""
+        grouped = [kind for kind in kinds if kind in GROUP_KINDS]
+        if not grouped:
+            for key in ("join", "on_failure"):
+                if key in value:
+                    self.error(_join(path, key),
+                               f"'{key}' is only used with 'parallel' or 'map'")
+            return
+        if "parallel" in value:
+            self._parallel(value["parallel"], _join(path, "parallel"))
+        if "map" in value:
+            self._map(value["map"], _join(path, "map"))
+        if "join" in value:
+            self._join(value["join"], value.get("parallel"), _join(path, "join"))
+        if "on_failure" in value and value["on_failure"] not in ON_FAILURE:
+            self.error(_join(path, "on_failure"),
+                       f"'on_failure' must be 'fail_fast' or 'collect', not "
+                       f"{_show(value['on_failure'])}")
+
+    def _parallel(self, value: Any, path: str) -> None:
+        if not self._object(value, path, "an object: branch name -> {machine, input}"):
+            return
+        if not value:
+            self.error(path, "'parallel' needs at least one branch",
+                       "name each branch: {identity: {machine: check-identity}}")
+        if len(value) > MAX_PARALLEL_BRANCHES:
+            self.error(path, f"'parallel' has {len(value)} branches; at most "
+                       f"{MAX_PARALLEL_BRANCHES}", "use 'map' for many children of one machine")
+        for name, branch in value.items():
+            branch_path = _join(path, name)
+            if not (isinstance(name, str) and _BRANCH_NAME_RE.fullmatch(name)):
+                self.error(branch_path, f"{_show(name)} is not a valid branch name (pattern "
+                           f"{BRANCH_NAME_PATTERN})", "letters, digits, '_' and '-'")
+            if not self._object(branch, branch_path, "an object: {machine, input}"):
+                continue
+            self._unknown_keys(branch, branch_path, PARALLEL_BRANCH_KEYS, "a branch's")
+            if self._require(branch, "machine", branch_path, "the machine this branch runs"):
+                self._machine_ref(branch["machine"], _join(branch_path, "machine"))
+            if "input" in branch:
+                self._expr(branch["input"], _join(branch_path, "input"))
+
+    def _map(self, value: Any, path: str) -> None:
+        if not self._object(value, path, "an object: {items, machine, input, max_concurrency}"):
+            return
+        self._unknown_keys(value, path, MAP_KEYS, "'map'")
+        if self._require(value, "items", path, "an expression giving the list to map over"):
+            self._expr(value["items"], _join(path, "items"))
+            if not isinstance(value["items"], (str, list)):
+                self.error(_join(path, "items"), "'items' must be an expression or a list, "
+                           f"not {_kind(value['items'])}")
+        if self._require(value, "machine", path, "the machine each item runs"):
+            self._machine_ref(value["machine"], _join(path, "machine"))
+        if "input" in value:
+            self._expr(value["input"], _join(path, "input"))
+        if "max_concurrency" in value:
+            self._number(value["max_concurrency"], _join(path, "max_concurrency"),
+                         low=1, high=MAX_CONCURRENCY, integer=True)
+
+    def _join(self, value: Any, parallel: Any, path: str) -> None:
+        if value in JOINS:
+            return
+        if not isinstance(value, dict) or set(value) != {"at_least"}:
+            self.error(path, f"'join' must be 'all', 'any' or {{at_least: N}}, not "
+                       f"{_show(value)}")
+            return
+        at_least = value["at_least"]
+        self._number(at_least, _join(path, "at_least"), low=1, high=MAP_MAX_ITEMS,
+                     integer=True)
+        if isinstance(parallel, dict) and _is_integer(at_least) and at_least > len(parallel):
+            self.error(_join(path, "at_least"), f"'at_least' is {at_least} but 'parallel' has "
+                       f"only {len(parallel)} branches")
 
     def _machine_ref(self, value: Any, path: str) -> None:
         if isinstance(value, str):
@@ -834,14 +924,32 @@ class _Validator:
         for _, path, transitions in self._action_lists():
             for index, t in transitions:
                 invoke = t.get("invoke")
-                ref = invoke.get("machine") if isinstance(invoke, dict) else None
-                child_path = f"{path}[{index}].invoke.machine"
-                if isinstance(ref, dict):
-                    ref, child_path = ref.get("id"), child_path + ".id"
-                if (isinstance(ref, str) and _ID_RE.fullmatch(ref)
-                        and ref != self.document.get("id") and not self.machine_exists(ref)):
-                    self.warn(child_path, f"machine '{ref}' does not exist yet",
-                              "save it before an execution reaches this transition")
+                for ref, child_path in _machine_refs(invoke, f"{path}[{index}].invoke"):
+                    self._warn_unknown_machine(ref, child_path)
+
+    def _warn_unknown_machine(self, ref: Any, child_path: str) -> None:
+        assert self.machine_exists is not None
+        if isinstance(ref, dict):
+            ref, child_path = ref.get("id"), child_path + ".id"
+        if (isinstance(ref, str) and _ID_RE.fullmatch(ref)
+                and ref != self.document.get("id") and not self.machine_exists(ref)):
+            self.warn(child_path, f"machine '{ref}' does not exist yet",
+                      "save it before an execution reaches this transition")
+
+
+def _machine_refs(invoke: Any, path: str) -> list[tuple[Any, str]]:
+    """(machine reference, its path) of every child an invoke may start."""
+    if not isinstance(invoke, dict):
+        return []
+    refs = [(invoke["machine"], f"{path}.machine")] if "machine" in invoke else []
+    parallel, mapped = invoke.get("parallel"), invoke.get("map")
+    if isinstance(parallel, dict):
+        refs += [(branch["machine"], f"{path}.parallel.{name}.machine")
+                 for name, branch in parallel.items()
+                 if isinstance(branch, dict) and "machine" in branch]
+    if isinstance(mapped, dict) and "machine" in mapped:
+        refs.append((mapped["machine"], f"{path}.map.machine"))
+    return refs
 
 
 def _targets(t: dict) -> list[str]:
@@ -962,4 +1070,29 @@ def _build_invoke(invoke: dict, path: str) -> Invoke:
         ok_if=_optional_expr(invoke, "ok_if", path),
         retry=Retry(**{key: retry[key] for key in RETRY_KEYS if key in retry}) if retry else None,
         timeout_seconds=invoke.get("timeout_seconds"),
+        group=_build_group(invoke, path) if kind in GROUP_KINDS else None,
     )
+
+
+def _reference(machine: str | dict) -> tuple[str, int | None]:
+    """(id, version) of a machine reference: an id, or {id, version}."""
+    if isinstance(machine, dict):
+        return machine["id"], machine.get("version")
+    return machine, None
+
+
+def _build_group(invoke: dict, path: str) -> Group:
+    join = invoke.get("join", "all")
+    common = {"join": join["at_least"] if isinstance(join, dict) else join,
+              "on_failure": invoke.get("on_failure", "fail_fast")}
+    if "parallel" in invoke:
+        return Group(kind="parallel", branches=tuple(
+            GroupBranch(name, *_reference(branch["machine"]),
+                        input=_optional_expr(branch, "input", f"{path}.parallel.{name}"))
+            for name, branch in invoke["parallel"].items()), **common)
+    mapped = invoke["map"]
+    machine_id, machine_version = _reference(mapped["machine"])
+    return Group(kind="map", items=_expr_of(mapped["items"], f"{path}.map.items"),
+                 machine_id=machine_id, machine_version=machine_version,
+                 input=_optional_expr(mapped, "input", f"{path}.map"),
+                 max_concurrency=mapped.get("max_concurrency"), **common)

@@ -21,6 +21,7 @@ LAYER_NAMES = ["pure core", "models", "runtime", "services and selectors", "surf
 LAYERS = {
     "expressions": PURE,
     "executions.engine": PURE,
+    "executions.joins": PURE,
     "machines.definition": PURE,
     "machines.language": PURE,
     "machines.diagrams": PURE,
