@@ -316,6 +316,8 @@ def _timer_canceled(row, machine, children):
 def _work_started(row, machine, children):
     detail = row.get("detail") or {}
     kind, attempt = detail.get("kind"), detail.get("attempt") or 1
+    if kind in GROUP_KINDS:
+        return _group_started(row, machine)
     of = _attempts(machine, row)
     tries = f" (attempt {attempt}{of})" if attempt > 1 or of else ""
     name = transition_name(machine, row.get("from_state"), row.get("transition") or "")
@@ -353,6 +355,8 @@ def _work_done(row, machine, children):
     transition = _transition(machine, {"transition": work.get("transition") or row.get(
         "transition"), "from_state": work.get("from_state") or row.get("state")})
     is_async = bool(transition and transition.invoke and transition.invoke.is_async)
+    if work.get("kind") in GROUP_KINDS:
+        return _group_done(row, work, succeeded, message)
     took = f" in {duration(seconds)}" if seconds is not None else ""
     after = f" after {duration(seconds)}" if seconds is not None else ""
     if work.get("kind") == "machine":
@@ -443,7 +447,96 @@ _SENTENCES = {
     engine.WORK_RETRY_SCHEDULED: _retry_scheduled, engine.EXECUTION_FINISHED: _finished,
     engine.EXECUTION_FAILED: _failed, engine.EXECUTION_CANCELED: _canceled,
     engine.EXECUTION_RETRIED: _retried, engine.EXECUTION_STUCK: _stuck,
+    engine.BRANCH_ENDED: _branch_ended,
 }
+
+
+# parallel and map ----------------------------------------------------------------------------
+GROUP_KINDS = ("parallel", "map")
+JOIN_WORDS = {"all": "all must finish", "any": "the first to finish is enough"}
+ON_FAILURE_WORDS = {"fail_fast": "the first failure stops the rest",
+                    "collect": "failures are collected while the others run on"}
+
+
+def _branches(kind: str | None, count: int) -> str:
+    noun = "item" if kind == "map" else "branch"
+    return f"{count} {noun}" + ("" if count == 1 else "es" if noun == "branch" else "s")
+
+
+def _joins(detail: dict) -> str:
+    join = detail.get("join", "all")
+    said = JOIN_WORDS.get(join) if isinstance(join, str) else f"{join} must finish"
+    return "; ".join(filter(None, (said, ON_FAILURE_WORDS.get(detail.get("on_failure", "")))))
+
+
+def _group_started(row, machine):
+    """ "Started 3 branches together: identity, sanctions or address" and how they join."""
+    detail = row.get("detail") or {}
+    keys = detail.get("branches") or []
+    name = transition_name(machine, row.get("from_state"), row.get("transition") or "")
+    cap = detail.get("max_concurrency")
+    if detail.get("kind") == "map":
+        transition = _transition(machine, row)
+        group = transition.invoke.group if transition and transition.invoke else None
+        child = strong(group.machine_id if group else "a machine")
+        at_once = f", {cap} at a time" if cap and cap < len(keys) else ""
+        text = format_html("{}: started {} for each of {}{}", strong(name), child,
+                           _branches("map", len(keys)), at_once)
+    else:
+        text = format_html("{}: started {} together: {}", strong(name),
+                           _branches("parallel", len(keys)),
+                           joined(", ", [strong(key) for key in keys]))
+    return "invoke", text, _joins(detail)
+
+
+def _branch_ended(row, machine, children):
+    """ "identity finished: 2 of 3 branches done" with a link to the child."""
+    detail = row.get("detail") or {}
+    key, total = str(detail.get("branch", "?")), detail.get("total") or 0
+    finished, failed = detail.get("finished", 0), detail.get("failed", 0)
+    child = children.get(f"{(detail.get('token') or '')}/{key}")
+    link = format_html(' <a href="{}">{}</a>', child[1], str(child[0])[:8]) if child else ""
+    kind = _group_kind(machine, row)
+    label = f"item {key}" if kind == "map" else key
+    ok = detail.get("status") == "finished"
+    progress = f"{finished} of {total} done" + (f", {failed} failed" if failed else "")
+    text = format_html("{}{} {}: {}", strong(label), link, "finished" if ok else "failed",
+                       progress)
+    why = (f"returned {brief(row.get('output'))}" if ok else error_message(row.get("error")))
+    started = detail.get("started")
+    if started:
+        why = joined("; ", [why, f"started {', '.join(map(str, started))} next"])
+    return ("success" if ok else "error"), text, why
+
+
+def _group_kind(machine: Machine, row: dict) -> str | None:
+    transition = _transition(machine, row)
+    return transition.invoke.kind if transition and transition.invoke else None
+
+
+def _group_done(row, work, succeeded, message):
+    """How the join ended: met (and what it canceled) or failed."""
+    detail = row.get("detail") or {}
+    total = len(work.get("branches") or [])
+    canceled = detail.get("canceled") or []
+    stopped = f"stopped {', '.join(map(str, canceled))}" if canceled else ""
+    if succeeded:
+        return ("success", format_html("The join was met: {} of {} ended",
+                                       total - len(canceled), _branches(work.get("kind"), total)),
+                joined("; ", [stopped, f"output: {brief(row.get('output'))}"]))
+    return "error", format_html("The join failed"), joined("; ", [message, stopped])
+
+
+def _group_status(machine: Machine, work: dict, here) -> SafeString:
+    """ "Waiting in Checking for Run checks: 1 of 3 branches done, 2 running." """
+    branches = work.get("branches") or []
+    counts = {status: sum(1 for b in branches if b.get("status") == status)
+              for status in ("finished", "failed", "running", "pending")}
+    name = transition_name(machine, work.get("state"), work.get("transition") or "")
+    parts = [f"{counts['finished']} of {_branches(work.get('kind'), len(branches))} done"]
+    parts += [f"{counts[status]} {status}" for status in ("failed", "running", "pending")
+              if counts[status]]
+    return format_html("Waiting in {} for {}: {}.", here, strong(name), ", ".join(parts))
 
 
 def _state_of(machine: Machine, row: dict) -> str | None:
@@ -719,6 +812,8 @@ def status_line(machine: Machine, *, status: str, state: str, timer: dict | None
     if status == engine.INVOKING:
         work = work or {}
         work_row = {"transition": work.get("transition"), "from_state": state}
+        if work.get("kind") in GROUP_KINDS:
+            return _group_status(machine, work, here)
         if work.get("kind") == "machine":
             transition = _transition(machine, work_row)
             machine_id = transition.invoke.machine_id if transition else "child"

@@ -30,7 +30,7 @@ from hashlib import sha256
 
 import graphviz
 
-from machines.definition import Branch, Expr, Machine, State, Transition
+from machines.definition import Branch, Expr, Group, Machine, State, Transition
 from machines.language import io_operation
 from machines.lru import LRU
 from machines.words import duration
@@ -415,7 +415,9 @@ def _branch(b: _Build, helper: str, state: State, t: Transition, which: str,
 def _invoke(b: _Build, state: State, t: Transition, lines: list[str]) -> None:
     inv = t.invoke
     eid = edge_id(state.name, t.id)
-    if inv.kind == "machine":
+    if inv.group is not None:
+        label, attrs, tip = _group_look(inv.group)
+    elif inv.kind == "machine":
         version = f" v{inv.machine_version}" if inv.machine_version else ""
         label = _html(f"<B>{_esc(inv.machine_id)}</B>",
                       _small(f"machine{version}" + (" · async" if inv.is_async else "")))
@@ -445,6 +447,44 @@ def _invoke(b: _Build, state: State, t: Transition, lines: list[str]) -> None:
           "action" if t.on else "")
     _branch(b, helper, state, t, "success", inv.success, "✓ success", "success")
     _branch(b, helper, state, t, "error", inv.error, "✗ error", "error")
+
+
+def _join_words(group: Group) -> str:
+    join = {"all": "all must finish", "any": "first to finish wins"}.get(
+        group.join, f"{group.join} must finish") if isinstance(group.join, str) \
+        else f"{group.join} must finish"
+    return join + (" · fail fast" if group.on_failure == "fail_fast" else " · collect errors")
+
+
+def _group_look(group: Group) -> tuple[str, dict, str]:
+    """One node for the whole parallel/map: a row of branch cells side by side under
+    "run together" (parallel), or a stack of copies of one machine (map)."""
+    cell = ('<TD BGCOLOR="white" COLOR="{c}" STYLE="rounded"><B>{key}</B><BR/>'
+            '<FONT POINT-SIZE="8.5">{machine}</FONT></TD>')
+    if group.kind == "parallel":
+        cells = "".join(cell.format(c=VIOLET, key=_esc(b.key), machine=_esc(
+            b.machine_id + (f" v{b.machine_version}" if b.machine_version else "")))
+            for b in group.branches)
+        head = f"{len(group.branches)} run together"
+        label = (f'<<TABLE BORDER="0" CELLBORDER="1" CELLSPACING="4" CELLPADDING="3">'
+                 f'<TR><TD COLSPAN="{len(group.branches)}" BORDER="0">{_esc(head)}<BR/>'
+                 f'{_small(_join_words(group))}</TD></TR><TR>{cells}</TR></TABLE>>')
+        tip = "runs together: " + ", ".join(
+            f"{b.key} ({b.machine_id})" for b in group.branches)
+        shape = "box"
+    else:
+        assert group.items is not None and group.machine_id is not None
+        cap = f" · {group.max_concurrency} at a time" if group.max_concurrency else ""
+        version = f" v{group.machine_version}" if group.machine_version else ""
+        label = _html(_esc(f"for each of {short_code(group.items, 26)}"),
+                      f"<B>{_esc(group.machine_id + version)}</B>",
+                      _small(_join_words(group) + cap))
+        tip = f"starts {group.machine_id} for each item of {group.items.brief(200)}"
+        shape = "box3d"
+    attrs = {"shape": shape, "style": "rounded,filled", "fillcolor": "#F5F3FF",
+             "color": VIOLET, "fontcolor": "#5B21B6",
+             "peripheries": "2" if group.kind == "parallel" else "1"}
+    return label, attrs, tip + f"\n{_join_words(group)}"
 
 
 def _decision(b: _Build, state: State, t: Transition, lines: list[str]) -> None:
@@ -881,6 +921,12 @@ def describe(machine: Machine, path: DiagramPath | None = None) -> str:
                 how += f" if {short_code(t.when, 60)}"
             if t.invoke:
                 what = t.invoke.machine_id or t.invoke.action or "a call"
+                group = t.invoke.group
+                if group is not None:
+                    what = (f"{', '.join(b.key for b in group.branches)} together"
+                            if group.kind == "parallel"
+                            else f"{group.machine_id} for each item") + \
+                        f" ({_join_words(group)})"
                 targets = [br.state or state.name for br in (t.invoke.success, t.invoke.error)
                            if br]
                 moves.append(f"{how} invokes {what}, then {' or '.join(targets) or 'stays'}")
