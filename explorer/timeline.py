@@ -434,23 +434,6 @@ def _stuck(row, machine, children):
             "no transition can be taken and it accepts no actions")
 
 
-def _unknown(row, machine, children):
-    return "auto", humanize(row["kind"]), ""
-
-
-_SENTENCES = {
-    engine.STARTED: _started, engine.ACTION_RECEIVED: _received,
-    engine.ACTION_REJECTED: _rejected, engine.TRANSITION_TAKEN: _taken,
-    engine.TIMER_ARMED: _timer_armed, engine.TIMER_FIRED: _timer_fired,
-    engine.TIMER_CANCELED: _timer_canceled, engine.WORK_STARTED: _work_started,
-    engine.WORK_SUCCEEDED: _work_done, engine.WORK_FAILED: _work_done,
-    engine.WORK_RETRY_SCHEDULED: _retry_scheduled, engine.EXECUTION_FINISHED: _finished,
-    engine.EXECUTION_FAILED: _failed, engine.EXECUTION_CANCELED: _canceled,
-    engine.EXECUTION_RETRIED: _retried, engine.EXECUTION_STUCK: _stuck,
-    engine.BRANCH_ENDED: _branch_ended,
-}
-
-
 # parallel and map ----------------------------------------------------------------------------
 GROUP_KINDS = ("parallel", "map")
 JOIN_WORDS = {"all": "all must finish", "any": "the first to finish is enough"}
@@ -474,6 +457,7 @@ def _group_started(row, machine):
     detail = row.get("detail") or {}
     keys = detail.get("branches") or []
     name = transition_name(machine, row.get("from_state"), row.get("transition") or "")
+    name = name[:1].upper() + name[1:]
     cap = detail.get("max_concurrency")
     if detail.get("kind") == "map":
         transition = _transition(machine, row)
@@ -524,7 +508,7 @@ def _group_done(row, work, succeeded, message):
         return ("success", format_html("The join was met: {} of {} ended",
                                        total - len(canceled), _branches(work.get("kind"), total)),
                 joined("; ", [stopped, f"output: {brief(row.get('output'))}"]))
-    return "error", format_html("The join failed"), joined("; ", [message, stopped])
+    return "error", SafeString("The join failed"), joined("; ", [message, stopped])
 
 
 def _group_status(machine: Machine, work: dict, here) -> SafeString:
@@ -537,6 +521,23 @@ def _group_status(machine: Machine, work: dict, here) -> SafeString:
     parts += [f"{counts[status]} {status}" for status in ("failed", "running", "pending")
               if counts[status]]
     return format_html("Waiting in {} for {}: {}.", here, strong(name), ", ".join(parts))
+
+
+def _unknown(row, machine, children):
+    return "auto", humanize(row["kind"]), ""
+
+
+_SENTENCES = {
+    engine.STARTED: _started, engine.ACTION_RECEIVED: _received,
+    engine.ACTION_REJECTED: _rejected, engine.TRANSITION_TAKEN: _taken,
+    engine.TIMER_ARMED: _timer_armed, engine.TIMER_FIRED: _timer_fired,
+    engine.TIMER_CANCELED: _timer_canceled, engine.WORK_STARTED: _work_started,
+    engine.WORK_SUCCEEDED: _work_done, engine.WORK_FAILED: _work_done,
+    engine.WORK_RETRY_SCHEDULED: _retry_scheduled, engine.EXECUTION_FINISHED: _finished,
+    engine.EXECUTION_FAILED: _failed, engine.EXECUTION_CANCELED: _canceled,
+    engine.EXECUTION_RETRIED: _retried, engine.EXECUTION_STUCK: _stuck,
+    engine.BRANCH_ENDED: _branch_ended,
+}
 
 
 def _state_of(machine: Machine, row: dict) -> str | None:

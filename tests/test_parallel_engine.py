@@ -3,89 +3,15 @@ StartChild effects (within the concurrency cap), their results come back as
 WorkSucceeded/WorkFailed events with the branch's token, and the join is decided in the
 snapshot. The join decision itself is checked for every order of branch results with
 hypothesis."""
-import json
-
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from executions import engine as E
 from executions import joins
-from expressions.sandbox import evaluate
-from machines.language import build, check
-
-NOW = 1_000_000.0
-
-
-def env(now: float = NOW) -> E.Env:
-    return E.Env(now=now, evaluate=evaluate, execution={"id": "e1", "machine": "m", "version": 1})
-
-
-def kyc(join="all", on_failure="fail_fast", timeout=None, error_branch=True):
-    invoke = {
-        "parallel": {
-            "identity": {"machine": "check", "input": "{'kind': 'identity', 'who': ctx['who']}"},
-            "sanctions": {"machine": "check", "input": "{'kind': 'sanctions'}"},
-            "address": {"machine": {"id": "check", "version": 2}},
-        },
-        "join": join, "on_failure": on_failure,
-        "success": {"state": "approved", "assign": {"checks": "output"}},
-    }
-    if error_branch:
-        invoke["error"] = {"state": "review", "assign": {"problem": "error"}}
-    if timeout:
-        invoke["timeout_seconds"] = timeout
-    return build({
-        "id": "kyc", "start_at": "checking", "context": "{'who': input['who']}",
-        "states": {
-            "checking": {"actions": [{"id": "run-checks", "invoke": invoke},
-                                     {"id": "note", "on": "note", "assign": {"n": "1"}}]},
-            "approved": {"return": "ctx['checks']"},
-            "review": {"return": "ctx['problem']"},
-        },
-    })
-
-
-def lines(max_concurrency=None, items="ctx['lines']", on_failure="fail_fast", join="all"):
-    mapped = {"items": items, "machine": "price-line",
-              "input": "{'sku': item['sku'], 'position': index}"}
-    if max_concurrency:
-        mapped["max_concurrency"] = max_concurrency
-    return build({
-        "id": "order-pricing", "start_at": "pricing", "context": "{'lines': input}",
-        "states": {
-            "pricing": {"actions": [{"id": "price-each", "invoke": {
-                "map": mapped, "join": join, "on_failure": on_failure,
-                "success": {"state": "priced", "assign": {"prices": "output"}}}}]},
-            "priced": {"return": "sum(p['price'] for p in ctx['prices'] if p)"},
-        },
-    })
-
-
-def starts(result):
-    return [e for e in result.effects if isinstance(e, E.StartChild)]
-
-
-def cancels(result):
-    return sorted(e.token for e in result.effects if isinstance(e, E.CancelWork))
-
-
-def json_round_trip(snapshot: E.Snapshot) -> E.Snapshot:
-    """What the store does: the snapshot is kept as JSON."""
-    return E.Snapshot.from_dict(json.loads(json.dumps(snapshot.to_dict())))
-
-
-def begin(machine, input):
-    result = E.transition(machine, None, E.Start(input), env())
-    return result, json_round_trip(result.snapshot)
-
-
-def report(machine, snapshot, token, ok=True, output=None, error=None):
-    event = (E.WorkSucceeded(token, output) if ok
-             else E.WorkFailed(token, error or {"type": "child_failed", "message": "no"}))
-    result = E.transition(machine, snapshot, event, env())
-    return result, json_round_trip(result.snapshot)
-
+from machines.language import check
+from tests.helpers import (GROUP_NOW, begin, cancels, engine_env, json_round_trip, kyc, lines,
+                           report, starts)
 
 def test_parallel_starts_every_branch_as_a_child_with_its_input_and_joins_all():
     machine = kyc()
@@ -131,7 +57,7 @@ def test_fail_fast_cancels_the_running_branches_and_takes_the_error_branch():
     assert problem["message"] == "parallel branch sanctions failed: list unavailable"
     assert problem["outputs"] == {"identity": {"score": 9}}
     # A late result of the canceled branch is stale.
-    late = E.transition(machine, snapshot, E.WorkSucceeded(tokens[2], 1), env())
+    late = E.transition(machine, snapshot, E.WorkSucceeded(tokens[2], 1), engine_env())
     assert late.rejected
 
 
@@ -185,7 +111,7 @@ def test_without_an_error_branch_a_failed_group_fails_the_execution_and_retry_re
     assert snapshot.status == E.FAILED and snapshot.error["type"] == "invoke_failed"
     assert snapshot.error["cause"]["type"] == "branch_failed"
     assert sorted(cancels(result)) == sorted(tokens[1:])
-    result = E.transition(machine, snapshot, E.Retry(), env())
+    result = E.transition(machine, snapshot, E.Retry(), engine_env())
     again = starts(result)
     assert len(again) == 3 and not set(c.token for c in again) & set(tokens)
 
@@ -195,7 +121,7 @@ def test_cancel_cancels_every_running_branch():
     result, snapshot = begin(machine, {"who": "ada"})
     tokens = [c.token for c in starts(result)]
     result, snapshot = report(machine, snapshot, tokens[0], output=1)
-    result = E.transition(machine, snapshot, E.Cancel("user:ann"), env())
+    result = E.transition(machine, snapshot, E.Cancel("user:ann"), engine_env())
     assert result.snapshot.status == E.CANCELED and result.snapshot.work is None
     assert cancels(result) == sorted(tokens[1:])
 
@@ -206,7 +132,7 @@ def test_time_out_cancels_the_branches_and_counts_as_a_failure():
     tokens = [c.token for c in starts(result)]
     timer = snapshot.timer
     assert timer["purpose"] == "timeout"
-    result = E.transition(machine, snapshot, E.TimerFired(timer["token"]), env(NOW + 60))
+    result = E.transition(machine, snapshot, E.TimerFired(timer["token"]), engine_env(GROUP_NOW + 60))
     assert cancels(result) == sorted(tokens)
     assert result.snapshot.state == "review"
     assert result.snapshot.result["type"] == "timeout"
@@ -216,7 +142,7 @@ def test_actions_received_while_the_branches_run_are_queued():
     machine = kyc()
     result, snapshot = begin(machine, {"who": "ada"})
     tokens = [c.token for c in starts(result)]
-    queued = E.transition(machine, snapshot, E.Action("note", {}), env())
+    queued = E.transition(machine, snapshot, E.Action("note", {}), engine_env())
     assert queued.snapshot.queued and queued.snapshot.status == E.INVOKING
     snapshot = json_round_trip(queued.snapshot)
     for token in tokens:
@@ -283,9 +209,9 @@ def test_unknown_and_repeated_branch_results_are_rejected_without_change():
     machine = kyc()
     result, snapshot = begin(machine, {"who": "ada"})
     tokens = [c.token for c in starts(result)]
-    assert E.transition(machine, snapshot, E.WorkSucceeded("nope/identity"), env()).rejected
+    assert E.transition(machine, snapshot, E.WorkSucceeded("nope/identity"), engine_env()).rejected
     result, after = report(machine, snapshot, tokens[0], output=1)
-    again = E.transition(machine, after, E.WorkSucceeded(tokens[0], 2), env())
+    again = E.transition(machine, after, E.WorkSucceeded(tokens[0], 2), engine_env())
     assert again.rejected and again.snapshot == after
 
 
