@@ -185,6 +185,23 @@ class State:
 
 
 @dataclass(frozen=True)
+class Schedule:
+    """An entry of `schedules:`: start an execution with `input` on a cron expression (in
+    `time_zone`) or every `every` seconds (machines/schedules.py computes the times)."""
+
+    id: str
+    cron: str | None = None
+    every: float | None = None
+    time_zone: str = "UTC"
+    input: Any = field(default_factory=dict)
+
+    @property
+    def timing(self) -> dict:
+        """What decides the fire times; a new version that changes it restarts the count."""
+        return {"cron": self.cron, "every": self.every, "time_zone": self.time_zone}
+
+
+@dataclass(frozen=True)
 class Machine:
     id: str
     start_at: str
@@ -195,6 +212,7 @@ class Machine:
     execution_mode: str = DEFAULT_EXECUTION_MODE
     timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS
     context: Expr = field(default_factory=lambda: Expr(path="context", literal={}))
+    schedules: tuple[Schedule, ...] = ()
 
     @property
     def display(self) -> str:

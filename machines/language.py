@@ -34,19 +34,21 @@ from machines.definition import (
     Invoke,
     Machine,
     Retry,
+    Schedule,
     State,
     Transition,
     Update,
     Wait,
 )
 from machines.lru import LRU
+from machines.schedules import MIN_EVERY_SECONDS, cron_problem, zone_problem
 
 ID_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,99}$"
 _ID_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,99}")
 
 DOCUMENT_KEYS = (
     "id", "version", "title", "description", "start_at", "execution_mode",
-    "timeout_seconds", "context", "states",
+    "timeout_seconds", "context", "states", "schedules",
 )
 STATE_KEYS = ("label", "description", "actions", "return")
 TRANSITION_KEYS = (
@@ -65,6 +67,8 @@ JOINS = ("all", "any")
 ON_FAILURE = ("fail_fast", "collect")
 MAX_PARALLEL_BRANCHES = 50
 MAX_CONCURRENCY = 1000
+SCHEDULE_KEYS = ("id", "cron", "every", "time_zone", "input")
+MAX_SCHEDULES = 20
 BRANCH_NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,63}$"
 _BRANCH_NAME_RE = re.compile(BRANCH_NAME_PATTERN)
 BRANCH_KEYS = ("state", "context", "assign")
@@ -572,6 +576,8 @@ class _Validator:
             self._duration(doc["timeout_seconds"], "timeout_seconds")
         if "context" in doc:
             self._expr(doc["context"], "context", object_literal=True)
+        if "schedules" in doc:
+            self._schedules(doc["schedules"])
         has_states = self._require(doc, "states", "", "an object: state name -> state")
         if has_states and self._object(doc["states"], "states", "an object: state name -> state"):
             if not doc["states"]:
@@ -753,6 +759,67 @@ class _Validator:
         if "timeout_seconds" in value:
             self._duration(value["timeout_seconds"], _join(path, "timeout_seconds"))
         self._group(value, path, kinds)
+
+    # schedules ---------------------------------------------------------------------------
+    def _schedules(self, value: Any) -> None:
+        if not isinstance(value, list):
+            self.error("schedules", f"'schedules' must be a list, not {_kind(value)}",
+                       "- {id: nightly, cron: '0 2 * * *', time_zone: Europe/Paris}")
+            return
+        if len(value) > MAX_SCHEDULES:
+            self.error("schedules", f"a machine has at most {MAX_SCHEDULES} schedules, "
+                       f"not {len(value)}")
+        seen: set[str] = set()
+        for index, schedule in enumerate(value):
+            path = f"schedules[{index}]"
+            if not self._object(schedule, path, "an object: {id, cron or every, time_zone, "
+                                "input}"):
+                continue
+            self._unknown_keys(schedule, path, SCHEDULE_KEYS, "a schedule's")
+            name = schedule.get("id")
+            if self._require(schedule, "id", path, "a name for the schedule, e.g. 'nightly'"):
+                if not (isinstance(name, str) and _BRANCH_NAME_RE.fullmatch(name)):
+                    self.error(_join(path, "id"), f"{_show(name)} is not a valid schedule id "
+                               f"(pattern {BRANCH_NAME_PATTERN})")
+                elif name in seen:
+                    self.error(_join(path, "id"), f"duplicate schedule id '{name}'")
+                else:
+                    seen.add(name)
+            self._schedule_timing(schedule, path)
+            if "input" in schedule and not isinstance(schedule["input"], dict):
+                self.error(_join(path, "input"), "'input' must be an object (the start "
+                           f"input, given as it is), not {_kind(schedule['input'])}")
+
+    def _schedule_timing(self, schedule: dict, path: str) -> None:
+        given = [key for key in ("cron", "every") if key in schedule]
+        if len(given) != 1:
+            self.error(path, "a schedule needs exactly one of 'cron' or 'every'",
+                       "cron: '0 9 * * 1-5' (at 09:00 on weekdays) or every: 3600 (seconds)")
+        cron = schedule.get("cron")
+        if "cron" in schedule:
+            hint = "five fields: minute hour day-of-month month day-of-week"
+            if not isinstance(cron, str):
+                self.error(_join(path, "cron"), f"'cron' must be a string, not {_kind(cron)}",
+                           hint)
+            elif problem := cron_problem(cron):
+                self.error(_join(path, "cron"), f"'cron' {_show(cron)}: {problem}", hint)
+        if "every" in schedule:
+            every = schedule["every"]
+            if _is_number(every) and every < MIN_EVERY_SECONDS:
+                self.error(_join(path, "every"), f"'every' must be at least "
+                           f"{MIN_EVERY_SECONDS} seconds, not {_show(every)}")
+            elif _is_number(every) and every > MAX_DURATION_SECONDS:
+                self.error(_join(path, "every"), "'every' must be at most "
+                           f"{MAX_DURATION_SECONDS:,} seconds (10 years), not {_show(every)}")
+            else:
+                self._number(every, _join(path, "every"), above=0)
+        if "time_zone" in schedule:
+            zone = schedule["time_zone"]
+            problem = (zone_problem(zone) if isinstance(zone, str) and zone
+                       else f"'time_zone' must be a zone name, not {_show(zone)}")
+            if problem:
+                self.error(_join(path, "time_zone"), problem,
+                           "an IANA name such as 'Europe/Amsterdam' or 'UTC'")
 
     # parallel and map ----------------------------------------------------------------------
     def _group(self, value: dict, path: str, kinds: list[str]) -> None:
@@ -984,6 +1051,9 @@ def _construct(document: dict) -> Machine:
         execution_mode=doc.get("execution_mode", DEFAULT_EXECUTION_MODE),
         timeout_seconds=doc.get("timeout_seconds", DEFAULT_TIMEOUT_SECONDS),
         context=_expr_of(doc.get("context", {}), "context"),
+        schedules=tuple(Schedule(id=s["id"], cron=s.get("cron"), every=s.get("every"),
+                                 time_zone=s.get("time_zone", "UTC"), input=s.get("input", {}))
+                        for s in doc.get("schedules", ())),
     )
 
 

@@ -28,6 +28,7 @@ LAYERS = {
     "machines.diffs": PURE,
     "machines.lru": PURE,
     "machines.words": PURE,
+    "machines.schedules": PURE,
     "executions.steps": PURE,
     "executions.runtime.pool_child": PURE,  # the evaluation pool's child: pure code only
     "machines.models": MODELS,
@@ -72,9 +73,10 @@ SURFACE_EXCEPTIONS = {
     # The timer loop is a worker process's entry point, like executions.tasks.
     ("executions.management.commands.run_timers", "executions.runtime"),
     ("executions.management.commands.run_timers", "executions.runtime.timers"),
+    ("executions.management.commands.run_timers", "executions.runtime.schedules"),
 }
 # Third-party packages the pure core may use (Django and DRF are not among them).
-PURE_THIRD_PARTY = {"yaml", "graphviz"}
+PURE_THIRD_PARTY = {"yaml", "graphviz", "cronsim"}
 PROJECT_TOP = set(PACKAGES)
 
 

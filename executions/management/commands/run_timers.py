@@ -19,7 +19,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 from django.db import DatabaseError, InterfaceError, OperationalError, close_old_connections
 
-from executions.runtime import timers
+from executions.runtime import schedules, timers
 
 SWEEP_EVERY_SECONDS = 5.0
 FIRST_BACKOFF_SECONDS = 0.05
@@ -107,6 +107,13 @@ def retrying(function, what, *, stopping=lambda: False, sleep=time.sleep,
             return None
 
 
+def next_due() -> float | None:
+    """The next timer or schedule due, whichever comes first."""
+    found = [due for due in (timers.next_timer_due(), schedules.next_schedule_due())
+             if due is not None]
+    return min(found, default=None)
+
+
 class Command(BaseCommand):
     help = "Run the timer loop beside the qcluster: fire due timers, sweep unfinished work."
 
@@ -121,8 +128,9 @@ class Command(BaseCommand):
 
         if once:  # a one-off run reports its error instead of waiting it out
             fired = timers.fire_due_timers()
+            started = schedules.fire_due_schedules()
             timers.sweep()
-            self.stdout.write(f"fired {fired} timer(s)")
+            self.stdout.write(f"fired {fired} timer(s) and {started} schedule(s)")
             return
 
         def stop_requested():
@@ -132,11 +140,13 @@ class Command(BaseCommand):
         firing = Attempts("firing due timers")
         sweeping = Attempts("sweeping unfinished work")
         reading = Attempts("reading the next timer")
+        scheduling = Attempts("starting scheduled executions")
         next_sweep = 0.0
         self.stdout.write(f"timer loop: polling every {poll:g} s")
         while not stopping:
             close_old_connections()
             ok, fired = firing.run(timers.fire_due_timers)
+            scheduling.run(schedules.fire_due_schedules)
             if time.monotonic() >= next_sweep:
                 swept, _ = sweeping.run(timers.sweep)
                 next_sweep = time.monotonic() + (SWEEP_EVERY_SECONDS if swept
@@ -146,7 +156,7 @@ class Command(BaseCommand):
                 continue
             if fired:
                 continue
-            ok, due = reading.run(timers.next_timer_due)
+            ok, due = reading.run(next_due)
             if not ok:
                 pause(reading.pause, stop_requested)
                 continue
