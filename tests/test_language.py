@@ -93,7 +93,7 @@ ERROR_CASES = {
     "unknown key": (
         with_doc(colour="red"), "colour", "unknown key 'colour'",
         "document keys are: id, version, title, description, start_at, execution_mode, "
-        "timeout_seconds, context, states",
+        "timeout_seconds, context, states, schedules",
     ),
     "execution mode": (with_doc(execution_mode="sinc"), "execution_mode",
                        "unknown execution mode 'sinc'", "did you mean 'sync'?"),
@@ -253,10 +253,11 @@ ERROR_CASES = {
                           "'invoke' must be an object with 'call', 'machine' or 'trigger', "
                           "not a string", None),
     "invoke none": (with_invoke(success={}), INV,
-                    "'invoke' needs exactly one of 'call', 'machine' or 'trigger'", None),
+                    "'invoke' needs exactly one of 'call', 'machine', 'trigger', 'parallel' or "
+                    "'map'", None),
     "invoke two": (with_invoke(call=CALL, machine="other"), INV,
-                   "'invoke' needs exactly one of 'call', 'machine' or 'trigger', "
-                   "not 'call' and 'machine'", None),
+                   "'invoke' needs exactly one of 'call', 'machine', 'trigger', 'parallel' or "
+                   "'map', not 'call' and 'machine'", None),
     "invoke unknown key": (with_invoke(call=CALL, okif="True"), f"{INV}.okif",
                            "unknown key 'okif'", "did you mean 'ok_if'?"),
     "machine bad id": (with_invoke(machine="Other"), f"{INV}.machine",
