@@ -811,7 +811,8 @@ class _Run:
         work = self.work
         assert work is not None
         transition = self.machine.states[self.state].transition(work["transition"])
-        group = transition.invoke.group  # type: ignore[union-attr]
+        assert transition.invoke is not None and transition.invoke.group is not None
+        group = transition.invoke.group
         branches = work["branches"]
         decision = joins.decide([b["status"] for b in branches], group.join, group.on_failure)
         if decision == joins.WAIT:

@@ -154,7 +154,8 @@ GROUP_NOW = 1_000_000.0
 
 
 def engine_env(now: float = GROUP_NOW) -> engine.Env:
-    return engine.Env(now=now, evaluate=evaluate, execution={"id": "e1", "machine": "m", "version": 1})
+    return engine.Env(now=now, evaluate=evaluate,
+                      execution={"id": "e1", "machine": "m", "version": 1})
 
 
 def kyc(join="all", on_failure="fail_fast", timeout=None, error_branch=True):

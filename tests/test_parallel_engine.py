@@ -10,8 +10,18 @@ from hypothesis import strategies as st
 from executions import engine as E
 from executions import joins
 from machines.language import check
-from tests.helpers import (GROUP_NOW, begin, cancels, engine_env, json_round_trip, kyc, lines,
-                           report, starts)
+from tests.helpers import (
+    GROUP_NOW,
+    begin,
+    cancels,
+    engine_env,
+    json_round_trip,
+    kyc,
+    lines,
+    report,
+    starts,
+)
+
 
 def test_parallel_starts_every_branch_as_a_child_with_its_input_and_joins_all():
     machine = kyc()
@@ -132,7 +142,8 @@ def test_time_out_cancels_the_branches_and_counts_as_a_failure():
     tokens = [c.token for c in starts(result)]
     timer = snapshot.timer
     assert timer["purpose"] == "timeout"
-    result = E.transition(machine, snapshot, E.TimerFired(timer["token"]), engine_env(GROUP_NOW + 60))
+    result = E.transition(machine, snapshot, E.TimerFired(timer["token"]),
+                          engine_env(GROUP_NOW + 60))
     assert cancels(result) == sorted(tokens)
     assert result.snapshot.state == "review"
     assert result.snapshot.result["type"] == "timeout"
@@ -233,7 +244,8 @@ def test_validation_reports_bad_groups_with_their_paths():
     assert problems[f"{base}.map.items"] == "'items' must be an expression or a list, not a number"
     assert "from 1 to 1000" in problems[f"{base}.map.max_concurrency"]
     assert "from 1 to 1000" in problems[f"{base}.join.at_least"]
-    assert problems[f"{base}.on_failure"] == "'on_failure' must be 'fail_fast' or 'collect', not 'later'"
+    assert problems[f"{base}.on_failure"] == (
+        "'on_failure' must be 'fail_fast' or 'collect', not 'later'")
     document["states"]["a"]["actions"][0]["invoke"] = {
         "parallel": {"one": {"machine": "m"}}, "join": {"at_least": 2}, "async": True}
     problems = {p.path: p.message for p in check(document).errors}

@@ -51,7 +51,7 @@ def test_the_timeline_counts_branches_done_as_they_end():
     result, snapshot = begin(machine, {"who": "ada"})
     rows = list(result.history)
     tokens = [c.token for c in starts(result)]
-    for token, output in zip(tokens, ({"score": 9}, {"hit": False}, None)):
+    for token, output in zip(tokens, ({"score": 9}, {"hit": False}, None), strict=True):
         result, snapshot = report(machine, snapshot, token, output=output)
         rows += result.history
     text = said(rows, machine)
