@@ -30,9 +30,10 @@ from hashlib import sha256
 
 import graphviz
 
-from machines.definition import Branch, Expr, Group, Machine, State, Transition
+from machines.definition import Branch, Expr, Group, Machine, Schedule, State, Transition
 from machines.language import io_operation
 from machines.lru import LRU
+from machines.schedules import explain
 from machines.words import duration
 
 FONT = "Helvetica,Arial,sans-serif"
@@ -449,6 +450,14 @@ def _invoke(b: _Build, state: State, t: Transition, lines: list[str]) -> None:
     _branch(b, helper, state, t, "error", inv.error, "✗ error", "error")
 
 
+def _schedule_words(schedule: Schedule) -> str:
+    """How a schedule starts executions, as drawn on the start arrow: "◷ At 07:00 on
+    Monday through Friday (Europe/Amsterdam)" or "◷ every 1 h"."""
+    if schedule.cron is not None:
+        return f"{CLOCK} {explain(schedule.cron)} ({schedule.time_zone})"
+    return f"{CLOCK} every {duration(schedule.every or 0, exact=True)}"
+
+
 def _join_words(group: Group) -> str:
     join = {"all": "all must finish", "any": "first to finish wins"}.get(
         group.join, f"{group.join} must finish") if isinstance(group.join, str) \
@@ -542,8 +551,10 @@ def to_dot(machine: Machine, path: DiagramPath | None = None, *,
                  **{"class": "start" + (" visited" if path else "")})
     for state in machine.states.values():
         _state_node(b, state)
-    _edge(b, "start", b.names[machine.start_at], "edge-start", "start", [],
-          _tooltip(f"starts at {machine.start_at}"))
+    _edge(b, "start", b.names[machine.start_at], "edge-start", "start",
+          [_small(_schedule_words(s)) for s in machine.schedules],
+          _tooltip(f"starts at {machine.start_at}",
+                   *(f"schedule {s.id}: {_schedule_words(s)}" for s in machine.schedules)))
     for state in machine.states.values():
         _transitions(b, state)
     return b.graph.source
@@ -913,6 +924,9 @@ def describe(machine: Machine, path: DiagramPath | None = None) -> str:
     states = machine.states
     parts = [f"{machine.display}: {len(states)} states, starting at "
              f"{states[machine.start_at].display}."]
+    if machine.schedules:
+        parts.append("Started on schedules: " + "; ".join(
+            f"{s.id} ({_schedule_words(s)[2:]})" for s in machine.schedules) + ".")
     for state in states.values():
         moves = []
         for t in state.transitions:

@@ -40,6 +40,11 @@ def zone_problem(name: str) -> str | None:
     return None
 
 
+def explain(cron: str) -> str:
+    """A cron expression in words ("At 09:30 on Monday through Friday"), by cronsim."""
+    return CronSim(cron, datetime(2000, 1, 1)).explain()
+
+
 def next_after(schedule: Schedule, after: float) -> float:
     """The first fire time strictly after `after` (epoch seconds)."""
     if schedule.every is not None:

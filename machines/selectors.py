@@ -90,6 +90,7 @@ def schedules_of(machine_id: str, runs: int = 3) -> list[dict]:
                             time_zone=timing.get("time_zone") or "UTC", input=row.input)
         found.append({
             "id": row.name, "cron": declared.cron, "every": declared.every,
+            "in_words": schedules.explain(declared.cron) if declared.cron else None,
             "time_zone": declared.time_zone, "input": row.input, "version": row.version,
             "last_fired_at": _moment(row.last_fired_at),
             "next_runs": [_moment(at) for at in

@@ -598,6 +598,9 @@ def test_the_examples_use_the_whole_language():
         "labelled": all(t.label for m in machines if m.id not in ("order", "shipment")
                         for s in m.states.values() for t in s.transitions),
         "sync mode": any(m.execution_mode == "sync" for m in machines),
+        "parallel": any(i.kind == "parallel" for i in invokes),
+        "map with a cap": any(i.kind == "map" and i.group.max_concurrency for i in invokes),
+        "cron schedule": any(s.cron for m in machines for s in m.schedules),
     }
     assert [name for name, ok in used.items() if not ok] == []
 

@@ -14,8 +14,9 @@ import pytest
 from executions import engine
 from executions.models import Execution
 from executions.runtime import schedules as firing
+from machines import diagrams
 from machines.definition import Schedule as Declared
-from machines.language import check
+from machines.language import build, check, parse_text
 from machines.models import Schedule
 from machines.schedules import following, next_after, upcoming
 from tests.helpers import ROOT, subprocess_database_url, wait_until
@@ -225,6 +226,16 @@ def test_the_cluster_runs_scheduled_executions_and_a_restart_does_not_repeat_the
     assert Execution.objects.filter(machine_id="daily-report").count() == 1
 
 
+def test_the_diagram_says_on_its_start_arrow_when_schedules_start_executions():
+    machine = build(parse_text(REPORT)[0])
+    start_arrow = next(line for line in diagrams.to_dot(machine).splitlines()
+                       if "edge-start" in line)
+    assert "At 07:00 on Monday through Friday (Europe/Amsterdam)" in start_arrow
+    assert "every 60 min" in start_arrow
+    assert "Started on schedules: weekday-morning (At 07:00 on Monday through Friday " \
+           "(Europe/Amsterdam)); hourly (every 60 min)." in diagrams.describe(machine)
+
+
 # Where next runs show ---------------------------------------------------------------------------
 @pytest.mark.django_db
 def test_the_api_and_the_machine_page_show_the_next_runs(api, client, make_user, save_machine):
@@ -237,8 +248,11 @@ def test_the_api_and_the_machine_page_show_the_next_runs(api, client, make_user,
     runs = [datetime.fromisoformat(t).astimezone(AMSTERDAM) for t in morning["next_runs"]]
     assert len(runs) == 3 and runs == sorted(runs)
     assert all((r.hour, r.minute) == (7, 0) and r.weekday() < 5 for r in runs)
-    assert schedules["hourly"]["every"] == 3600
+    assert morning["in_words"] == "At 07:00 on Monday through Friday"
+    assert schedules["hourly"]["every"] == 3600 and schedules["hourly"]["in_words"] is None
     client.force_login(make_user("vera", "viewer"))
     page = client.get("/machines/daily-report/").content.decode()
-    assert "Schedules" in page and "<code>0 7 * * 1-5</code> in Europe/Amsterdam" in page
+    assert "Schedules" in page
+    assert ("At 07:00 on Monday through Friday <span class=\"muted\">(<code>0 7 * * 1-5</code>, "
+            "Europe/Amsterdam)</span>") in page
     assert page.count("<li><time") >= 6  # three next runs per schedule

@@ -36,6 +36,8 @@ class MachineVersionSerializer(serializers.ModelSerializer):
 class ScheduleSerializer(serializers.Serializer):
     id = serializers.CharField(help_text="The schedule's name in `schedules:`.")
     cron = serializers.CharField(allow_null=True, help_text="The cron expression, or null.")
+    in_words = serializers.CharField(allow_null=True,
+                                     help_text="The cron expression in words, or null.")
     every = serializers.FloatField(allow_null=True, help_text="Seconds between starts, or null.")
     time_zone = serializers.CharField(help_text="The IANA zone `cron` is read in.")
     input = serializers.JSONField(help_text="The start input of each execution.")
