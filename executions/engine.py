@@ -765,8 +765,9 @@ class _Run:
         self.work = {"token": token, "transition": transition.id, "kind": invoke.kind,
                      "attempt": attempt, "state": self.state, "branches": branches}
         self.status, self.auto_steps = INVOKING, 0
-        if self.group_over() is None:
-            entry["detail"]["started"] = self.work.pop("started")
+        started = self.group_over()
+        if started is not None:
+            entry["detail"]["started"] = started
             if invoke.timeout_seconds:
                 self.arm_timer(self.env.now + invoke.timeout_seconds, "timeout",
                                transition.id)
@@ -805,9 +806,9 @@ class _Run:
             started.append(branch["key"])
         return started
 
-    def group_over(self) -> str | None:
-        """Start what may start; when the join is decided, conclude the group. Returns the
-        decision, or None while the group waits."""
+    def group_over(self) -> list[str] | None:
+        """Start what may start, or conclude the group once the join is decided. Returns
+        the keys of the branches started now, or None when the group is over."""
         work = self.work
         assert work is not None
         transition = self.machine.states[self.state].transition(work["transition"])
@@ -816,10 +817,9 @@ class _Run:
         branches = work["branches"]
         decision = joins.decide([b["status"] for b in branches], group.join, group.on_failure)
         if decision == joins.WAIT:
-            work["started"] = self.launch_branches(branches, group.max_concurrency)
-            return None
+            return self.launch_branches(branches, group.max_concurrency)
         self.conclude_group(transition, decision)
-        return decision
+        return None
 
     def branch_reported(self, event) -> None:
         """One child of a parallel/map invoke ended: record it, then start more or join."""
@@ -846,10 +846,9 @@ class _Run:
                                 "finished": statuses.count(joins.FINISHED),
                                 "failed": statuses.count(joins.FAILED),
                                 "total": len(branches)})
-        if self.group_over() is None:
-            started = self.work.pop("started")
-            if started:
-                entry["detail"]["started"] = started
+        started = self.group_over()
+        if started:
+            entry["detail"]["started"] = started
 
     def conclude_group(self, transition: Transition, decision: str) -> None:
         """Cancel the branches still running, then take the success or error outcome with
