@@ -126,6 +126,8 @@ def who(actor: str | None) -> str:
         return f"API token {actor[6:]}"
     if actor.startswith("execution:"):
         return f"parent execution {actor[10:18]}"
+    if actor.startswith("schedule:"):
+        return f"the schedule {actor[9:]}"
     return actor
 
 

@@ -10,10 +10,12 @@ from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 import pytest
+from django.utils.html import strip_tags
 
 from executions import engine
 from executions.models import Execution
 from executions.runtime import schedules as firing
+from explorer import timeline
 from machines import diagrams
 from machines.definition import Schedule as Declared
 from machines.language import build, check, parse_text
@@ -158,6 +160,10 @@ def test_a_due_schedule_starts_one_execution_and_moves_on(save_machine):
     started = Execution.objects.get(machine_id="daily-report")
     assert started.input == {"report": "sales"} and started.actor == "schedule:weekday-morning"
     assert started.idempotency_key == firing.fire_key("weekday-morning", due)
+    said = timeline.sentence({"seq": 1, "kind": engine.STARTED, "at": due,
+                              "actor": started.actor, "input": started.input},
+                             build(parse_text(REPORT)[0]))
+    assert strip_tags(str(said.html)) == "Started by the schedule weekday-morning in compiling"
     row = Schedule.objects.get(name="weekday-morning")
     assert row.last_fired_at == due and row.next_fire_at > due + 10
     assert firing.fire_due_schedules(now=due + 10) == 0  # nothing due any more
