@@ -11,6 +11,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from django.utils.html import strip_tags
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from executions import engine
 from executions.models import Execution
@@ -102,6 +104,29 @@ def test_after_downtime_a_cron_fires_once_then_at_its_next_time_after_now():
     due = at(2026, 5, 4, 7, 0)
     back = at(2026, 5, 7, 13, 0)  # three days later
     assert following(daily, due, back) == at(2026, 5, 8, 7, 0)
+
+
+@settings(max_examples=200, deadline=None)
+@given(every=st.integers(60, 10 * 86400), late=st.floats(0, 400 * 86400))
+def test_an_interval_fires_once_whatever_the_delay_and_stays_on_its_grid(every, late):
+    due = 1_700_000_000.0
+    now = due + late
+    after = following(Declared("e", every=every), due, now)
+    assert now < after <= now + every  # the next fire is in the future, within one period
+    assert (after - due) / every == round((after - due) / every)  # on the grid
+
+
+@settings(max_examples=100, deadline=None)
+@given(cron=st.sampled_from(["0 7 * * 1-5", "30 2 * * *", "*/30 * * * *", "0 0 L * *",
+                             "15 9 1,15 * *", "0 12 * * 0#2"]),
+       zone=st.sampled_from(["UTC", "Europe/Amsterdam", "America/New_York",
+                             "Australia/Lord_Howe", "Asia/Kolkata"]),
+       start=st.floats(1_600_000_000, 2_000_000_000))
+def test_cron_fire_times_always_move_forward(cron, zone, start):
+    schedule = Declared("c", cron=cron, time_zone=zone)
+    fires = upcoming(schedule, next_after(schedule, start), 4)
+    assert start < fires[0] and fires == sorted(set(fires))
+    assert following(schedule, fires[0], fires[2]) == fires[3]  # late: skips to after now
 
 
 def test_schedules_are_checked_when_saved_with_their_paths():
