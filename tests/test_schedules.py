@@ -21,7 +21,7 @@ from explorer import timeline
 from machines import diagrams
 from machines.definition import Schedule as Declared
 from machines.language import build, check, parse_text
-from machines.models import Schedule
+from machines.models import Machine, Schedule
 from machines.schedules import following, next_after, upcoming
 from tests.helpers import ROOT, subprocess_database_url, wait_until
 
@@ -215,6 +215,20 @@ def test_missed_fires_after_a_long_downtime_start_one_execution(save_machine):
     assert Execution.objects.count() == 1
     row = Schedule.objects.get(name="hourly")
     assert now < row.next_fire_at <= now + 3600
+
+
+@pytest.mark.django_db
+def test_a_schedule_that_cannot_start_does_not_hold_up_the_others(save_machine, caplog):
+    save_machine(REPORT)
+    ghost = Machine.objects.create(id="ghost")  # a machine row without a version to start
+    now = time.time()
+    Schedule.objects.create(machine=ghost, name="haunt", version=1, timing={"every": 3600},
+                            input={}, next_fire_at=now - 20)
+    make_due("hourly", now - 10)
+    assert firing.fire_due_schedules(now=now) == 2
+    assert list(Execution.objects.values_list("actor", flat=True)) == ["schedule:hourly"]
+    assert Schedule.objects.get(name="haunt").next_fire_at > now  # it moved on, logged
+    assert "schedule haunt of ghost could not start an execution" in caplog.text
 
 
 @pytest.mark.django_db(transaction=True)
