@@ -3,6 +3,8 @@ from django.conf import settings
 from django.db import models
 from django.urls import reverse
 
+from machines.definition import Schedule as Declared
+
 
 class Machine(models.Model):
     """A machine id. Its versions hold everything else; this row anchors listings."""
@@ -88,3 +90,9 @@ class Schedule(models.Model):
 
     def __str__(self):
         return f"{self.machine_id} schedule {self.name}"
+
+    def declared(self):
+        """The schedule as its definition declares it (what machines.schedules times)."""
+        return Declared(id=self.name, cron=self.timing.get("cron"),
+                        every=self.timing.get("every"),
+                        time_zone=self.timing.get("time_zone") or "UTC", input=self.input)

@@ -9,7 +9,6 @@ from datetime import UTC, datetime
 from django.db.models import Count, Max, OuterRef, Subquery
 
 from machines import schedules
-from machines.definition import Schedule as Declared
 from machines.models import Machine, MachineVersion, Schedule
 
 
@@ -85,9 +84,7 @@ def schedules_of(machine_id: str, runs: int = 3) -> list[dict]:
     last and its next `runs` fire times (aware datetimes in UTC)."""
     found = []
     for row in Schedule.objects.filter(machine_id=machine_id).order_by("name"):
-        timing = row.timing
-        declared = Declared(id=row.name, cron=timing.get("cron"), every=timing.get("every"),
-                            time_zone=timing.get("time_zone") or "UTC", input=row.input)
+        declared = row.declared()
         found.append({
             "id": row.name, "cron": declared.cron, "every": declared.every,
             "in_words": schedules.explain(declared.cron) if declared.cron else None,

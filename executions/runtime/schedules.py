@@ -21,7 +21,6 @@ from django.db import DatabaseError
 
 from executions.runtime import accepting
 from machines import schedules
-from machines.definition import Schedule as Declared
 from machines.models import Schedule
 
 log = logging.getLogger("executions.schedules")
@@ -30,11 +29,6 @@ log = logging.getLogger("executions.schedules")
 def fire_key(name: str, due: float) -> str:
     """The idempotency key of one fire of a schedule: the same for every loop."""
     return f"schedule:{name}:{due:.3f}"
-
-
-def declared(row: Schedule) -> Declared:
-    return Declared(id=row.name, cron=row.timing.get("cron"), every=row.timing.get("every"),
-                    time_zone=row.timing.get("time_zone") or "UTC", input=row.input)
 
 
 def fire_due_schedules(now: float | None = None, limit: int = 50) -> int:
@@ -55,7 +49,7 @@ def fire_due_schedules(now: float | None = None, limit: int = 50) -> int:
             log.exception("schedule %s of %s could not start an execution for %s; it "
                           "fires again at its next time", row.name, row.machine_id, due)
             started = None
-        following = schedules.following(declared(row), due, now)
+        following = schedules.following(row.declared(), due, now)
         moved = Schedule.objects.filter(pk=row.pk, next_fire_at=due).update(
             next_fire_at=following, last_fired_at=due)
         if moved:
