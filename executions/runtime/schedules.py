@@ -57,9 +57,3 @@ def fire_due_schedules(now: float | None = None, limit: int = 50) -> int:
             log.info("schedule %s of %s fired for %s: execution %s", row.name,
                      row.machine_id, due, started)
     return claimed
-
-
-def next_schedule_due() -> float | None:
-    """When the next schedule fires (the timer loop sleeps until then at most)."""
-    row = Schedule.objects.order_by("next_fire_at").values_list("next_fire_at").first()
-    return row[0] if row else None
