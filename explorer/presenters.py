@@ -114,6 +114,12 @@ def heat_rows(machine: Machine, shown_heat: diagrams.Heat) -> list[dict]:
 
 
 # Execution lists -------------------------------------------------------------------------
+def schedule_rows(schedules: list[dict]) -> list[dict]:
+    """The machine's schedules with their start input as JSON text, for the page's table."""
+    return [{**schedule, "input_json": json.dumps(schedule["input"], ensure_ascii=False)}
+            for schedule in schedules]
+
+
 def execution_rows(page) -> list[dict]:
     rows = []
     for execution in page.object_list:

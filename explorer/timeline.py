@@ -489,9 +489,10 @@ def _branch_ended(row, machine, children):
     text = format_html("{}{} {}: {}", strong(label), link, "finished" if ok else "failed",
                        progress)
     why = (f"returned {brief(row.get('output'))}" if ok else error_message(row.get("error")))
-    started = detail.get("started")
+    started = [f"item {key}" if kind == "map" else str(key)
+               for key in detail.get("started") or ()]
     if started:
-        why = joined("; ", [why, f"started {', '.join(map(str, started))} next"])
+        why = joined("; ", [why, f"started {', '.join(started)} next"])
     return ("success" if ok else "error"), text, why
 
 

@@ -86,7 +86,7 @@ def test_map_rows_say_the_machine_the_cap_and_what_started_next():
     text = said(rows, machine)
     assert text[-2] == ("Price each: started price-line for each of 2 items, 1 at a time | "
                         "all must finish; the first failure stops the rest")
-    assert text[-1] == "item 0 finished: 1 of 2 done | returned {\"price\": 1}; started 1 next"
+    assert text[-1] == "item 0 finished: 1 of 2 done | returned {\"price\": 1}; started item 1 next"
 
 
 def test_the_status_line_counts_the_branches():

@@ -301,3 +301,4 @@ def test_the_api_and_the_machine_page_show_the_next_runs(api, client, make_user,
     assert ("At 07:00 on Monday through Friday <span class=\"muted\">(<code>0 7 * * 1-5</code>, "
             "Europe/Amsterdam)</span>") in page
     assert page.count("<li><time") >= 6  # three next runs per schedule
+    assert "<code>{&quot;report&quot;: &quot;sales&quot;}</code>" in page  # the input as JSON

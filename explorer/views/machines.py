@@ -58,7 +58,7 @@ def machine_detail(request, machine_id, version=None):
         "filters": filters, "page": page, "rows": presenters.execution_rows(page),
         "status_counts": list(executions.counts_by_status(machine_id).get(machine_id, {}).items()),
         "query": query_without_page(request),
-        "schedules": machines.schedules_of(machine_id),
+        "schedules": presenters.schedule_rows(machines.schedules_of(machine_id)),
         **page_context(request),
     })
 
