@@ -53,6 +53,7 @@ states:
   waiting:
     actions:
       - {id: priced, on: priced, state: done, assign: {price: "input['price']"}}
+      - {id: broken, on: broken, state: done, assign: {price: "1 / 0"}}
   done: {return: "ctx['price']"}
 """
 
@@ -150,6 +151,32 @@ def test_canceling_the_parent_cancels_every_running_branch(cluster, save_machine
     wait_until(lambda: {c.status for c in children_of(execution.pk)} == {engine.CANCELED},
                30, lambda: f"children: {[c.status for c in children_of(execution.pk)]}")
     assert len(children_of(execution.pk)) == 2  # the pending third never started
+
+
+@pytest.mark.cluster
+def test_fail_fast_cancels_the_other_branches_and_retry_runs_them_again(cluster, save_machine):
+    save_machine(LINE)
+    save_machine(ORDER)
+    execution = services.start("order-pricing", input={"lines": ["a", "b", "c"]},
+                               actor="test").execution
+    first, second = wait_until(lambda: (lambda c: c if len(c) == 2 else None)(
+        children_of(execution.pk)), 30, "the branches never started")
+    services.trigger(first.pk, "broken", input={}, actor="test", wait=True)
+    execution = wait_for(execution.pk, {engine.FAILED})
+    assert execution.error["type"] == "invoke_failed"
+    assert execution.error["cause"]["type"] == "branch_failed"
+    wait_until(lambda: Execution.objects.get(pk=second.pk).status == engine.CANCELED, 30,
+               "the other branch was not canceled")
+    assert len(children_of(execution.pk)) == 2  # the third never started
+
+    services.retry(execution.pk, actor="test")
+    wait_until(lambda: len(children_of(execution.pk)) == 4, 30, "retry started no branches")
+    for child in children_of(execution.pk)[2:]:
+        services.trigger(child.pk, "priced", input={"price": 2}, actor="test", wait=True)
+    wait_until(lambda: len(children_of(execution.pk)) == 5, 30, "the third never started")
+    services.trigger(children_of(execution.pk)[4].pk, "priced", input={"price": 2},
+                     actor="test", wait=True)
+    assert wait_for(execution.pk, {engine.FINISHED}).result == [2, 2, 2]
 
 
 @pytest.mark.cluster
