@@ -836,7 +836,7 @@ class _Validator:
         if "map" in value:
             self._map(value["map"], _join(path, "map"))
         if "join" in value:
-            self._join(value["join"], value.get("parallel"), _join(path, "join"))
+            self._join_rule(value["join"], value.get("parallel"), _join(path, "join"))
         if "on_failure" in value and value["on_failure"] not in ON_FAILURE:
             self.error(_join(path, "on_failure"),
                        f"'on_failure' must be 'fail_fast' or 'collect', not "
@@ -881,7 +881,7 @@ class _Validator:
             self._number(value["max_concurrency"], _join(path, "max_concurrency"),
                          low=1, high=MAX_CONCURRENCY, integer=True)
 
-    def _join(self, value: Any, parallel: Any, path: str) -> None:
+    def _join_rule(self, value: Any, parallel: Any, path: str) -> None:
         if value in JOINS:
             return
         if not isinstance(value, dict) or set(value) != {"at_least"}:

@@ -347,3 +347,12 @@ def test_the_started_entry_says_how_the_group_joins(join):
     assert detail["join"] == (join["at_least"] if isinstance(join, dict) else join)
     assert detail["on_failure"] == "fail_fast" and detail["branches"] == [
         "identity", "sanctions", "address"]
+
+
+def test_a_map_asked_for_more_than_it_has_fails_the_join_once_every_item_is_done():
+    machine = lines(join={"at_least": 5})
+    result, snapshot = begin(machine, [{"sku": "a"}, {"sku": "b"}])
+    for child in starts(result):
+        result, snapshot = report(machine, snapshot, child.token, output={"price": 1})
+    assert snapshot.status == E.FAILED
+    assert snapshot.error["cause"]["message"] == "2 of 2 branches finished; the join needs 5"
