@@ -21,7 +21,8 @@ from explorer import timeline
 from machines import diagrams
 from machines.definition import Schedule as Declared
 from machines.language import build, check, parse_text
-from machines.models import Machine, Schedule
+from machines.diffs import definition_diff
+from machines.models import Machine, MachineVersion, Schedule
 from machines.schedules import following, next_after, upcoming
 from tests.helpers import ROOT, subprocess_database_url, wait_until
 
@@ -169,6 +170,24 @@ def test_saving_creates_keeps_changes_and_removes_schedule_rows(save_machine):
     assert again["hourly"].next_fire_at >= before + 7200
     save_machine(REPORT.replace("  - {id: hourly, every: 3600}\n", ""))
     assert list(Schedule.objects.values_list("name", flat=True)) == ["weekday-morning"]
+
+
+@pytest.mark.django_db
+def test_the_version_diff_lists_schedules_added_changed_and_removed(client, make_user,
+                                                                    save_machine):
+    save_machine(REPORT)
+    save_machine(REPORT.replace("every: 3600}", "every: 7200}").replace(
+        "  - {id: hourly", "  - {id: nightly, cron: '0 2 * * *'}\n  - {id: hourly").replace(
+        "  - {id: weekday-morning, cron: \"0 7 * * 1-5\", time_zone: Europe/Amsterdam,\n"
+        "     input: {report: sales}}\n", ""))
+    diff = definition_diff(build(parse_text(REPORT)[0]),
+                           MachineVersion.objects.get(machine_id="daily-report", version=2)
+                           .parsed())
+    assert diff.schedules == {"added": ["nightly"], "removed": ["weekday-morning"],
+                              "changed": ["hourly"]}
+    client.force_login(make_user("vera", "viewer"))
+    page = client.get("/machines/daily-report/?compare=1..2").content.decode()
+    assert "Schedules removed" in page and "<code>weekday-morning</code>" in page
 
 
 # Firing --------------------------------------------------------------------------------------
