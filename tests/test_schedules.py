@@ -20,8 +20,8 @@ from executions.runtime import schedules as firing
 from explorer import timeline
 from machines import diagrams
 from machines.definition import Schedule as Declared
-from machines.language import build, check, parse_text
 from machines.diffs import definition_diff
+from machines.language import build, check, parse_text
 from machines.models import Machine, MachineVersion, Schedule
 from machines.schedules import following, next_after, upcoming
 from tests.helpers import ROOT, subprocess_database_url, wait_until
