@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeAlias
 
 from expressions.errors import ExpressionError
+from expressions.names import HELPER_ARITY
 from machines import durations
 from machines.definition import (
     Decision,
@@ -244,6 +245,9 @@ def helpers(now: float, seed: int) -> dict:
         "randint": lambda a, b: generator().randint(a, b),
         "random": lambda: generator().random(),
     }
+
+
+assert set(helpers(0, 0)) == set(HELPER_ARITY)  # the names the save-time checks know
 
 
 def transition(machine: Machine, snapshot: Snapshot | None, event: Event, env: Env) -> Result:

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
+from expressions import names
 from expressions.checker import bounded_cache, check, parse
 from expressions.errors import ExpressionError, ExpressionSyntaxError, Raised, RaisedError
 from machines import durations
@@ -1205,6 +1206,8 @@ _HELPER_BUILTINS = {
     "set": _charged(_set), "reversed": _charged(_reversed), "isinstance": _isinstance,
     "add": durations.add, "duration": durations.seconds, "fail": _fail,
 }
+assert set(_SAFE_BUILTINS) | set(_HELPER_BUILTINS) == set(names.BUILTIN_ARITY)
+assert set(EXCEPTION_CLASSES) == names.EXCEPTIONS
 _TYPE_OF = {id(_SAFE_BUILTINS[name]): kind for name, kind in _JSON_TYPES.items()}
 _TYPE_OF[id(_HELPER_BUILTINS["set"])] = (set, frozenset)
 
@@ -1245,7 +1248,8 @@ _GLOBALS = {"__builtins__": _BUILTINS}
 # (a guard such as `ctx['n'] < 900`) runs without setting one up.
 _BUDGET_FREE = frozenset(
     {"len", "abs", "bool", "float", "any", "all", "min", "max", "round", "int", "range",
-     "isinstance", "add", "duration", "fail", "__dm_key", "__dm_keys", "__dm_format", "__dm_compare_chain"}
+     "isinstance", "add", "duration", "fail",
+     "__dm_key", "__dm_keys", "__dm_format", "__dm_compare_chain"}
     | {f"__dm_{name}" for name in EXCEPTION_CLASSES}
     | {f"__dm_compare_{name}" for name in _GUARDED_COMPARISONS})
 

@@ -38,8 +38,10 @@ MAX_TEXT = 64  # characters: no duration is longer, and a long text is refused a
 def looks_like(text: str) -> bool:
     """Whether `text` is written in the duration syntax (it may still be out of range)."""
     text = text.strip()
-    return len(text) <= MAX_TEXT and bool((_ISO.fullmatch(text) and len(text) > 1 and text[-1] not in "Tt")
-                or _SHORT.fullmatch(text))
+    if len(text) > MAX_TEXT:
+        return False
+    iso = _ISO.fullmatch(text) and len(text) > 1 and text[-1] not in "Tt"
+    return bool(iso or _SHORT.fullmatch(text))
 
 
 def seconds(value) -> float:

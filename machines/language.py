@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from expressions import checker
+from expressions import checker, names
 from machines import durations
 from machines.definition import (
     DEFAULT_EXECUTION_MODE,
@@ -161,7 +161,7 @@ def check(source: str | dict, *, machine_exists: Callable[[str], bool] | None = 
         document, source_format = source, "json"
         if not isinstance(document, dict):
             return Checked(None, source_format, (_not_an_object(document),), (), None)
-    validator = _Validator(document, machine_exists)
+    validator = _Validator(document, machine_exists, check_names=True)
     errors, warnings = validator.run()
     machine = None if errors else _construct(document)
     return Checked(document, source_format, tuple(errors), tuple(warnings), machine)
@@ -378,12 +378,31 @@ def _field(path: str) -> str:
     return path.rsplit(".", 1)[-1]
 
 
+# Expression positions that bind more than ctx, input, execution and the helpers, by path.
+# (A construct that binds names of its own adds its positions here.)
+POSITION_NAMES: tuple[tuple[re.Pattern, tuple[str, ...]], ...] = (
+    (re.compile(r"\.invoke\.call$"), ("io",)),
+    (re.compile(r"\.invoke\.(success\.|ok_if$)"), ("output",)),
+    (re.compile(r"\.invoke\.error(\[\d+\])?\."), ("error",)),
+)
+
+
+def names_at(path: str) -> frozenset[str]:
+    """The names an expression at `path` may use."""
+    extra = [name for pattern, bound in POSITION_NAMES if pattern.search(path) for name in bound]
+    return names.available(*extra)
+
+
 class _Validator:
     """Walks a document once, collecting every error and warning with its path."""
 
-    def __init__(self, document: dict, machine_exists: Callable[[str], bool] | None):
+    def __init__(self, document: dict, machine_exists: Callable[[str], bool] | None,
+                 check_names: bool = False):
         self.document = document
         self.machine_exists = machine_exists
+        # Names and arity are checked when a machine is saved (check()), not when a stored
+        # one is built: a version saved before these checks keeps loading and running.
+        self.check_names = check_names
         states = document.get("states")
         self.states = states if isinstance(states, dict) else {}
         self.errors: list[Problem] = []
@@ -521,8 +540,13 @@ class _Validator:
             if not value.strip():
                 self.error(path, "the expression is empty",
                            "write an expression, or null for no value")
-            for problem in checker.check(value):
-                self.error(path, problem.message, line=problem.line, column=problem.column)
+            problems = checker.check(value)
+            for problem in problems:
+                self.error(path, problem.message, checker.prose_hint(value),
+                           line=problem.line, column=problem.column)
+            if self.check_names and not problems:
+                for problem in checker.check_names(value, names_at(path)):
+                    self.error(path, problem.message, line=problem.line, column=problem.column)
         elif object_literal and not isinstance(value, dict):
             self.error(path, f"'{_field(path)}' must be an expression (a string) or an object, "
                        f"not {_kind(value)}")
