@@ -839,8 +839,8 @@ class _Validator:
             item_path = f"{path}[{index}]"
             check_one(item, item_path)
             if isinstance(item, dict) and "on" not in item and index < len(value) - 1:
-                self.error(item_path, f"this item has no 'on', so it catches every error type "
-                           f"and the {len(value) - 1 - index} after it are never used",
+                self.error(item_path, "this item has no 'on', so it catches every error type "
+                           "and the items after it are never used",
                            "move it last, or give it 'on: [types]'")
 
     def _error_branch(self, value: Any, path: str) -> None:
