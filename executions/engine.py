@@ -26,6 +26,7 @@ from machines.definition import (
     State,
     Transition,
     Update,
+    error_branch_name,
     error_matches,
     first_matching,
 )
@@ -775,8 +776,8 @@ class _Run:
         branch = first_matching(invoke.errors, error)
         if branch is not None:
             caught = {"detail": {"caught": error.get("type")}} if branch.on else {}
-            self.move(transition, branch.update, branch.state, "error", {"error": error},
-                      **caught)
+            self.move(transition, branch.update, branch.state,
+                      error_branch_name(invoke.errors.index(branch)), {"error": error}, **caught)
             self.settle()
             return
         message = error.get("message") if isinstance(error, dict) else None
@@ -872,6 +873,10 @@ def _state_timer_fired(run: _Run, timer: dict) -> None:
     if run.timer is not None:
         run.cancel_timer()
     transition = run.machine.states[run.state].transition(timer["transition"])
+    run.status = RUNNING
+    if transition.invoke is not None:  # a reminder that sends something: work in the state
+        run.start_work(transition, 1)
+        return
     run.move(transition, transition.update, transition.target)
     run.settle()
 

@@ -239,6 +239,12 @@ def error_matches(pattern: str, error: dict) -> bool:
     return isinstance(cause, dict) and cause.get("type") == detail
 
 
+def error_branch_name(index: int) -> str:
+    """The `branch` of a history row for the error branch at `index`: "error" (the only one
+    in the original form), then "error-1", "error-2", ... (and so the diagram's edge ids)."""
+    return "error" if index == 0 else f"error-{index}"
+
+
 def first_matching(items, error: dict):
     """The first item (a Retry or an error Branch) whose `on` catches `error`, or None."""
     for item in items:

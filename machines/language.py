@@ -67,7 +67,7 @@ _ERROR_MATCH_RE = re.compile(ERROR_MATCH_PATTERN)
 MACHINE_REF_KEYS = ("id", "version")
 TRIGGER_KEYS = ("execution", "action", "input")
 # What may stand beside `invoke` / `if` in a transition (docs/language.md, "Allowed combinations").
-WITH_INVOKE = frozenset({"invoke", "on", "when", "id", "label"})
+WITH_INVOKE = frozenset({"invoke", "on", "when", "id", "label", "after"})
 WITH_IF = frozenset({"if", "then", "else", "on", "when", "id", "label"})
 CACHE_SIZE = 256
 # Durations a definition may give (wait.seconds, timeout_seconds): 10 years. Past that a
@@ -883,7 +883,7 @@ class _Validator:
     def _after_combinations(self, t: dict, path: str) -> None:
         if "after" not in t:
             return
-        for key in ("on", "wait", "invoke", "if"):
+        for key in ("on", "wait", "if"):
             if key in t:
                 self.error(_join(path, key), f"'{key}' cannot be used with 'after'",
                            "an 'after' timer fires by itself; use another transition")
