@@ -27,6 +27,7 @@ LAYERS = {
     "machines.diffs": PURE,
     "machines.lru": PURE,
     "machines.words": PURE,
+    "machines.durations": PURE,
     "executions.steps": PURE,
     "executions.runtime.pool_child": PURE,  # the evaluation pool's child: pure code only
     "machines.models": MODELS,
