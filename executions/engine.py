@@ -357,7 +357,7 @@ class _Run:
         self.steps_this_call = 0
         self.helpers = helpers(env.now, env.seed + snapshot.seq)
         self.execution_id = env.execution.get("id")
-        self.facts: dict[str, dict] = {}  # `execution` as bound in each state
+        self.bound: dict[str, dict] = {}  # the names but ctx and input, per state
 
     def result(self) -> Result:
         snapshot = Snapshot(
@@ -385,10 +385,12 @@ class _Run:
         return f"{self.execution_id}:{self.seq + 1}"
 
     def names(self, extra: dict | None) -> dict:
-        facts = self.facts.get(self.state)
-        if facts is None:
-            facts = self.facts[self.state] = {**self.env.execution, "state": self.state}
-        names = {"ctx": self.context, "input": self.input, "execution": facts, **self.helpers}
+        bound = self.bound.get(self.state)
+        if bound is None:  # `execution` says the state; the helpers are the step's
+            bound = self.bound[self.state] = {
+                **self.helpers, "execution": {**self.env.execution, "state": self.state}}
+        names = bound.copy()  # a plain copy: cheaper than unpacking the helpers each time
+        names["ctx"], names["input"] = self.context, self.input
         if extra:
             names.update(extra)
         return names
@@ -518,9 +520,8 @@ class _Run:
                 self.status = RUNNING
                 self.effects.append(ContinueLater())
                 return
-            for candidate in state.transitions:
-                if (not candidate.on and candidate.after is None and self.passes(candidate)
-                        and self.take(candidate, True)):
+            for candidate in state.automatic:
+                if self.passes(candidate) and self.take(candidate, True):
                     break
             else:
                 self.pause(state)

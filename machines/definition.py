@@ -169,6 +169,11 @@ class State:
         return self.label or self.name
 
     @cached_property
+    def automatic(self) -> tuple[Transition, ...]:
+        """The transitions tried on entering the state, in order: no `on`, not a timer."""
+        return tuple(t for t in self.transitions if not t.on and t.after is None)
+
+    @cached_property
     def has_timers(self) -> bool:
         """Whether the state has `after` timers (computed once: the engine asks often)."""
         return any(t.after is not None for t in self.transitions)
