@@ -164,3 +164,42 @@ def test_a_sync_run_is_bounded_by_its_timeout_through_a_sync_child_calling_a_slo
     wait_until(lambda: Work.objects.filter(execution=child, kind=Work.CALL,
                                            status=Work.DONE).exists(), 10,
                "the child's call did not go on after its caller was answered")
+
+
+CHALLENGE = """
+id: challenge
+execution_mode: sync
+start_at: waiting
+states:
+  waiting:
+    label: Waiting for the customer
+    actions:
+      - {id: answer, label: Answered, on: answer, assign: {answers: "ctx.get('answers', 0) + 1"}}
+      - {id: done, label: Done, on: done, state: finished}
+      - {id: remind, label: Reminder, after: 1h, assign: {reminded: "True"}}
+      - {id: expire, label: Too late, after: P1D, state: expired}
+  finished: {return: "'done'"}
+  expired: {return: "'expired'"}
+"""
+
+
+@pytest.mark.django_db(transaction=True)
+def test_state_timers_are_stored_and_shown_and_kept_by_an_action_that_stays(
+        save_machine, client, make_user):
+    from executions.models import HistoryEntry, Timer
+
+    save_machine(CHALLENGE)
+    execution = services.start("challenge", input={}, actor="test").execution
+    timers = {t.token: t for t in Timer.objects.filter(execution=execution)}
+    assert sorted(t.purpose for t in timers.values()) == ["after", "after"]
+    services.trigger(execution.pk, "answer", input={}, actor="test", wait=True)
+    assert {t.token: t.due_at for t in Timer.objects.filter(execution=execution)} == {
+        token: timer.due_at for token, timer in timers.items()}  # the action kept both
+    client.force_login(make_user("victor", "viewer"))
+    page = client.get(f"/executions/{execution.pk}/").content.decode()
+    assert "Its timer “Reminder” fires at" in page and "(1 more timer later)" in page
+    assert "Timer <strong>Too late</strong> set: it fires at" in page
+    assert "◷ P1D after entering" in page and "◷ every 1h" in page  # on the diagram
+    services.trigger(execution.pk, "done", input={}, actor="test", wait=True)
+    assert not Timer.objects.filter(execution=execution).exists()
+    assert HistoryEntry.objects.filter(execution=execution, kind="timer_canceled").count() == 2
