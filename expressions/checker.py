@@ -150,7 +150,7 @@ def _has_decorators(node: ast.AST) -> bool:
 
 
 # Names and arity (save time only: docs/language.md "Validation") ---------------------------
-_PROSE = re.compile(r"[A-Za-z][\w ,.!?'’-]*")
+_PROSE = re.compile(r"[A-Za-z][\w ,.!?-]*")  # no quote: the hint quotes it
 
 
 def check_names(source: str, known: frozenset[str]) -> list[ExpressionProblem]:
@@ -181,9 +181,13 @@ def check_names(source: str, known: frozenset[str]) -> list[ExpressionProblem]:
 def prose_hint(source: str) -> str | None:
     """For source that does not parse: when it reads as plain text, how to write it as text."""
     text = source.strip()
-    if "\n" not in text and " " in text and _PROSE.fullmatch(text):
+    if "\n" in text or " " not in text or not _PROSE.fullmatch(text):
+        return None
+    try:
+        parse(source)
+    except ExpressionSyntaxError:
         return f"did you mean the text {text!r}? quote it: \"{text!r}\""
-    return None
+    return None  # it parses: its problem is something else ("import os")
 
 
 def _bound_names(tree: ast.Module) -> set[str]:
