@@ -230,7 +230,8 @@ ERROR_MATCH_PATTERN = r"^[a-z][a-z0-9_.-]{0,99}(?::[a-z0-9_.-]{1,100})?$"
 def error_matches(pattern: str, error: dict) -> bool:
     """Whether `error` is of the type a pattern names: `timeout`; `http_status:404` or
     `http_status:4xx` (a status, or a class of them); `child_failed:card_declined` (the
-    type of the error the child failed with)."""
+    type of the error the child failed with); `expression_error:resource` (how the
+    expression failed: runtime, timeout, resource, crashed, result, syntax)."""
     kind, _, detail = pattern.partition(":")
     if not isinstance(error, dict) or error.get("type") != kind:
         return False
@@ -240,6 +241,8 @@ def error_matches(pattern: str, error: dict) -> bool:
         status = str(error.get("status", ""))
         return len(status) == 3 and all(want in ("x", have) for want, have in zip(
             detail, status, strict=False)) and len(detail) == 3
+    if kind == "expression_error":
+        return error.get("kind") == detail
     cause = error.get("cause")
     return isinstance(cause, dict) and cause.get("type") == detail
 

@@ -64,6 +64,7 @@ ERROR_BRANCH_KEYS = ("on", *BRANCH_KEYS)
 WAIT_KEYS = ("seconds", "until")
 RETRY_KEYS = ("on", "max_attempts", "delay_seconds", "backoff", "max_delay_seconds", "jitter")
 _ERROR_MATCH_RE = re.compile(ERROR_MATCH_PATTERN)
+EXPRESSION_KINDS = ("runtime", "timeout", "resource", "crashed", "result", "syntax")
 MACHINE_REF_KEYS = ("id", "version")
 TRIGGER_KEYS = ("execution", "action", "input")
 # What may stand beside `invoke` / `if` in a transition (docs/language.md, "Allowed combinations").
@@ -871,9 +872,12 @@ class _Validator:
             if kind == "http_status" and detail and not re.fullmatch(r"[1-5][0-9x]{2}", detail):
                 self.error(where, f"'{detail}' is not an HTTP status or class of them",
                            "write a code (404) or a class (4xx)")
-            elif detail and kind not in ("http_status", "child_failed"):
-                self.error(where, f"'{kind}:{detail}': only 'http_status' and 'child_failed' "
-                           "take a detail after ':'")
+            elif kind == "expression_error" and detail and detail not in EXPRESSION_KINDS:
+                self.error(where, f"'{detail}' is not how an expression fails",
+                           f"one of: {', '.join(EXPRESSION_KINDS)}")
+            elif detail and kind not in ("http_status", "child_failed", "expression_error"):
+                self.error(where, f"'{kind}:{detail}': only 'http_status', 'child_failed' and "
+                           "'expression_error' take a detail after ':'")
             close = difflib.get_close_matches(kind, RUNTIME_ERROR_TYPES, n=1, cutoff=0.8)
             if close and close[0] != kind:
                 self.warn(where, f"error type '{kind}' is not one the runtime gives; did you "

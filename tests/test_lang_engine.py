@@ -196,6 +196,8 @@ states:
     ("child_failed:card_declined",
      {"type": "child_failed", "cause": {"type": "card_declined"}}, True),
     ("child_failed:card_declined", {"type": "child_failed", "cause": None}, False),
+    ("expression_error:resource", {"type": "expression_error", "kind": "resource"}, True),
+    ("expression_error:resource", {"type": "expression_error", "kind": "crashed"}, False),
 ])
 def test_error_patterns(pattern, error, matches):
     assert error_matches(pattern, error) is matches
@@ -210,7 +212,10 @@ def test_error_patterns(pattern, error, matches):
     ({"call": "1", "error": {"on": "http_status:600"}}, "error.on",
      "'600' is not an HTTP status or class of them"),
     ({"call": "1", "error": {"on": "timeout:x"}}, "error.on",
-     "'timeout:x': only 'http_status' and 'child_failed' take a detail after ':'"),
+     "'timeout:x': only 'http_status', 'child_failed' and 'expression_error' take a detail "
+     "after ':'"),
+    ({"call": "1", "error": {"on": "expression_error:boom"}}, "error.on",
+     "'boom' is not how an expression fails"),
     ({"call": "1", "retry": {"max_attempts": 2, "jitter": 2}}, "retry.jitter",
      "'jitter' must be a number from 0 to 1, not 2"),
     ({"call": "1", "retry": {"max_attempts": 2, "delay_seconds": "P2D"}},
