@@ -136,3 +136,25 @@ def test_card_payments_retry_by_error_type_and_3ds_timers_keep_their_deadline(
     reminders_armed = rows(expired, engine.TIMER_ARMED, "remind")
     assert len(reminders_armed) == len(rows(expired, engine.TIMER_FIRED, "remind")) + 1
     assert rows(expired, engine.TIMER_CANCELED, "remind")  # the last one, on leaving
+
+
+def test_state_timers_survive_a_crash_of_every_worker_and_fire_once(cluster, save_machine, psp):
+    """SIGKILL the whole cluster while a challenge waits with its two timers armed; after
+    the restart the deadline fires once, at its time, and nothing fires twice."""
+    import signal
+
+    save_machine(quick_card_payment())
+    waiting = pay("tok_3ds_crash", psp)
+    wait_until(lambda: Execution.objects.get(pk=waiting.pk).state == "challenge", 20,
+               "the payment never reached its challenge")
+    cluster.stop(signal.SIGKILL)
+    cluster.start()
+    expired = settled(waiting.pk, timeout=DEADLINE_SECONDS + 30)
+    assert expired.state == "expired"
+    [armed] = rows(expired, engine.TIMER_ARMED, "expire")
+    assert len(rows(expired, engine.TIMER_FIRED, "expire")) == 1
+    fired_reminders = rows(expired, engine.TIMER_FIRED, "remind")
+    tokens = [row.detail["token"] for row in fired_reminders]
+    assert len(tokens) == len(set(tokens))  # no reminder fired twice
+    assert expired.result["reminders"] == len(fired_reminders) or (
+        expired.result["reminders"] == len(fired_reminders) - 1)  # the last one may be cut

@@ -10,6 +10,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from executions import engine as E
 from explorer import timeline
@@ -231,3 +233,33 @@ def test_the_timeline_says_what_state_timers_and_typed_errors_did():
                                 work=s.work, timers=s.timers)
     assert "Its timer “Remind the customer” fires at" in str(line)  # the next of the two
     assert str(line).endswith("(1 more timer later).")
+
+
+# Durations, as a property -----------------------------------------------------------------
+@settings(max_examples=300, deadline=None)
+@given(weeks=st.integers(0, 5), days=st.integers(0, 30), hours=st.integers(0, 48),
+       minutes=st.integers(0, 120), seconds=st.integers(0, 120))
+def test_iso_and_short_forms_of_a_duration_agree(weeks, days, hours, minutes, seconds):
+    expected = (((weeks * 7 + days) * 24 + hours) * 60 + minutes) * 60 + seconds
+    time_part = "".join(f"{n}{u}" for n, u in ((hours, "H"), (minutes, "M"), (seconds, "S"))
+                        if n)
+    iso = "P" + "".join(f"{n}{u}" for n, u in ((weeks, "W"), (days, "D")) if n) + (
+        f"T{time_part}" if time_part else "")
+    short = "".join(f"{n}{u}" for n, u in ((weeks, "w"), (days, "d"), (hours, "h"),
+                                             (minutes, "m"), (seconds, "s")) if n)
+    if iso != "P":
+        assert durations.looks_like(iso) and durations.seconds(iso) == expected
+        assert durations.seconds(short) == expected
+        assert durations.seconds(iso.lower()) == expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=30))
+def test_any_text_is_a_duration_or_a_clear_error(text):
+    try:
+        value = durations.seconds(text)
+    except durations.DurationError as exc:
+        assert "duration" in str(exc) or "years and months" in str(exc) or "10 years" in str(
+            exc)
+    else:
+        assert 0 <= value <= durations.MAX_SECONDS
