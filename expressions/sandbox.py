@@ -1183,6 +1183,8 @@ def _reversed(items):
 
 def _isinstance(value, kinds):
     wanted = kinds if isinstance(kinds, (tuple, list)) else (kinds,)
+    if len(wanted) > len(_JSON_TYPES) + 1:  # more than every type there is: a repeated one
+        raise TypeError("isinstance() takes at most one of each type")
     types: list = []
     for kind in wanted:
         found = _TYPE_OF.get(id(kind))

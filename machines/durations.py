@@ -47,18 +47,18 @@ def looks_like(text: str) -> bool:
 def seconds(value) -> float:
     """Seconds of a duration: a number (seconds) or a duration text; DurationError else."""
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise DurationError(f"a duration must be {SYNTAX}, not {value!r}")
+        raise DurationError(f"a duration must be {SYNTAX}, not {value!r:.40}")
     if isinstance(value, str):
         total = _parse(value.strip())
     else:
         try:
             total = float(value)
         except OverflowError:
-            raise DurationError(f"{value!r} seconds is too long for a duration") from None
+            raise DurationError(f"{value!r:.40} seconds is too long for a duration") from None
     if not math.isfinite(total) or total < 0:
-        raise DurationError(f"a duration must be 0 or more seconds, not {value!r}")
+        raise DurationError(f"a duration must be 0 or more seconds, not {value!r:.40}")
     if total > MAX_SECONDS:
-        raise DurationError(f"{value!r} is longer than {MAX_SECONDS:,} seconds (10 years)")
+        raise DurationError(f"{value!r:.40} is longer than {MAX_SECONDS:,} seconds (10 years)")
     return total
 
 

@@ -66,6 +66,9 @@ def test_helpers(source, value):
     ("duration(True)", "a duration must be"),
     ("fail('Not A Type')", "fail() needs an error type such as 'card_declined'"),
     ("fail('x', 3)", "fail() needs a message that is a str, not an int"),
+    ("isinstance(1, (int,) * 10 ** 6)", "isinstance() takes at most one of each type"),
+    ("duration(10 ** 400)", "1000000000000000000000000000000000000000 seconds is too long"),
+    ("add(10 ** 20, 'P1D')", "out of range"),
 ])
 def test_helpers_refuse_what_they_cannot_do_with_a_clear_message(source, message):
     assert message in failure(source).message
