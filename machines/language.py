@@ -680,6 +680,9 @@ class _Validator:
                 if key not in WITH_INVOKE:
                     self.error(_join(path, key), f"'{key}' cannot be used with 'invoke'",
                                "put what happens next in 'invoke.success' / 'invoke.error'")
+            if "after" in t and "on" in t:  # a timer that starts work fires by itself
+                self.error(_join(path, "on"), "'on' cannot be used with 'after'",
+                           "an 'after' timer fires by itself; use another transition")
             return
         if "if" in t:
             for key in known:

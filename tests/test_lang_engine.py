@@ -389,6 +389,10 @@ states:
      "'after': 'P1M': years and months have no fixed length; write days instead (P30D, P365D)"),
     ({"id": "t", "after": "soon", "state": "a"}, "after", None),
     ({"id": "t", "after": "1d", "on": "x"}, "on", "'on' cannot be used with 'after'"),
+    ({"id": "t", "after": "1d", "on": "x", "invoke": {"call": "1"}}, "on",
+     "'on' cannot be used with 'after'"),
+    ({"id": "t", "after": "1d", "invoke": {"call": "1"}, "state": "a"}, "state",
+     "'state' cannot be used with 'invoke'"),
     ({"id": "t", "after": -1}, "after",
      "'after': a duration must be 0 or more seconds, not -1"),
 ])
