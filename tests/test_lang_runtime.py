@@ -203,3 +203,32 @@ def test_state_timers_are_stored_and_shown_and_kept_by_an_action_that_stays(
     services.trigger(execution.pk, "done", input={}, actor="test", wait=True)
     assert not Timer.objects.filter(execution=execution).exists()
     assert HistoryEntry.objects.filter(execution=execution, kind="timer_canceled").count() == 2
+
+
+@pytest.mark.django_db
+def test_saving_a_machine_over_the_api_names_what_would_fail_at_run_time(api):
+    from tests.helpers import assert_error
+
+    source = """
+id: versions
+start_at: a
+states:
+  a:
+    actions:
+      - {id: check, when: "io('http.request', 'GET', ctx['url'])['status'] == 200", state: b}
+      - {id: other, on: other, state: b}
+  b: {return: 'v2'}
+"""
+    body = assert_error(api("editor").post("/api/machines/", {"source": source}, format="json"),
+                        400, "invalid_definition")
+    found = {problem["path"]: problem["message"] for problem in body["errors"]}
+    assert found == {
+        "states.a.actions[0].when": "'io' is only available in 'invoke.call'; do the IO in an "
+                                    "invoke: {invoke: {call: \"io(...)\", success: ...}}",
+        "states.b.return": "name 'v2' is not defined; did you mean the text 'v2'? quote it as "
+                           "\"'v2'\"",
+    }
+    assert [problem["line"] for problem in body["errors"]] == [1, 1]
+    from machines.models import MachineVersion
+
+    assert not MachineVersion.objects.filter(machine_id="versions").exists()  # nothing saved
