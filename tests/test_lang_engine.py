@@ -479,3 +479,35 @@ def test_state_timers_are_kept_while_staying_and_gone_after_leaving(data):
             delay = after.timer["due"] - now
             assert 2.5 <= delay <= 8  # 5 s, capped at 8, shortened by up to half
         snapshot = after
+
+
+def test_the_trial_examples_timers_count_from_the_start_of_the_trial():
+    from pathlib import Path
+
+    trial = machine((Path(__file__).resolve().parent.parent / "examples" /
+                     "trial-subscription.yaml").read_text())
+    r = E.transition(trial, None, E.Start({"customer": "c1", "plan": "pro"}), env())
+    s = r.snapshot
+    assert s.context["started_on"] == "1970-01-12" and s.context["trial_ends"].startswith(
+        "1970-01-26")
+    assert {k: t["due"] - NOW for k, t in armed(s).items()} == {
+        "remind": 11 * DAY, "end-of-trial": 14 * DAY}
+    s = step(trial, s, E.Action("change-plan", {"plan": "basic"}), now=NOW + DAY).snapshot
+    assert s.context["plan"] == "basic" and armed(s) == armed(r.snapshot)
+    remind = armed(s)["remind"]
+    s = step(trial, s, E.TimerFired(remind["token"]), now=remind["due"]).snapshot
+    assert s.status == "invoking" and s.work["kind"] == "call"
+    s = step(trial, s, E.WorkFailed(s.work["token"], {"type": "timeout", "message": "x"}),
+             now=remind["due"] + 5).snapshot
+    assert s.context["reminded"] is True and list(armed(s)) == ["end-of-trial"]  # not again
+    end = armed(s)["end-of-trial"]
+    s = step(trial, s, E.TimerFired(end["token"]), now=end["due"]).snapshot
+    assert (s.state, s.status) == ("charging", "invoking")
+    r = step(trial, s, E.WorkFailed(s.work["token"], {"type": "card_declined",
+                                                      "message": "expired card"}))
+    assert r.snapshot.result == {"plan": "basic", "paid": False, "reason": "expired card"}
+
+    bad = E.transition(trial, None, E.Start({"customer": "c1", "plan": "gold"}), env())
+    assert bad.snapshot.status == "failed"
+    assert bad.snapshot.error["type"] == "unknown_plan"
+    assert bad.snapshot.error["message"] == "no plan 'gold': choose one of basic, pro"
