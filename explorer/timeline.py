@@ -269,8 +269,8 @@ def _taken(row, machine, children):
         caught = (row.get("detail") or {}).get("caught")
         if caught:
             what = format_html("{} ({})", what, code(caught))
-        return ("error" if failed else "success"), format_html("{}: moved {}", what, moved), \
-            reason
+        said = format_html("{}: moved {}" if target != source else "{}: {}", what, moved)
+        return ("error" if failed else "success"), said, reason
     how = format_html("automatically ({})", code(name))
     if row.get("actor") == "timer" and transition is not None and (
             transition.wait is not None or transition.after is not None):

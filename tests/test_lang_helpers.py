@@ -218,6 +218,9 @@ def test_the_timeline_says_what_state_timers_and_typed_errors_did():
     r = E.transition(machine, s, E.WorkSucceeded(s.work["token"], 200), E.Env(
         now=remind["due"] + 1, evaluate=evaluate, execution={"id": "e1"}))
     s, history = r.snapshot, history + list(r.history)
+    assert "The work succeeded: stayed in Waiting for 3-D Secure" in sentence_texts(
+        machine, [{**h, "at": datetime.fromtimestamp(h["at"], tz=UTC),
+                   "branch": (h.get("detail") or {}).get("branch")} for h in r.history])[1]
     expire = next(t for t in s.timers if t["transition"] == "expire")
     r = E.transition(machine, s, E.TimerFired(expire["token"]), E.Env(
         now=expire["due"], evaluate=evaluate, execution={"id": "e1"}))
