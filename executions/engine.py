@@ -18,7 +18,20 @@ from typing import Any, TypeAlias
 
 from executions import joins
 from expressions.errors import ExpressionError
-from machines.definition import MAP_MAX_ITEMS, Decision, Expr, Machine, State, Transition, Update
+from expressions.names import HELPER_ARITY
+from machines import durations
+from machines.definition import (
+    MAP_MAX_ITEMS,
+    Decision,
+    Expr,
+    Machine,
+    State,
+    Transition,
+    Update,
+    error_branch_name,
+    error_matches,
+    first_matching,
+)
 
 # Statuses --------------------------------------------------------------------------------
 RUNNING, WAITING, SLEEPING, INVOKING = "running", "waiting", "sleeping", "invoking"
@@ -57,10 +70,12 @@ class Snapshot:
     timer: dict | None = None  # {"token", "due", "transition", "purpose": wait|retry|timeout}
     work: dict | None = None  # {"token", "transition", "kind", "attempt"}
     queued: tuple = ()  # actions received while invoking: {"action", "input", "actor"}
+    timers: tuple = ()  # the state's `after` timers: {"token", "due", "transition", "purpose"}
 
     def to_dict(self) -> dict:
         data = {f.name: getattr(self, f.name) for f in fields(self)}
         data["queued"] = list(self.queued)
+        data["timers"] = list(self.timers)
         return data
 
     @classmethod
@@ -68,6 +83,7 @@ class Snapshot:
         known = {f.name for f in fields(cls)}
         values = {key: value for key, value in data.items() if key in known}
         values["queued"] = tuple(values.get("queued") or ())
+        values["timers"] = tuple(values.get("timers") or ())
         return cls(**values)
 
 
@@ -132,7 +148,7 @@ Event: TypeAlias = (Start | Action | TimerFired | WorkSucceeded | WorkFailed | C
 class ArmTimer:
     token: str
     due: float  # epoch seconds
-    purpose: str  # wait | retry | timeout
+    purpose: str  # wait | retry | timeout | after
 
 
 @dataclass(frozen=True)
@@ -228,10 +244,14 @@ def helpers(now: float, seed: int) -> dict:
     return {
         "time": lambda: now,
         "now": lambda: _iso(now),
+        "today": lambda: _iso(now)[:10],
         "uuid4": lambda: str(uuid.UUID(int=generator().getrandbits(128), version=4)),
         "randint": lambda a, b: generator().randint(a, b),
         "random": lambda: generator().random(),
     }
+
+
+assert set(helpers(0, 0)) == set(HELPER_ARITY)  # the names the save-time checks know
 
 
 def transition(machine: Machine, snapshot: Snapshot | None, event: Event, env: Env) -> Result:
@@ -350,6 +370,7 @@ class _Run:
         self.start_input, self.result_value = snapshot.input, snapshot.result
         self.error, self.seq, self.auto_steps = snapshot.error, snapshot.seq, snapshot.auto_steps
         self.timer, self.work, self.queued = snapshot.timer, snapshot.work, list(snapshot.queued)
+        self.timers = list(snapshot.timers)
         self.input = snapshot.input  # what `input` means in the step being taken
         self.history: list[dict] = []
         self.effects: list = []
@@ -358,14 +379,14 @@ class _Run:
         self.steps_this_call = 0
         self.helpers = helpers(env.now, env.seed + snapshot.seq)
         self.execution_id = env.execution.get("id")
-        self.facts: dict[str, dict] = {}  # `execution` as bound in each state
+        self.bound: dict[str, dict] = {}  # the names but ctx and input, per state
 
     def result(self) -> Result:
         snapshot = Snapshot(
             status=self.status, state=self.state, context=self.context, input=self.start_input,
             result=self.result_value, error=self.error, seq=self.seq,
             auto_steps=self.auto_steps, timer=self.timer, work=self.work,
-            queued=tuple(self.queued),
+            queued=tuple(self.queued), timers=tuple(self.timers),
         )
         return Result(snapshot, tuple(self.history), tuple(self.effects), None,
                       available_actions(self.machine, snapshot))
@@ -386,10 +407,12 @@ class _Run:
         return f"{self.execution_id}:{self.seq + 1}"
 
     def names(self, extra: dict | None) -> dict:
-        facts = self.facts.get(self.state)
-        if facts is None:
-            facts = self.facts[self.state] = {**self.env.execution, "state": self.state}
-        names = {"ctx": self.context, "input": self.input, "execution": facts, **self.helpers}
+        bound = self.bound.get(self.state)
+        if bound is None:  # `execution` says the state; the helpers are the step's
+            bound = self.bound[self.state] = {
+                **self.helpers, "execution": {**self.env.execution, "state": self.state}}
+        names = bound.copy()  # a plain copy: cheaper than unpacking the helpers each time
+        names["ctx"], names["input"] = self.context, self.input
         if extra:
             names.update(extra)
         return names
@@ -399,7 +422,7 @@ class _Run:
             return self.env.evaluate(expr, self.names(extra))
         except ExpressionError as exc:
             raise _Failed({
-                **exc.to_dict(), "type": "expression_error", "path": exc.path or expr.path,
+                **exc.to_dict(), "path": exc.path or expr.path,
                 "machine": self.machine.id, "state": self.state, "transition": transition_id,
             }) from None
 
@@ -450,6 +473,8 @@ class _Run:
         if changed:
             context = self.updated_context(update, transition.id, extra)
         source = self.state
+        if self.timers and target is not None and target != source:
+            self.cancel_state_timers()
         entry = self.record(TRANSITION_TAKEN, transition=transition.id, from_state=source,
                             to_state=target or source, **values)
         if changed:
@@ -470,7 +495,7 @@ class _Run:
             self.count_step()
         else:
             self.acknowledge()
-            if self.status == SLEEPING:
+            if self.status == SLEEPING and self.timer is not None:
                 self.cancel_timer()
         if transition.wait is not None:
             self.arm_wait(transition)
@@ -517,17 +542,22 @@ class _Run:
                 self.status = RUNNING
                 self.effects.append(ContinueLater())
                 return
-            for candidate in state.transitions:
-                if not candidate.on and self.passes(candidate) and self.take(candidate, True):
+            for candidate in state.automatic:
+                if self.passes(candidate) and self.take(candidate, True):
                     break
             else:
                 self.pause(state)
                 return
             if self.status != RUNNING:  # a wait or an invoke paused it
+                if state.has_timers:
+                    self.arm_state_timers(state)
                 return
 
     def pause(self, state: State) -> None:
         self.status, self.auto_steps = WAITING, 0
+        if state.has_timers and self.arm_state_timers(state) and not state.action_names:
+            self.status = SLEEPING  # nothing to wait for but its timers
+            return
         if state.action_names:
             self.guards = []  # nothing follows to carry them
             return
@@ -550,6 +580,8 @@ class _Run:
         self.reject_queued("the execution has failed")
 
     def drop_outstanding(self) -> None:
+        if self.timers:
+            self.cancel_state_timers()
         if self.timer is not None:
             self.effects.append(CancelTimer(self.timer["token"]))
             self.record(TIMER_CANCELED, with_guards=False, transition=self.timer["transition"],
@@ -629,11 +661,42 @@ class _Run:
         self.record(TIMER_CANCELED, with_guards=False, transition=timer["transition"],
                     detail={"token": timer["token"], "purpose": timer["purpose"]})
 
+    def arm_state_timers(self, state: State) -> bool:
+        """Arm the state's `after` timers not armed yet (each `when` checked now); True when
+        any is armed. Kept while the execution stays in the state, so a transition back to
+        it restarts only a timer that fired (docs/language.md "Timers")."""
+        armed = {timer["transition"] for timer in self.timers}
+        for t in state.transitions:
+            if t.after is None or t.id in armed or not self.passes(t):
+                continue
+            token = self.next_token()
+            due = self.env.now + t.after.seconds
+            self.timers.append({"token": token, "due": due, "transition": t.id,
+                                "purpose": "after"})
+            self.effects.append(ArmTimer(token, due, "after"))
+            self.record(TIMER_ARMED, transition=t.id, detail={
+                "token": token, "due": due, "purpose": "after", "after": t.after.written})
+        return bool(self.timers)
+
+    def cancel_state_timers(self) -> None:
+        """The execution leaves the state (or ends): its `after` timers will not fire."""
+        for timer in self.timers:
+            self.effects.append(CancelTimer(timer["token"]))
+            self.record(TIMER_CANCELED, with_guards=False, transition=timer["transition"],
+                        detail={"token": timer["token"], "purpose": "after"})
+        self.timers = []
+
     def arm_wait(self, transition: Transition) -> None:
         wait = transition.wait
         assert wait is not None
         if wait.seconds is not None:
             seconds = self.evaluate(wait.seconds, transition.id)
+            if isinstance(seconds, str):  # a computed duration text: 'P1D', '90s'
+                try:
+                    seconds = durations.seconds(seconds)
+                except durations.DurationError as exc:
+                    raise _Failed(self.expression_error(
+                        f"wait.seconds: {exc}", transition.id, wait.seconds.path)) from None
             if not isinstance(seconds, (int, float)) or isinstance(seconds, bool):
                 raise _Failed(self.expression_error(
                     f"wait.seconds must be a number, not {seconds!r}", transition.id,
@@ -723,16 +786,23 @@ class _Run:
     def failed(self, transition: Transition, error: dict, attempt: int) -> None:
         invoke = transition.invoke
         assert invoke is not None
-        retry = invoke.retry
+        retry = None if any(error_matches(pattern, error) for pattern in invoke.non_retryable) \
+            else first_matching(invoke.retries, error)
         if retry is not None and attempt < retry.max_attempts:
             self.work = {"token": None, "transition": transition.id, "kind": invoke.kind,
                          "attempt": attempt, "state": self.state}
-            self.arm_timer(self.env.now + retry.delay_before(attempt + 1), "retry",
-                           transition.id, WORK_RETRY_SCHEDULED, attempt=attempt + 1)
+            delay = retry.delay_before(attempt + 1)
+            if retry.jitter:
+                delay *= 1 - retry.jitter * random.Random(self.env.seed + self.seq).random()
+            extra = {"error_type": error.get("type")} if retry.on else {}
+            self.arm_timer(self.env.now + delay, "retry", transition.id, WORK_RETRY_SCHEDULED,
+                           attempt=attempt + 1, **extra)
             return
-        if invoke.error is not None:
-            branch = invoke.error
-            self.move(transition, branch.update, branch.state, "error", {"error": error})
+        branch = first_matching(invoke.errors, error)
+        if branch is not None:
+            caught = {"detail": {"caught": error.get("type")}} if branch.on else {}
+            self.move(transition, branch.update, branch.state,
+                      error_branch_name(invoke.errors.index(branch)), {"error": error}, **caught)
             self.settle()
             return
         message = error.get("message") if isinstance(error, dict) else None
@@ -935,6 +1005,10 @@ def _action(run: _Run, event: Action) -> None:
 
 def _timer_fired(run: _Run, event: TimerFired) -> None:
     timer = run.timer
+    state_timer = next((t for t in run.timers if t["token"] == event.token), None)
+    if state_timer is not None:
+        _state_timer_fired(run, state_timer)
+        return
     if timer is None or timer["token"] != event.token:
         raise _Rejected(f"timer {event.token} is not armed (stale or unknown)")
     run.timer = None
@@ -958,6 +1032,29 @@ def _timer_fired(run: _Run, event: TimerFired) -> None:
         run.record(WORK_FAILED, transition=transition.id, error=error,
                    detail={"token": work["token"], "attempt": work["attempt"]})
         run.failed(transition, error, work["attempt"])
+
+
+def _state_timer_fired(run: _Run, timer: dict) -> None:
+    """An `after` timer: its transition is taken whatever the execution is doing in the
+    state; outstanding work (and its time-out or retry timer), or a `wait`, is dropped."""
+    run.timers.remove(timer)
+    detail = {"token": timer["token"], "purpose": "after"}
+    if run.work is not None:
+        detail["interrupted"] = run.work["kind"]
+    run.record(TIMER_FIRED, transition=timer["transition"], detail=detail)
+    if run.work is not None:
+        if run.work["token"] is not None:
+            run.effects.append(CancelWork(run.work["token"], run.work["kind"]))
+        run.work = None
+    if run.timer is not None:
+        run.cancel_timer()
+    transition = run.machine.states[run.state].transition(timer["transition"])
+    run.status = RUNNING
+    if transition.invoke is not None:  # a reminder that sends something: work in the state
+        run.start_work(transition, 1)
+        return
+    run.move(transition, transition.update, transition.target)
+    run.settle()
 
 
 def _work_reported(run: _Run, event) -> None:
@@ -1008,7 +1105,8 @@ def _retry(run: _Run, event: Retry) -> None:
     error = run.error
     assert error is not None
     run.status, run.error, run.auto_steps = RUNNING, None, 0
-    if error.get("type") == "expression_error" and error.get("state") is None:
+    if (error.get("type") == "expression_error" or error.get("raised")) \
+            and error.get("state") is None:
         run.record(EXECUTION_RETRIED, detail={"error": error})
         run.context = _initial_context(run)
         run.history[-1]["context"] = run.context
@@ -1016,8 +1114,10 @@ def _retry(run: _Run, event: Retry) -> None:
         return
     run.record(EXECUTION_RETRIED, detail={"error": error})
     if error.get("type") == "invoke_failed":
-        transition = run.machine.states[run.state].transition(error["transition"])
-        run.start_work(transition, 1)
+        state = run.machine.states[run.state]
+        run.start_work(state.transition(error["transition"]), 1)
+        if state.has_timers:
+            run.arm_state_timers(state)
     else:
         run.settle()
 

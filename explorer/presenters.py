@@ -179,7 +179,8 @@ def execution_page(execution, *, asked_from: str | None, can_act: bool) -> dict:
             timer=execution.engine_state.get("timer"), work=work, error=execution.error,
             result=execution.result, child=waiting_child,
             started=bool(execution.engine_state),
-            ended=timeline.ending(machine, step_rows[-1] if step_rows else None)),
+            ended=timeline.ending(machine, step_rows[-1] if step_rows else None),
+            timers=execution.engine_state.get("timers") or ()),
         "actions": [(name, timeline.action_label(machine, execution.state, name))
                     for name in actions],
         "can_cancel": can_act and execution.status not in engine.TERMINAL_STATUSES,

@@ -257,20 +257,25 @@ def _taken(row, machine, children):
     name = transition_name(machine, source, row.get("transition") or "")
     transition = _transition(machine, {"transition": row.get("transition"), "from_state": source})
     invoke = transition.invoke if transition else None
-    if branch in ("success", "error"):
+    if branch == "success" or branch.startswith("error"):  # error, error-1, ... by type
+        failed = branch != "success"
         if invoke and invoke.kind == "machine":
             done = (("The {} execution was started", "The {} execution could not be started")
                     if invoke.is_async else
                     ("The {} execution finished", "The {} execution did not finish"))
-            what = format_html(done[branch == "error"], strong(invoke.machine_id))
+            what = format_html(done[failed], strong(invoke.machine_id))
         elif invoke and invoke.kind == "trigger":
-            what = ("The action was sent" if branch == "success"
-                    else "Sending the action failed")
+            what = "Sending the action failed" if failed else "The action was sent"
         else:
-            what = "The work succeeded" if branch == "success" else "The work failed"
-        return branch, format_html("{}: moved {}", what, moved), reason
+            what = "The work failed" if failed else "The work succeeded"
+        caught = (row.get("detail") or {}).get("caught")
+        if caught:
+            what = format_html("{} ({})", what, code(caught))
+        said = format_html("{}: moved {}" if target != source else "{}: {}", what, moved)
+        return ("error" if failed else "success"), said, reason
     how = format_html("automatically ({})", code(name))
-    if row.get("actor") == "timer" and transition is not None and transition.wait is not None:
+    if row.get("actor") == "timer" and transition is not None and (
+            transition.wait is not None or transition.after is not None):
         how = format_html("when the timer of {} fired", code(name))
     text = format_html("Moved {}" if target != source else "Moved: {}", moved)
     return "auto", text, joined("; ", (how, reason))
@@ -285,6 +290,14 @@ def _timer_armed(row, machine, children):
     purpose = detail.get("purpose")
     if purpose == "timeout":
         text = format_html("Time limit set: the work must answer by {}", strong(clock(due)))
+    elif purpose == "after":  # a state timer: actions stay available, staying keeps it
+        here = state_name(machine, row.get("from_state") or _state_of(machine, row))
+        text = format_html("Timer {} set: it fires at {} unless the execution leaves {} "
+                           "first", strong(name), strong(clock(due)), strong(here))
+        written = detail.get("after")
+        return "timer", text, (f"in {wait} ({written})" if written and wait else
+                               f"in {wait}" if wait else "") + "; moves that stay in the "\
+            "state do not restart it"
     else:
         text = format_html("Sleeping until {} ({})", strong(clock(due)), name)
     return "timer", text, f"in {wait}" if wait else ""
@@ -296,8 +309,10 @@ def _retry_scheduled(row, machine, children):
     attempt = detail.get("attempt")
     of = _attempts(machine, row)
     wait = duration(due - row["at"].timestamp()) if due is not None else ""
-    return ("timer", format_html("Will try again at {} (attempt {}{})", strong(clock(due)),
-                                 attempt, of),
+    error_type = detail.get("error_type")  # set when the policy that matched names types
+    after = format_html(" after {}", code(error_type)) if error_type else ""
+    return ("timer", format_html("Will try again at {} (attempt {}{}){}", strong(clock(due)),
+                                 attempt, of, after),
             f"in {wait}" if wait else "")
 
 
@@ -306,11 +321,21 @@ def _timer_fired(row, machine, children):
     name = transition_name(machine, _state_of(machine, row), row.get("transition") or "")
     texts = {"timeout": "The time limit ran out before the work answered",
              "retry": "Time to try again"}
-    return "timer", texts.get(purpose) or format_html("The timer of {} fired", strong(name)), ""
+    interrupted = (row.get("detail") or {}).get("interrupted")
+    why = f"the {_WORK_WORDS.get(interrupted, 'work')} in progress was abandoned" \
+        if interrupted else ""
+    return "timer", texts.get(purpose) or format_html("The timer of {} fired", strong(name)), why
+
+
+_WORK_WORDS = {"call": "call", "machine": "child execution", "trigger": "action sent"}
 
 
 def _timer_canceled(row, machine, children):
     purpose = (row.get("detail") or {}).get("purpose")
+    if purpose == "after":
+        name = transition_name(machine, _state_of(machine, row), row.get("transition") or "")
+        return ("timer", format_html("The timer {} was canceled", strong(name)),
+                "the execution left the state, or ended")
     what = {"timeout": "time limit", "retry": "retry timer"}.get(purpose, "timer")
     return "timer", f"The {what} was canceled", "no longer needed"
 
@@ -724,7 +749,7 @@ def sentences(rows, machine: Machine, steps: dict[int, int] | None = None,
             row["not_ok"] = row["kind"] == engine.WORK_SUCCEEDED and (
                 following.get("kind") in (engine.WORK_RETRY_SCHEDULED, engine.EXECUTION_FAILED)
                 or (following.get("kind") == engine.TRANSITION_TAKEN
-                    and following.get("branch") == "error"))
+                    and (following.get("branch") or "").startswith("error")))
         if row["kind"] == engine.TRANSITION_TAKEN:
             state = row.get("to_state") or state
             row["state"] = state
@@ -765,7 +790,7 @@ def ending(machine: Machine, row: dict | None) -> SafeString:
     source = row.get("from_state")
     by = transition_name(machine, source, row.get("transition") or "")
     branch = {"success": " after its work succeeded", "error": " after its work failed"}.get(
-        row.get("branch") or "", "")
+        (row.get("branch") or "").split("-")[0], "")
     if (row.get("to_state") or source) == source:
         return format_html("by “{}”{}", by, branch)
     return format_html("from {} by “{}”{}", strong(state_name(machine, source)), by, branch)
@@ -781,7 +806,7 @@ def countdown(due) -> SafeString:
 def status_line(machine: Machine, *, status: str, state: str, timer: dict | None = None,
                 work: dict | None = None, error=None, result=None,
                 child: tuple | None = None, started: bool = True,
-                ended: str | SafeString = "") -> SafeString:
+                ended: str | SafeString = "", timers=()) -> SafeString:
     """ONE sentence saying where the execution is and what it waits for (HTML fragment).
     `child` is (id, url) of the execution a machine invoke waits for; `started` is False
     while an async start waits for a worker; `ended` says how a finished one reached its end
@@ -790,6 +815,26 @@ def status_line(machine: Machine, *, status: str, state: str, timer: dict | None
     found = machine.states.get(state)
     actions = found.action_names if found else ()
     choices = or_list([strong(action_label(machine, state, a)) for a in actions])
+    line = _status_line(machine, status, state, here, actions, choices, timer, work, error,
+                        result, child, started, ended)
+    if timers and status in engine.PAUSED_STATUSES:  # the state's `after` timers
+        line = format_html("{} {}", line, _next_state_timer(machine, state, timers))
+    return line
+
+
+def _next_state_timer(machine: Machine, state: str, timers) -> SafeString:
+    first = min(timers, key=lambda t: t.get("due") or 0)
+    name = transition_name(machine, state, first.get("transition") or "")
+    more = len(timers) - 1
+    others = f" ({more} more timer{'s' if more > 1 else ''} later)" if more else ""
+    return format_html("Its timer “{}” fires at {}{}.", name, countdown(first.get("due")),
+                       others)
+
+
+def _status_line(machine, status, state, here, actions, choices, timer, work, error, result,
+                 child, started, ended) -> SafeString:
+    if status == engine.SLEEPING and not timer:  # only state timers: said by the caller
+        return format_html("Sleeping in {}.", here)
     if status == engine.WAITING:
         if not actions:
             return format_html(

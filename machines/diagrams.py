@@ -30,7 +30,16 @@ from hashlib import sha256
 
 import graphviz
 
-from machines.definition import Branch, Expr, Group, Machine, Schedule, State, Transition
+from machines.definition import (
+    Branch,
+    Expr,
+    Group,
+    Machine,
+    Schedule,
+    State,
+    Transition,
+    error_branch_name,
+)
 from machines.language import io_operation
 from machines.lru import LRU
 from machines.schedules import explain
@@ -158,11 +167,25 @@ def short_code(expr: Expr, limit: int = 30) -> str:
 
 def _delay(transition: Transition) -> str:
     wait = transition.wait
+    if wait.written is not None:  # a duration text: drawn as the author wrote it
+        return f"{CLOCK} {wait.written}"
     if wait.until is not None:
         return f"{CLOCK} until " + short_code(wait.until, 24)
     if not wait.seconds.is_code and isinstance(wait.seconds.literal, (int, float)):
         return f"{CLOCK} " + duration(wait.seconds.literal, exact=True)
     return f"{CLOCK} " + short_code(wait.seconds, 24)
+
+
+def _after(state: State, transition: Transition) -> str:
+    """A state timer as written, and when it restarts: one that stays fires again each time
+    ("every P1D"); one that leaves counts from entering the state ("P3D after entering")."""
+    after = transition.after
+    written = after.written
+    if not any(c.isalpha() for c in written):  # a number of seconds
+        written = duration(after.seconds, exact=True)
+    if (transition.target or state.name) == state.name:
+        return f"{CLOCK} every {written}"
+    return f"{CLOCK} {written} after entering"
 
 
 def _esc(text: str) -> str:
@@ -409,7 +432,8 @@ def _branch(b: _Build, helper: str, state: State, t: Transition, which: str,
     if branch is None:
         return
     target = branch.state or state.name
-    _edge(b, helper, b.names[target], edge_id(state.name, t.id, which), which, [text],
+    kind = which.split("-")[0]  # error-1, error-2: error branches by type
+    _edge(b, helper, b.names[target], edge_id(state.name, t.id, which), kind, [text],
           _tooltip(f"{tip} → {target}", f"transition '{t.id}' of {state.name}"))
 
 
@@ -431,8 +455,9 @@ def _invoke(b: _Build, state: State, t: Transition, lines: list[str]) -> None:
     elif inv.kind == "call":
         operation = io_operation(inv.call.source)
         brief = f"io {operation}" if operation else short_code(inv.call, 28)
-        retry = inv.retry and inv.retry.max_attempts > 1
-        label = _html(_esc(brief), _small(f"retry ×{inv.retry.max_attempts}") if retry else "")
+        attempts = max((policy.max_attempts for policy in inv.retries), default=1)
+        typed = " by type" if any(policy.on for policy in inv.retries) else ""
+        label = _html(_esc(brief), _small(f"retry ×{attempts}{typed}") if attempts > 1 else "")
         attrs = {"style": "rounded,filled,dashed", "fillcolor": "#F5F3FF", "color": VIOLET,
                  "fontcolor": "#5B21B6", "fontsize": "10"}
         tip = f"call: {inv.call.brief(200)}" + (f"\nok if {inv.ok_if.brief(120)}" if inv.ok_if
@@ -447,7 +472,10 @@ def _invoke(b: _Build, state: State, t: Transition, lines: list[str]) -> None:
     _edge(b, b.names[state.name], helper, eid, "invoke", lines, _transition_tooltip(state, t),
           "action" if t.on else "")
     _branch(b, helper, state, t, "success", inv.success, "✓ success", "success")
-    _branch(b, helper, state, t, "error", inv.error, "✗ error", "error")
+    for index, branch in enumerate(inv.errors):  # by type, in order: "✗ card_declined"
+        text = ("✗ " + ", ".join(branch.on) if branch.on
+                else "✗ other errors" if index else "✗ error")
+        _branch(b, helper, state, t, error_branch_name(index), branch, text, text[2:])
 
 
 def _schedule_words(schedule: Schedule) -> str:
@@ -515,14 +543,20 @@ def _decision(b: _Build, state: State, t: Transition, lines: list[str]) -> None:
 def _transitions(b: _Build, state: State) -> None:
     after_guard = False  # an unguarded automatic transition after a guarded one: "otherwise"
     for t in state.transitions:
-        if t.invoke:
+        if t.invoke and t.after:  # a timer that starts work (a reminder sent)
+            lines = [_esc(t.label or t.id), _esc(_after(state, t))]
+            if t.when:
+                lines.append(_italic("if " + short_code(t.when)))
+            _invoke(b, state, t, lines)
+        elif t.invoke:
             _invoke(b, state, t, _first_lines(t, after_guard, t.id))
         elif t.decision:
             _decision(b, state, t, _first_lines(t, after_guard, t.id))
         else:
             target = t.target or state.name
-            if t.wait:
-                lines = [_esc(t.label) if t.label else "", _esc(_delay(t))]
+            if t.wait or t.after:
+                lines = [_esc(t.label) if t.label else "",
+                         _esc(_delay(t) if t.wait else _after(state, t))]
                 lines += _first_lines(Transition(id=t.id, path=t.path, when=t.when),
                                       after_guard, None)
                 kind = "timer"
@@ -666,7 +700,7 @@ def size(machine: Machine) -> tuple[int, int]:
         for t in state.transitions:
             edges += 1
             if t.invoke:
-                edges += (t.invoke.success is not None) + (t.invoke.error is not None)
+                edges += (t.invoke.success is not None) + len(t.invoke.errors)
             elif t.decision:
                 edges += (t.decision.then is not None) + (t.decision.otherwise is not None)
     return len(machine.states), edges
@@ -931,6 +965,8 @@ def describe(machine: Machine, path: DiagramPath | None = None) -> str:
         moves = []
         for t in state.transitions:
             how = f"on {' / '.join(t.on)}" if t.on else "automatically"
+            if t.after:
+                how = f"{_after(state, t)[2:]} (a timer kept while it stays)"
             if t.when:
                 how += f" if {short_code(t.when, 60)}"
             if t.invoke:
@@ -941,7 +977,7 @@ def describe(machine: Machine, path: DiagramPath | None = None) -> str:
                             if group.kind == "parallel"
                             else f"{group.machine_id} for each item") + \
                         f" ({_join_words(group)})"
-                targets = [br.state or state.name for br in (t.invoke.success, t.invoke.error)
+                targets = [br.state or state.name for br in (t.invoke.success, *t.invoke.errors)
                            if br]
                 moves.append(f"{how} invokes {what}, then {' or '.join(targets) or 'stays'}")
             elif t.decision:

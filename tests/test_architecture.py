@@ -29,6 +29,7 @@ LAYERS = {
     "machines.lru": PURE,
     "machines.words": PURE,
     "machines.schedules": PURE,
+    "machines.durations": PURE,
     "executions.steps": PURE,
     "executions.runtime.pool_child": PURE,  # the evaluation pool's child: pure code only
     "machines.models": MODELS,

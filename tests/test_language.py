@@ -104,7 +104,9 @@ ERROR_CASES = {
     "timeout zero": (with_doc(timeout_seconds=0), "timeout_seconds",
                      "'timeout_seconds' must be a number greater than 0, not 0", None),
     "timeout string": (with_doc(timeout_seconds="5"), "timeout_seconds",
-                       "'timeout_seconds' must be a number greater than 0, not '5'", None),
+                       "'timeout_seconds': '5' is not a duration: write a number of seconds, "
+                       "an ISO-8601 duration (P1D, PT30M, P1DT12H) or a short form (90s, 30m, "
+                       "2h, 2d, 1w, 1h30m)", None),
     "title not text": (with_doc(title=5), "title", "'title' must be a string, not a number", None),
     "context literal not object": (
         with_doc(context=[1]), "context",
@@ -306,9 +308,12 @@ ERROR_CASES = {
     "success unknown state": (with_invoke(call=CALL, success={"state": "dnoe"}),
                               f"{INV}.success.state", "unknown state 'dnoe'",
                               "did you mean 'done'?"),
-    "error branch not object": (with_invoke(call=CALL, error=[]), f"{INV}.error",
-                                "'error' must be an object with 'state', 'context' or 'assign', "
-                                "not a list", None),
+    "error branch not object": (with_invoke(call=CALL, error="failed"), f"{INV}.error",
+                                "'error' must be an object with 'on', 'state', 'context' or "
+                                "'assign', not a string", None),
+    "error branches empty": (with_invoke(call=CALL, error=[]), f"{INV}.error",
+                             "'error' must be an error branch, or a list of them, not an empty "
+                             "list", None),
     # retry
     "retry not object": (with_invoke(call=CALL, retry=3), f"{INV}.retry",
                          "'retry' must be an object: {max_attempts, delay_seconds, backoff}, "

@@ -38,7 +38,7 @@ from typing import Any
 
 from executions import engine
 from expressions import sandbox
-from expressions.errors import ExpressionError
+from expressions.errors import ExpressionError, RaisedError
 from machines.definition import Expr
 from machines.language import build
 
@@ -302,8 +302,9 @@ class Child:
             with (self.resolve(hook)(request["time_limit"]) if hook
                   else contextlib.nullcontext()):
                 output = evaluate(expr, bound)
-        except ExpressionError as exc:
-            return {"ok": False, "error": failures[-1] if failures else exc.to_dict()}
+        except ExpressionError as exc:  # fail(type, ...) wins over an io() failure caught
+            raised = isinstance(exc, RaisedError) or not failures
+            return {"ok": False, "error": exc.to_dict() if raised else failures[-1]}
         return {"ok": True, "output": output}
 
     def operation(self, registry: dict, name: str):

@@ -376,6 +376,12 @@ class SqlStore:
     def children(self, execution_id: Any, token: str) -> list[Execution]:
         return list(Execution.objects.filter(parent_id=execution_id, parent_token=token))
 
+    def parent_awaits(self, child: Execution) -> bool:
+        payload = Work.objects.filter(
+            execution_id=child.parent_id, token=child.parent_token, kind=Work.CHILD,
+        ).values_list("payload", flat=True).first()
+        return not (payload or {}).get("async")
+
     # The process cache
     def remembered(self, execution_id: Any) -> Execution | None:
         return self.recent.get(execution_id)
