@@ -853,15 +853,15 @@ class _Validator:
             elif problem := cron_problem(cron):
                 self.error(_join(path, "cron"), f"'cron' {_show(cron)}: {problem}", hint)
         if "every" in schedule:
-            every = schedule["every"]
-            if _is_number(every) and every < MIN_EVERY_SECONDS:
-                self.error(_join(path, "every"), f"'every' must be at least "
-                           f"{MIN_EVERY_SECONDS} seconds, not {_show(every)}")
-            elif _is_number(every) and every > MAX_DURATION_SECONDS:
-                self.error(_join(path, "every"), "'every' must be at most "
-                           f"{MAX_DURATION_SECONDS:,} seconds (10 years), not {_show(every)}")
+            path_every = _join(path, "every")
+            try:
+                every = durations.seconds(schedule["every"])
+            except durations.DurationError as exc:
+                self.error(path_every, f"'every': {exc}")
             else:
-                self._number(every, _join(path, "every"), above=0)
+                if every < MIN_EVERY_SECONDS:
+                    self.error(path_every, f"'every' must be at least {MIN_EVERY_SECONDS} "
+                               f"seconds, not {_show(schedule['every'])}")
         if "time_zone" in schedule:
             zone = schedule["time_zone"]
             problem = (zone_problem(zone) if isinstance(zone, str) and zone
@@ -1189,7 +1189,8 @@ def _construct(document: dict) -> Machine:
         execution_mode=doc.get("execution_mode", DEFAULT_EXECUTION_MODE),
         timeout_seconds=durations.seconds(doc.get("timeout_seconds", DEFAULT_TIMEOUT_SECONDS)),
         context=_expr_of(doc.get("context", {}), "context"),
-        schedules=tuple(Schedule(id=s["id"], cron=s.get("cron"), every=s.get("every"),
+        schedules=tuple(Schedule(id=s["id"], cron=s.get("cron"),
+                                 every=durations.seconds(s["every"]) if "every" in s else None,
                                  time_zone=s.get("time_zone", "UTC"), input=s.get("input", {}))
                         for s in doc.get("schedules", ())),
     )

@@ -147,6 +147,19 @@ def test_schedules_are_checked_when_saved_with_their_paths():
         "'schedules' must be a list, not an object"
 
 
+def test_every_takes_a_duration_text_like_timers_do():
+    document = {"id": "r", "start_at": "a", "states": {"a": {"return": 1}}, "schedules": [
+        {"id": "a", "every": "PT1H"}, {"id": "b", "every": "90m"}, {"id": "c", "every": "30s"},
+        {"id": "d", "every": "P1M"}]}
+    problems = {p.path: p.message for p in check(document).errors}
+    assert set(problems) == {"schedules[2].every", "schedules[3].every"}
+    assert problems["schedules[2].every"] == "'every' must be at least 60 seconds, not '30s'"
+    assert "years and months have no fixed length" in problems["schedules[3].every"]
+    document["schedules"] = document["schedules"][:2]
+    machine = build(document)
+    assert [s.every for s in machine.schedules] == [3600, 5400]
+
+
 # Saving reconciles the rows -------------------------------------------------------------------
 @pytest.mark.django_db
 def test_saving_creates_keeps_changes_and_removes_schedule_rows(save_machine):
