@@ -300,8 +300,9 @@ def test_a_sync_child_canceled_is_said_canceled_not_finished(mem, mode):  # noqa
 
 
 def test_every_history_kind_has_been_said_by_these_stories(mem):  # noqa: F811
-    """This story reaches every kind but those said above (finished) and in
-    test_timeline (rejected, stuck; an action received and taken at once is one sentence)."""
+    """This story reaches every kind but those said above (finished), in test_timeline
+    (rejected, stuck; an action received and taken at once is one sentence) and in
+    test_parallel_views (a branch of a parallel or map ended)."""
     world = World(mem, "sync", "sync", url="http://bad.example/")
     world.fire_timers()
     services.cancel(world.child().pk, actor="user:olga")
@@ -312,5 +313,5 @@ def test_every_history_kind_has_been_said_by_these_stories(mem):  # noqa: F811
     world.settle()
     seen = {s.kind for s in world.said()}
     said_elsewhere = {engine.ACTION_REJECTED, engine.EXECUTION_STUCK, engine.ACTION_RECEIVED,
-                      engine.EXECUTION_FINISHED}
+                      engine.EXECUTION_FINISHED, engine.BRANCH_ENDED}
     assert set(timeline._SENTENCES) - said_elsewhere <= seen, set(timeline._SENTENCES) - seen
