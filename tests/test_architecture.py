@@ -36,6 +36,7 @@ LAYERS = {
     "executions.services": SERVICES,
     "executions.selectors": SERVICES,
     "executions.filters": SERVICES,
+    "executions.operations": SERVICES,
     "machines.services": SERVICES,
     "machines.selectors": SERVICES,
     "accounts.roles": SERVICES,
