@@ -74,10 +74,23 @@ class ExecutionFilter(django_filters.FilterSet):
     parent = django_filters.UUIDFilter(
         field_name="parent_id", error_messages={"invalid": "Must be a valid UUID."})
 
+    # A failure group (executions.operations.failure_groups) is these two with status,
+    # machine and state.
+    error_type = django_filters.CharFilter(method="filter_error_type", max_length=200,
+                                           error_messages=TOO_LONG)
+    error_message = django_filters.CharFilter(method="filter_error_message", max_length=10_000,
+                                              error_messages=TOO_LONG)
+
     class Meta:
         model = Execution
         fields = ["machine", "status", "state", "version", "created_after", "created_before",
-                  "parent"]
+                  "parent", "error_type", "error_message"]
+
+    def filter_error_type(self, queryset, name, value):
+        return queryset.filter(error__type=value)
+
+    def filter_error_message(self, queryset, name, value):
+        return queryset.filter(error__message=value)
 
     def filter_queryset(self, queryset):
         # Invalid values filter nothing (the explorer shows the form's errors); the API

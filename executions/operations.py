@@ -55,14 +55,17 @@ RETRY, CANCEL, EDIT, MOVE, ACTION, MIGRATE = (
 KINDS = (RETRY, CANCEL, EDIT, MOVE, ACTION, MIGRATE)
 
 # The history rows of the operations the engine does not make itself.
-CONTEXT_EDITED, EXECUTION_MOVED, EXECUTION_MIGRATED = (
-    "context_edited", "execution_moved", "execution_migrated")
+CONTEXT_EDITED, INPUT_EDITED, EXECUTION_MOVED, EXECUTION_MIGRATED = (
+    "context_edited", "input_edited", "execution_moved", "execution_migrated")
 
 APPLIES, NOT_AVAILABLE, WOULD_FAIL = BulkItem.APPLIES, BulkItem.NOT_AVAILABLE, BulkItem.WOULD_FAIL
 MOVABLE = (engine.WAITING, engine.SLEEPING, engine.INVOKING, engine.FAILED)
 MAX_BULK = 100_000  # executions one bulk operation may select
 JOB_BATCH = 100  # items a job reads at a time (and how often it says it is alive)
 JOB_LOST_AFTER = timedelta(minutes=2)  # a running job silent this long was killed
+# A job hands over to a new task after this: well within the task timeout of Q_CLUSTER,
+# and other tasks get their turn.
+JOB_BUDGET_SECONDS = 60
 
 
 # The request ---------------------------------------------------------------------------------
@@ -332,8 +335,9 @@ def _cancel(execution: Execution, operation: Request, entry: _Entry) -> _Plan:
 
 
 def _retry(execution: Execution, operation: Request, entry: _Entry) -> _Plan:
-    """Retry: as it failed, with an edited context, or (`input`) the failed action step
-    again with edited input, from the state it failed in."""
+    """Retry: as it failed, with an edited context, or with edited input: a failed start
+    starts again with it, a failed action step is taken again with it from the state it
+    failed in."""
     before, rows = entry.before, []
     if operation.context is not None:
         before, row = _edited(entry, operation.context)
@@ -343,6 +347,13 @@ def _retry(execution: Execution, operation: Request, entry: _Entry) -> _Plan:
                          else {}, actor=entry.actor, idempotency_key=entry.key)
         return _computed(execution, before, rows, [item], [], None)
     error = before.error or {}
+    if error.get("state") is None:  # its start failed: start again with this input
+        row = {**entry.row(INPUT_EDITED, input=operation.input), "seq": before.seq + 1}
+        rows.append(row)
+        before = dataclasses.replace(before, input=operation.input, seq=before.seq + 1)
+        item = InboxItem(kind=InboxItem.RETRY, payload={"reason": entry.reason}
+                         if entry.reason else {}, actor=entry.actor, idempotency_key=entry.key)
+        return _computed(execution, before, rows, [item], [], None)
     machine = execution.machine_version.parsed()
     failed_in = error.get("state")
     try:
@@ -350,8 +361,9 @@ def _retry(execution: Execution, operation: Request, entry: _Entry) -> _Plan:
     except KeyError:
         transition = None
     if transition is None or not transition.on:
-        return _Plan(Verdict(NOT_AVAILABLE, "it did not fail in a step an action started, so "
-                             "there is no input to edit; retry it without input",
+        return _Plan(Verdict(NOT_AVAILABLE, "it did not fail at its start or in a step an "
+                             "action started, so there is no input to edit; retry it "
+                             "without input",
                              execution.status, execution.state))
     action = _last_action(execution, transition.on)
     row = {**entry.row(engine.EXECUTION_RETRIED, detail={"error": error, "input": True}),
@@ -614,6 +626,16 @@ def resume_bulk(operation_id: Any) -> BulkOperation:
     return bulk
 
 
+def resume_stalled() -> int:
+    """Resume every job that stopped (the timer loop's sweep calls this); how many."""
+    stalled = [bulk for bulk in BulkOperation.objects.filter(
+        status__in=(BulkOperation.QUEUED, BulkOperation.RUNNING)) if is_stalled(bulk)]
+    for bulk in stalled:
+        BulkOperation.objects.filter(pk=bulk.pk).update(heartbeat_at=timezone.now())
+        queue.enqueue_bulk(bulk.pk)
+    return len(stalled)
+
+
 def is_stalled(bulk: BulkOperation) -> bool:
     """A job queued or running that has said nothing for JOB_LOST_AFTER."""
     last = bulk.heartbeat_at or bulk.started_at or bulk.created_at
@@ -644,6 +666,7 @@ def bulk_job(operation_id: str) -> None:
     operation = request(**{"kind": bulk.kind, **{k: v for k, v in bulk.request.items()
                                                   if k != "kind"}})
     key = f"bulk:{bulk.pk}"
+    deadline = time.monotonic() + JOB_BUDGET_SECONDS
     while True:
         batch = list(BulkItem.objects.filter(operation=bulk, outcome="").order_by("id")
                      [:JOB_BATCH])
@@ -652,6 +675,9 @@ def bulk_job(operation_id: str) -> None:
         for item in batch:
             _act_on(item, operation, bulk, key)
         BulkOperation.objects.filter(pk=bulk.pk).update(heartbeat_at=timezone.now())
+        if time.monotonic() >= deadline:
+            queue.enqueue_bulk(bulk.pk)
+            return
     BulkOperation.objects.filter(pk=bulk.pk).update(status=BulkOperation.DONE,
                                                     finished_at=timezone.now())
 

@@ -19,6 +19,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 from django.db import DatabaseError, InterfaceError, OperationalError, close_old_connections
 
+from executions import operations
 from executions.runtime import timers
 
 SWEEP_EVERY_SECONDS = 5.0
@@ -81,6 +82,12 @@ class Attempts:
         return True, result
 
 
+def sweep() -> None:
+    """What dead processes left: the runtime's unfinished work, and bulk jobs that stopped."""
+    timers.sweep()
+    operations.resume_stalled()
+
+
 def pause(seconds, stopping, sleep=time.sleep) -> bool:
     """Sleep in slices so a stop request is seen quickly; False when asked to stop."""
     waited = 0.0
@@ -121,7 +128,7 @@ class Command(BaseCommand):
 
         if once:  # a one-off run reports its error instead of waiting it out
             fired = timers.fire_due_timers()
-            timers.sweep()
+            sweep()
             self.stdout.write(f"fired {fired} timer(s)")
             return
 
@@ -138,7 +145,7 @@ class Command(BaseCommand):
             close_old_connections()
             ok, fired = firing.run(timers.fire_due_timers)
             if time.monotonic() >= next_sweep:
-                swept, _ = sweeping.run(timers.sweep)
+                swept, _ = sweeping.run(sweep)
                 next_sweep = time.monotonic() + (SWEEP_EVERY_SECONDS if swept
                                                  else sweeping.pause)
             if not ok:
