@@ -134,6 +134,11 @@ def request(kind: Any, *, context: Any = None, input: Any = None, state: Any = N
                    version=version, mapping=dict(mapping or {}))
 
 
+def request_of(bulk: BulkOperation) -> Request:
+    """The operation a bulk operation stored, checked again (limits may have changed)."""
+    return request(bulk.kind, **{k: v for k, v in bulk.request.items() if k != "kind"})
+
+
 def checked_reason(reason: Any) -> str:
     """Every operation says why: a non-empty text, at most as long as an error text."""
     if not isinstance(reason, str) or not reason.strip():
@@ -434,7 +439,7 @@ def _migrate(execution: Execution, operation: Request, entry: _Entry) -> _Plan:
         return _Plan(Verdict(NOT_AVAILABLE, f"version {version.version} has no state "
                              f"{target!r}", status, state))
     before = entry.before
-    kept = _kept_outstanding(before, new.states[target])
+    kept = kept_outstanding(before, new.states[target])
     error = before.error
     if status == engine.FAILED and error is not None:
         failed_at = error.get("transition")
@@ -460,8 +465,9 @@ def _has(state, transition_id: str) -> bool:
     return any(t.id == transition_id for t in state.transitions)
 
 
-def _kept_outstanding(before: engine.Snapshot, state) -> bool:
-    """Whether the new state still has the transitions of the timer and the work."""
+def kept_outstanding(before: engine.Snapshot, state) -> bool:
+    """Whether the state of the new version still has the transitions of the snapshot's
+    timer and work (of the same kind): then a migration keeps them."""
     for outstanding in (before.timer, before.work):
         if outstanding is None:
             continue
@@ -663,8 +669,7 @@ def bulk_job(operation_id: str) -> None:
     now = timezone.now()
     BulkOperation.objects.filter(pk=bulk.pk).update(
         status=BulkOperation.RUNNING, started_at=bulk.started_at or now, heartbeat_at=now)
-    operation = request(**{"kind": bulk.kind, **{k: v for k, v in bulk.request.items()
-                                                  if k != "kind"}})
+    operation = request_of(bulk)
     key = f"bulk:{bulk.pk}"
     deadline = time.monotonic() + JOB_BUDGET_SECONDS
     while True:

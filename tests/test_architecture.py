@@ -37,6 +37,7 @@ LAYERS = {
     "executions.selectors": SERVICES,
     "executions.filters": SERVICES,
     "executions.operations": SERVICES,
+    "executions.migrating": SERVICES,
     "machines.services": SERVICES,
     "machines.selectors": SERVICES,
     "accounts.roles": SERVICES,
