@@ -252,3 +252,25 @@ def context_lines(context, changes) -> list[tuple[str, str]]:
             value, indent=2, ensure_ascii=False, default=str).replace("\n", "\n  ")
         lines.append((text + ("," if i < len(items) - 1 else ""), cls))
     return lines
+
+
+# Operations ------------------------------------------------------------------------------
+def pretty_json(value) -> str:
+    """A value as the operators' forms show it to edit: indented JSON."""
+    return json.dumps(value, indent=2, ensure_ascii=False)
+
+
+def impact_diagram(new: Machine, diff: diffs.Diff, plan) -> dict:
+    """The version diff (the newer version's diagram, what was added and changed marked)
+    with, on each state, how many executions a migration (executions.migrating.Plan)
+    would move there (see drawn)."""
+    moving: dict[str, int] = {}
+    for impact in plan.states:
+        if impact.target is not None and impact.count:
+            moving[impact.target] = moving.get(impact.target, 0) + impact.count
+    return drawn(lambda: diagrams.render_svg(new, machine_url=machine_url,
+                                             heat=diagrams.Heat(
+                                                 in_state=moving, weighs_edges=False,
+                                                 in_state_words="executions a migration "
+                                                                "would move here"),
+                                             marks=diff.marks()))

@@ -119,6 +119,10 @@ class Heat:
     in_state: dict[str, int] = field(default_factory=dict)  # state -> executions there now
     on_edge: dict[str, int] = field(default_factory=dict)  # edge id -> times taken
     median_stay: dict[str, float] = field(default_factory=dict)  # state -> seconds
+    # What the count on a state means: a migration's impact shows where executions would
+    # go, and then has no edges to weigh.
+    in_state_words: str = "executions here now"
+    weighs_edges: bool = True
 
     @property
     def busiest_edge(self) -> int:
@@ -127,7 +131,8 @@ class Heat:
     def key(self) -> tuple:
         """What the drawing shows of it (stays in words): part of the cache key."""
         return (tuple(sorted(self.in_state.items())), tuple(sorted(self.on_edge.items())),
-                tuple(sorted((name, duration(s)) for name, s in self.median_stay.items())))
+                tuple(sorted((name, duration(s)) for name, s in self.median_stay.items())),
+                self.in_state_words, self.weighs_edges)
 
 
 # Marks: extra classes by diagram id (the version diff), each with its look in the SVG.
@@ -326,7 +331,7 @@ def _state_node(b: _Build, state: State) -> None:
         tooltip=_tooltip(
             f"{state.display} ({state.name})" if state.label else state.name,
             state.description, returns, f"entered {visits}×" if visits > 1 else None,
-            f"{here:,} executions here now" if here else None,
+            f"{here:,} {b.heat.in_state_words}" if here and b.heat else None,
         ),
         **{"class": " ".join(classes)}, **attrs,
     )
@@ -348,7 +353,7 @@ def _edge(b: _Build, tail: str, head: str, eid: str, kind: str, text: list[str],
         attrs = {"color": faded, "fontcolor": faded_font}
     if dashed:
         attrs["style"] = "dashed"
-    if b.heat:
+    if b.heat and b.heat.weighs_edges:
         attrs, text = _heat_edge(b, eid, classes, attrs, text)
     attrs = b.marked(eid, classes, attrs, edge=True)
     label = ({"label": _with_badges(text, steps)} if steps

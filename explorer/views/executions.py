@@ -108,6 +108,9 @@ def execution_trigger(request, execution):
 def execution_cancel(request, execution):
     form = CancelForm(request.POST)
     reason = form.cleaned_data.get("reason") if form.is_valid() else None
+    if not reason:  # a cancel is confirmed with its reason (explorer:operate asks for both)
+        messages.error(request, "Not canceled: say why (the reason is required).")
+        return redirect(execution.get_absolute_url())
     try:
         services.cancel(execution.pk, actor=actor_of(request.user), reason=reason or None)
     except services.NotAvailable as exc:
