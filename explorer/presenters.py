@@ -89,6 +89,7 @@ def heat(machine_version) -> diagrams.Heat:
     machine = machine_version.parsed()
     return diagrams.Heat(
         in_state=selectors.executions_in_states(machine_version),
+        failed_in_state=selectors.failed_in_states(machine_version),
         on_edge=steps.edge_counts(selectors.step_counts(machine, machine_version)),
         median_stay=selectors.median_stays(machine_version),
     )
@@ -108,6 +109,7 @@ def heat_rows(machine: Machine, shown_heat: diagrams.Heat) -> list[dict]:
     """The heatmap as a table (its text alternative), states in definition order."""
     return [{
         "name": name, "label": state.display, "now": shown_heat.in_state.get(name, 0),
+        "failed": shown_heat.failed_in_state.get(name, 0),
         "stay": duration(shown_heat.median_stay.get(name)),
         "terminal": state.is_terminal,
     } for name, state in machine.states.items()]

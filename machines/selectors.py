@@ -74,3 +74,14 @@ def previous_version(version: MachineVersion) -> MachineVersion | None:
     return (MachineVersion.objects.filter(machine_id=version.machine_id,
                                           version__lt=version.version)
             .order_by("-version").first())
+
+
+def state_choices(machine_id: str | None) -> list[tuple[str, str]]:
+    """(name, label) of the states of a machine's latest version, for a state filter; empty
+    for no machine or an unknown one."""
+    if not machine_id:
+        return []
+    version = MachineVersion.objects.filter(machine_id=machine_id).order_by("-version").first()
+    if version is None:
+        return []
+    return [(name, state.display) for name, state in version.parsed().states.items()]

@@ -361,6 +361,19 @@
     setInterval(update, 1000);
   }
 
+  // A machine's heatmap: clicking a state lists the executions in it (the heatmap table's
+  // links do the same without script).
+  function setupStateFilter(section) {
+    section.addEventListener("click", function (event) {
+      var node = event.target.closest("g.node.state[id^='state-']");
+      if (!node || event.target.closest("a")) return;
+      var query = new URLSearchParams(window.location.search);
+      query.set("state", node.id.slice("state-".length));
+      query.delete("page");
+      window.location.assign("?" + query.toString() + "#executions-title");
+    });
+  }
+
   function init() {
     restoreScroll();
     sendTimeZone();
@@ -368,6 +381,7 @@
     document.querySelectorAll("[data-diagram]").forEach(setupZoom);
     document.querySelectorAll("[data-steps]").forEach(setupSteps);
     document.querySelectorAll("[data-poll-url][data-poll-version]").forEach(setupPolling);
+    document.querySelectorAll("[data-filter-by-state]").forEach(setupStateFilter);
   }
 
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", init);

@@ -46,11 +46,14 @@ def _found(view):
 @viewer
 def execution_list(request):
     filters = ExecutionFilter(request.GET or None, queryset=selectors.executions())
-    page = selectors.execution_page(filters.qs,
-                                    request.GET.get("page"), PAGE_SIZE)
+    sort = request.GET.get("sort") or "newest"
+    bad_sort = sort not in selectors.SORTS
+    page = selectors.execution_page(filters.qs, request.GET.get("page"), PAGE_SIZE,
+                                    "newest" if bad_sort else sort)
     return render(request, "explorer/executions.html", {
         "filters": filters, "page": page, "rows": presenters.execution_rows(page),
-        "machines": machines.machine_ids(),
+        "machines": machines.machine_ids(), "sorts": list(selectors.SORTS), "sort": sort,
+        "bad_sort": bad_sort, "states": machines.state_choices(request.GET.get("machine")),
         "query": query_without_page(request), **page_context(request),
     })
 

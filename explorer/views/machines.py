@@ -60,6 +60,7 @@ def machine_detail(request, machine_id, version=None):
         "compare": compare, "impact": impact,
         "compare_value": request.GET.get("compare", ""),
         "filters": filters, "page": page, "rows": presenters.execution_rows(page),
+        "states": [(name, state.display) for name, state in shown_machine.states.items()],
         "status_counts": list(executions.counts_by_status(machine_id).get(machine_id, {}).items()),
         "query": query_without_page(request),
         **page_context(request),
