@@ -51,6 +51,7 @@ LAYERS = {
     "executions.management": SURFACE,
     "machines.management": SURFACE,
     "machines.admin": SURFACE,
+    "executions.admin": SURFACE,
     "machines.forms": SURFACE,
     "explorer": SURFACE,
     "workflow_site": SITE,
@@ -68,6 +69,7 @@ LAYERS = {
 SURFACE_EXCEPTIONS = {
     # The admin and DRF's ModelSerializer describe a model: naming it is their interface.
     ("machines.admin", "machines.models"),
+    ("executions.admin", "executions.models"),
     ("executions.api.serializers", "executions.models"),
     ("machines.api.serializers", "machines.models"),
     # The timer loop is a worker process's entry point, like executions.tasks.
