@@ -334,7 +334,7 @@ def _edit(execution: Execution, operation: Request, entry: _Entry) -> _Plan:
 
 
 def _cancel(execution: Execution, operation: Request, entry: _Entry) -> _Plan:
-    changes = _outstanding(entry.before)
+    changes = [f"drops {what}" for what in _outstanding(entry.before)]
     return _Plan(Verdict(APPLIES, "it would be canceled", execution.status, execution.state,
                          engine.CANCELED, execution.state, changes))
 
@@ -484,14 +484,13 @@ def kept_outstanding(before: engine.Snapshot, state) -> bool:
 
 
 def _outstanding(before: engine.Snapshot) -> list[str]:
-    changes = []
+    """What the execution has outstanding, in words: "the wait timer of release"."""
+    found = []
     if before.timer is not None:
-        changes.append(f"its {before.timer['purpose']} timer of {before.timer['transition']} "
-                       "is dropped")
+        found.append(f"the {before.timer['purpose']} timer of {before.timer['transition']}")
     if before.work is not None:
-        changes.append(f"its {before.work['kind']} of {before.work['transition']} is "
-                       "canceled")
-    return changes
+        found.append(f"the {before.work['kind']} of {before.work['transition']}")
+    return found
 
 
 def _dropped(before: engine.Snapshot) -> tuple[list[engine.Effect], list[str]]:
@@ -519,7 +518,9 @@ def _computed(execution: Execution, snapshot: engine.Snapshot, rows: list[dict],
     assert step.snapshot is not None
     whole = Step(step.snapshot, rows + list(step.history), effects + list(step.effects),
                  step.processed)
-    return _Plan(_verdict_of(execution, whole, items, changes or []), whole, items, version)
+    return _Plan(_verdict_of(execution, whole, items,
+                             [f"drops {what}" for what in changes or []]),
+                 whole, items, version)
 
 
 def _verdict_of(execution: Execution, step: Step, items: list[InboxItem],

@@ -128,7 +128,7 @@ def test_move_a_sleeping_execution_drops_its_timer_and_records_it(refund):
     move = operations.request("move", state="approved", context={"amount": 5})
     verdict = operations.preview(execution.pk, move)
     assert verdict.after_state == "approved" and verdict.changes == [
-        "its wait timer of release is dropped"]
+        "drops the wait timer of release"]
     outcome = operations.perform(execution.pk, move, actor=EDITOR, reason="approved by phone")
     assert (outcome.execution.status, outcome.execution.state) == (engine.WAITING, "approved")
     assert outcome.execution.context == {"amount": 5}
@@ -136,7 +136,7 @@ def test_move_a_sleeping_execution_drops_its_timer_and_records_it(refund):
     moved = HistoryEntry.objects.get(execution=execution, kind=operations.EXECUTION_MOVED)
     assert (moved.from_state, moved.to_state, moved.actor) == ("held", "approved", EDITOR)
     assert moved.detail["reason"] == "approved by phone"
-    assert moved.detail["dropped"] == ["its wait timer of release is dropped"]
+    assert moved.detail["dropped"] == ["the wait timer of release"]
     paid = services.trigger(execution.pk, "pay", actor=OPERATOR).execution
     assert paid.status == engine.FINISHED and paid.result == 5
 
