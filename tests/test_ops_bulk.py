@@ -1,10 +1,12 @@
 """Failure groups and bulk operations (executions/operations.py): a dry run listing what
 would happen to each execution, then a background job, resumable, never acting twice."""
 import signal
+from urllib.parse import urlencode
 from datetime import timedelta
 
 import pytest
 from django.db.models import Count
+from django.http import QueryDict
 from django.utils import timezone
 
 from executions import engine, operations, services
@@ -56,7 +58,8 @@ def test_failures_are_grouped_and_each_group_is_a_filter(refund):
     group = groups[0]
     assert group["count"] == 4 and group["machine_id"] == "refund"
     assert group["error_type"] == "expression_error" and TYPE_ERROR in group["error_message"]
-    filtered = ExecutionFilter(group["filters"], queryset=Execution.objects.all())
+    filtered = ExecutionFilter(QueryDict(urlencode(group["filters"])),
+                               queryset=Execution.objects.all())
     assert filtered.is_valid() and filtered.qs.count() == 4
     assert ExecutionFilter({"error_type": "nothing"},
                            queryset=Execution.objects.all()).qs.count() == 0
