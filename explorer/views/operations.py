@@ -48,7 +48,7 @@ def operate(request, execution_id):
     if request.method != "POST":
         kind = request.GET.get("operation", "retry")
         form = OperationForm(initial={
-            "operation": kind, "state": execution.state,
+            "operation": kind, "state": execution.state if kind == "move" else "",
             "context": presenters.pretty_json(execution.context) if kind in ("edit", "move")
             else ""})
         return _operate_page(request, execution, machine, form, None)
