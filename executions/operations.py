@@ -360,9 +360,9 @@ def _retry(execution: Execution, operation: Request, entry: _Entry) -> _Plan:
                          if entry.reason else {}, actor=entry.actor, idempotency_key=entry.key)
         return _computed(execution, before, rows, [item], [], None)
     machine = execution.machine_version.parsed()
-    failed_in = error.get("state")
+    failed_in = str(error["state"])
     try:
-        transition = machine.states[failed_in].transition(error.get("transition"))
+        transition = machine.states[failed_in].transition(str(error.get("transition")))
     except KeyError:
         transition = None
     if transition is None or not transition.on:
@@ -453,11 +453,10 @@ def _migrate(execution: Execution, operation: Request, entry: _Entry) -> _Plan:
     rows = [entry.row(EXECUTION_MIGRATED, from_state=state, to_state=target,
                       detail={"from_version": current.version, "to_version": version.version,
                               "dropped": changes})]
-    again = not kept and status in (engine.SLEEPING, engine.INVOKING)
-    migrated = dataclasses.replace(
-        before, state=target, error=error, seq=before.seq + 1,
-        **({"status": engine.RUNNING, "timer": None, "work": None, "auto_steps": 0}
-           if again else {}))
+    migrated = dataclasses.replace(before, state=target, error=error, seq=before.seq + 1)
+    if not kept and status in (engine.SLEEPING, engine.INVOKING):  # enters the state again
+        migrated = dataclasses.replace(migrated, status=engine.RUNNING, timer=None, work=None,
+                                       auto_steps=0)
     return _computed(execution, migrated, rows, [], effects, version, changes)
 
 
@@ -688,35 +687,50 @@ def bulk_job(operation_id: str) -> None:
                                                     finished_at=timezone.now())
 
 
+class _DoneElsewhere(Exception):
+    """Another run of the job recorded this item first (a job resumed while the first still
+    ran): the change rolls back."""
+
+
 def _act_on(item: BulkItem, operation: Request, bulk: BulkOperation, key: str) -> None:
     if item.verdict == NOT_AVAILABLE:
-        _mark(item, NOT_AVAILABLE, f"not acted on: the preview said {item.preview}")
+        _record(item, NOT_AVAILABLE, f"not acted on: the preview said {item.preview}")
         return
+    claimed = []
 
-    def mark_applied() -> None:
-        _mark(item, APPLIES, "")
+    def claim() -> None:
+        """In the transaction of the change: the item is this run's, or it rolls back."""
+        if not BulkItem.objects.filter(pk=item.pk, outcome="").update(
+                outcome=APPLIES, done_at=timezone.now()):
+            raise _DoneElsewhere()
+        claimed.append(True)
 
     try:
         outcome = perform(item.execution_id, operation, actor=bulk.actor, reason=bulk.reason,
-                          key=key, on_saved=mark_applied)
+                          key=key, on_saved=claim)
+    except _DoneElsewhere:
+        return
     except NotAvailable as refused:
-        _mark(item, NOT_AVAILABLE, refused.reason)
+        _record(item, NOT_AVAILABLE, refused.reason)
         return
     except Exception as exc:  # one execution's trouble never stops the job
         log.exception("bulk %s: execution %s", bulk.pk, item.execution_id)
-        _mark(item, BulkItem.FAILED, f"{type(exc).__name__}: {exc}"[:1000])
+        _record(item, BulkItem.FAILED, f"{type(exc).__name__}: {exc}"[:1000])
         return
     status = outcome.execution.status
-    _mark(item, WOULD_FAIL if status == engine.FAILED else APPLIES,
-          f"now {status} in {outcome.execution.state}"
-          + ("" if outcome.created else " (done before the job was resumed)"))
+    _record(item, WOULD_FAIL if status == engine.FAILED else APPLIES,
+            f"now {status} in {outcome.execution.state}"
+            + ("" if outcome.created else " (done before the job was resumed)"),
+            claimed=bool(claimed))
 
 
-def _mark(item: BulkItem, outcome: str, message: str) -> None:
-    """Record the item's outcome; the first one recorded stands."""
-    BulkItem.objects.filter(pk=item.pk, outcome="").update(outcome=outcome, message=message,
-                                                           done_at=timezone.now())
-    BulkItem.objects.filter(pk=item.pk, outcome=outcome, message="").update(message=message)
+def _record(item: BulkItem, outcome: str, message: str, *, claimed: bool = False) -> None:
+    """The item's outcome: the first recorded stands, unless this run claimed the item in
+    the transaction of its change."""
+    items = BulkItem.objects.filter(pk=item.pk)
+    if not claimed:
+        items = items.filter(outcome="")
+    items.update(outcome=outcome, message=message, done_at=timezone.now())
 
 
 def bulk_progress(bulk: BulkOperation) -> dict:

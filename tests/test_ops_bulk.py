@@ -175,3 +175,34 @@ def test_a_job_killed_mid_way_resumes_and_acts_on_no_execution_twice(refund, clu
                "the job was not resumed")
     assert retried_counts(ids) == [1] * 400
     assert done.count() == 400
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_runs_of_a_job_at_once_edit_each_execution_once(refund):
+    """A job resumed while the first run still works: each item is claimed in the
+    transaction of its change, so the second run's change rolls back."""
+    import threading
+
+    from django.db import connections
+
+    ids = start_many(failed=0, waiting=60)
+    bulk = operations.preview_bulk({"ids": [str(pk) for pk in ids]},
+                                   operations.request("edit", context={"amount": 7}),
+                                   actor=OPERATOR)
+    operations.run_bulk(bulk.pk, actor=OPERATOR, reason="both at once")
+
+    def run():
+        try:
+            operations.bulk_job(str(bulk.pk))
+        finally:
+            connections.close_all()
+
+    runs = [threading.Thread(target=run) for _ in range(2)]
+    for thread in runs:
+        thread.start()
+    for thread in runs:
+        thread.join()
+    edited = dict(HistoryEntry.objects.filter(kind=operations.CONTEXT_EDITED)
+                  .values_list("execution_id").annotate(n=Count("id")).order_by())
+    assert [edited.get(pk) for pk in ids] == [1] * 60
+    assert operations.bulk_progress(bulk)["outcomes"] == {"applies": 60}
