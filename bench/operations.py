@@ -99,7 +99,9 @@ def _bulk(selection, operation, reason):
     previewed = time.perf_counter() - started
     operations.run_bulk(bulk.pk, actor="bench", reason=reason)
     started = time.perf_counter()
-    operations.bulk_job(str(bulk.pk))
+    while bulk.status != bulk.DONE:  # a job hands over after its budget: the next task
+        operations.bulk_job(str(bulk.pk))
+        bulk.refresh_from_db()
     ran = time.perf_counter() - started
     progress = operations.bulk_progress(bulk)
     assert progress["outcomes"] == {"applies": bulk.total}, progress

@@ -1,8 +1,8 @@
 """Failure groups and bulk operations (executions/operations.py): a dry run listing what
 would happen to each execution, then a background job, resumable, never acting twice."""
 import signal
-from urllib.parse import urlencode
 from datetime import timedelta
+from urllib.parse import urlencode
 
 import pytest
 from django.db.models import Count
