@@ -3,17 +3,23 @@ groups, bulk operations and migrations. Every operation can be asked with `dry_r
 the service checks every value (400 says where) and the role the operation needs (403)."""
 from dataclasses import asdict
 
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    PolymorphicProxySerializer,
+    extend_schema,
+)
 from rest_framework import exceptions, serializers
 from rest_framework.response import Response
 from rest_framework.reverse import reverse
 from rest_framework.views import APIView
 
 from accounts.api_permissions import CanView, ReadOrOperate
-from api.schema import BODY_ERRORS, COMMON_ERRORS
+from api.schema import BODY_ERRORS, COMMON_ERRORS, error_response
 from api.views import ErrorShapeMixin
 from executions import migrating, operations, selectors
-from executions.api.serializers import strict
+from executions.api.serializers import ExecutionSerializer, strict
 from executions.api.views import CONFLICT, NOT_FOUND, actor, answer
 from executions.filters import ExecutionFilter
 
@@ -43,6 +49,53 @@ class RunSerializer(serializers.Serializer):
     reason = serializers.JSONField(**ANY)
 
 
+# What the answers hold, for the schema (the views build them from the services' results).
+class VerdictSerializer(serializers.Serializer):
+    verdict = serializers.ChoiceField(["applies", "not_available", "would_fail"])
+    reason = serializers.CharField()
+    status = serializers.CharField()
+    state = serializers.CharField()
+    after_status = serializers.CharField()
+    after_state = serializers.CharField()
+    changes = serializers.ListField(child=serializers.CharField())
+
+
+class FailureGroupSerializer(serializers.Serializer):
+    machine_id = serializers.CharField()
+    state = serializers.CharField()
+    error_type = serializers.CharField(allow_null=True)
+    error_message = serializers.CharField(allow_null=True)
+    count = serializers.IntegerField()
+    filters = serializers.DictField(child=serializers.CharField())
+
+
+class FailureGroupsSerializer(serializers.Serializer):
+    groups = FailureGroupSerializer(many=True)
+
+
+class BulkItemSerializer(serializers.Serializer):
+    execution = serializers.UUIDField()
+    verdict = serializers.CharField()
+    preview = serializers.CharField()
+    outcome = serializers.CharField(help_text="empty until the job acted on it")
+    message = serializers.CharField()
+
+
+class BulkOperationSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    kind = serializers.CharField()
+    request = serializers.DictField()
+    selection = serializers.DictField()
+    status = serializers.ChoiceField(["previewed", "queued", "running", "done"])
+    actor = serializers.CharField()
+    reason = serializers.CharField()
+    created_at = serializers.DateTimeField()
+    finished_at = serializers.DateTimeField(allow_null=True)
+    progress = serializers.DictField()
+    items = BulkItemSerializer(many=True, help_text="the first 500")
+    url = serializers.URLField()
+
+
 def checked_operation(request, body) -> operations.Request:
     """The operation asked for, checked; 403 when the user's role does not allow it."""
     operation = operations.request(
@@ -66,7 +119,11 @@ class OperationView(ErrorShapeMixin, APIView):
                     "With `dry_run: true` nothing changes and the answer says what would "
                     "happen: `verdict` applies / not_available / would_fail, and why.",
         request=OperationSerializer,
-        responses={200: None, **CONFLICT, **NOT_FOUND, **BODY_ERRORS, **COMMON_ERRORS},
+        responses={200: OpenApiResponse(
+            PolymorphicProxySerializer("OperationAnswer", [VerdictSerializer,
+                                                           ExecutionSerializer], None),
+            description="The verdict of a dry run, or the execution after the operation."),
+            **CONFLICT, **NOT_FOUND, **BODY_ERRORS, **COMMON_ERRORS},
         tags=["operations"],
     )
     def post(self, request, execution_id):
@@ -84,7 +141,9 @@ class FailureGroupsView(ErrorShapeMixin, APIView):
 
     @extend_schema(summary="Failed executions grouped by machine, state and error",
                    description="Each group's `filters` select it in the execution list.",
-                   responses={200: None, **COMMON_ERRORS}, tags=["operations"])
+                   responses={200: FailureGroupsSerializer,
+                              400: error_response("Invalid filter."), **COMMON_ERRORS},
+                   tags=["operations"])
     def get(self, request):
         filters = ExecutionFilter(request.GET, queryset=selectors.executions())
         if not filters.is_valid():
@@ -113,7 +172,8 @@ class BulkListView(ErrorShapeMixin, APIView):
         description="`selection`: `{\"ids\": [...]}` or `{\"filters\": {...}}` (the list's "
                     "filters; a failure group's `filters`). Stores the dry run: what would "
                     "happen to each execution. Nothing else changes until POST .../run/.",
-        request=BulkSerializer, responses={201: None, **BODY_ERRORS, **COMMON_ERRORS},
+        request=BulkSerializer,
+        responses={201: BulkOperationSerializer, **BODY_ERRORS, **COMMON_ERRORS},
         tags=["operations"])
     def post(self, request):
         body = strict(BulkSerializer, request.data)
@@ -126,7 +186,8 @@ class BulkDetailView(ErrorShapeMixin, APIView):
     permission_classes = [CanView]
 
     @extend_schema(summary="A bulk operation: its preview, progress and outcomes",
-                   responses={200: None, **NOT_FOUND, **COMMON_ERRORS}, tags=["operations"])
+                   responses={200: BulkOperationSerializer, **NOT_FOUND, **COMMON_ERRORS},
+                   tags=["operations"])
     def get(self, request, operation_id):
         return bulk_answer(request, operations.bulk_operation(operation_id))
 
@@ -137,8 +198,8 @@ class BulkRunView(ErrorShapeMixin, APIView):
     @extend_schema(summary="Run a previewed bulk operation as a background job",
                    description="`reason` is required. 409 when it ran already.",
                    request=RunSerializer,
-                   responses={202: None, **CONFLICT, **NOT_FOUND, **BODY_ERRORS,
-                              **COMMON_ERRORS}, tags=["operations"])
+                   responses={202: BulkOperationSerializer, **CONFLICT, **NOT_FOUND,
+                              **BODY_ERRORS, **COMMON_ERRORS}, tags=["operations"])
     def post(self, request, operation_id):
         body = strict(RunSerializer, request.data)
         bulk = operations.bulk_operation(operation_id)
@@ -158,7 +219,10 @@ class MigrationView(ErrorShapeMixin, APIView):
         description="`from`, `to`: versions; `map.<state>=<state>` overrides the proposed "
                     "mapping (same names map; renamed or removed states need a choice). "
                     "Nothing changes: migrate with a bulk operation `migrate`.",
-        responses={200: None, **NOT_FOUND, **COMMON_ERRORS}, tags=["operations"])
+        parameters=[OpenApiParameter("from", {"type": "integer", "minimum": 1}, required=True),
+                    OpenApiParameter("to", {"type": "integer", "minimum": 1}, required=True)],
+        responses={200: OpenApiTypes.OBJECT, 400: error_response("Invalid versions or mapping."),
+                   **NOT_FOUND, **COMMON_ERRORS}, tags=["operations"])
     def get(self, request, machine_id):
         plan = migrating.impact_from_query(machine_id, request.GET)
         return Response(plan.as_dict())
