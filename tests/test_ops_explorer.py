@@ -132,3 +132,14 @@ def test_migration_page_shows_the_impact_and_previews_it(refund, save_machine, m
     bulk = BulkOperation.objects.get()
     assert bulk.request == {"kind": "migrate", "version": 2, "mapping": {"requested": "asked"}}
     assert operations.bulk_progress(bulk)["previewed"] == {"applies": 2}
+
+
+def test_only_editors_are_offered_to_edit_or_move(refund, make_user):
+    execution = services.start("refund", input={"amount": 1}, actor="user:x").execution
+    operate = f"/executions/{execution.pk}/operate/?operation="
+    operator = logged_in(make_user, "olga", "operator").get(execution.get_absolute_url())
+    editor = logged_in(make_user, "edith", "editor").get(execution.get_absolute_url())
+    assert f"{operate}move" not in operator.content.decode()
+    assert f"{operate}cancel" in operator.content.decode()
+    assert f"{operate}move" in editor.content.decode()
+    assert f"{operate}edit" in editor.content.decode()
