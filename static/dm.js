@@ -422,8 +422,9 @@
             .querySelectorAll("[data-live-list]")[index];
           if (!fresh) throw new Error("no list in the answer");
           delay = LIST_DELAY;
+          // Not while the reader is in it, nor while rows are selected for an operation.
           if (fresh.innerHTML.trim() !== region.innerHTML.trim() &&
-              !region.contains(document.activeElement)) {
+              !region.contains(document.activeElement) && !region.querySelector("input:checked")) {
             region.replaceChildren.apply(region, Array.from(fresh.childNodes).map(function (node) {
               return document.importNode(node, true);
             }));

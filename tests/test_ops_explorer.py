@@ -143,3 +143,20 @@ def test_only_editors_are_offered_to_edit_or_move(refund, make_user):
     assert f"{operate}cancel" in operator.content.decode()
     assert f"{operate}move" in editor.content.decode()
     assert f"{operate}edit" in editor.content.decode()
+
+
+def test_rows_ticked_in_the_list_are_a_selection(refund, make_user):
+    ids = [failed().pk for _ in range(3)]
+    operator = logged_in(make_user, "olga", "operator")
+    page = operator.get("/executions/").content.decode()
+    assert 'form="selection"' in page and 'id="selection"' in page
+    query = f"ids={ids[0]}&ids={ids[2]}"
+    assert "the 2 selected in the list" in operator.get(f"/operations/new/?{query}").content \
+        .decode()
+    operator.post(f"/operations/new/?{query}", {"operation": "cancel"})
+    bulk = BulkOperation.objects.get()
+    assert bulk.selection == {"ids": [str(ids[0]), str(ids[2])]} and bulk.total == 2
+    bad = operator.post("/operations/new/?ids=nope", {"operation": "cancel"})
+    assert bad.status_code == 400 and "is not an execution id" in bad.content.decode()
+    viewer = logged_in(make_user, "victor", "viewer").get("/executions/").content.decode()
+    assert 'form="selection"' not in viewer

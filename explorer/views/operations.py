@@ -107,11 +107,15 @@ def _query(filters: dict) -> str:
 def bulk_new(request):
     """The selection is the page's query (the list's filters); the form picks the operation.
     POST: the dry run, stored; then its page."""
-    selection = {"filters": {name: values if len(values) > 1 else values[0]
-                             for name, values in request.GET.lists()
-                             if name not in ("page", "operation")}}
     filters = ExecutionFilter(request.GET, queryset=selectors.executions())
-    count = filters.qs.count() if filters.is_valid() else 0
+    if "ids" in request.GET:  # the rows ticked in a list
+        selection: dict = {"ids": request.GET.getlist("ids")}
+        count = len(selection["ids"])
+    else:
+        selection = {"filters": {name: values if len(values) > 1 else values[0]
+                                 for name, values in request.GET.lists()
+                                 if name not in ("page", "operation", "sort")}}
+        count = filters.qs.count() if filters.is_valid() else 0
     if request.method != "POST":
         form = OperationForm(initial={"operation": request.GET.get("operation", "retry")})
         return _bulk_new_page(request, form, selection, count, filters)
@@ -133,7 +137,8 @@ def bulk_new(request):
 
 def _bulk_new_page(request, form, selection, count, filters, status=200):
     return render(request, "explorer/bulk_new.html", {
-        "form": form, "selection": selection["filters"], "count": count,
+        "form": form, "selection": selection.get("filters", {}),
+        "selected": len(selection.get("ids", ())), "count": count,
         "filters": filters, "query": request.GET.urlencode(), **page_context(request)},
         status=status)
 
