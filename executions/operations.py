@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from django.db import transaction
 from django.db.models import Count, QuerySet
 from django.db.models.fields.json import KeyTextTransform
 from django.http import QueryDict
@@ -591,21 +592,20 @@ def preview_bulk(selection: Any, operation: Request, *, actor: str) -> BulkOpera
     if len(ids) > MAX_BULK:
         raise InvalidRequest(f"The selection has more than {MAX_BULK:,} executions; narrow it.",
                              "selection")
-    bulk = BulkOperation.objects.create(kind=operation.kind, request=operation.as_dict(),
-                                        selection=selection, previewed_by=actor,
-                                        total=len(ids))
-    items = []
+    verdicts = []  # computed first: the engine never runs inside a transaction
     for execution_id in ids:
         try:
-            verdict = preview(execution_id, operation)
-        except Execution.DoesNotExist:
+            verdicts.append((execution_id, preview(execution_id, operation)))
+        except Execution.DoesNotExist:  # deleted since the selection was read
             continue
-        items.append(BulkItem(operation=bulk, execution_id=execution_id,
-                              verdict=verdict.verdict, preview=verdict.reason))
-        if len(items) >= JOB_BATCH:
-            BulkItem.objects.bulk_create(items)
-            items = []
-    BulkItem.objects.bulk_create(items)
+    with transaction.atomic():  # the operation with all its items, or nothing
+        bulk = BulkOperation.objects.create(kind=operation.kind, request=operation.as_dict(),
+                                            selection=selection, previewed_by=actor,
+                                            total=len(verdicts))
+        BulkItem.objects.bulk_create(
+            [BulkItem(operation=bulk, execution_id=execution_id, verdict=verdict.verdict,
+                      preview=verdict.reason) for execution_id, verdict in verdicts],
+            batch_size=1000)
     return bulk
 
 
