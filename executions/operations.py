@@ -190,7 +190,6 @@ class _Plan:
 
     verdict: Verdict
     step: Step | None = None
-    items: list[InboxItem] = field(default_factory=list)
     version: MachineVersion | None = None  # a migration's new version
 
 
@@ -208,13 +207,12 @@ def perform(execution_id: Any, operation: Request, *, actor: str, reason: Any,
     inside the transaction that stores the change (the job marks its item there).
     """
     reason = checked_reason(reason)
+    if operation.kind in (CANCEL, ACTION) or (
+            operation.kind == RETRY and operation.context is None and operation.input is None):
+        return _accept(execution_id, operation, actor=actor, reason=reason, key=key)
     store = stores.active
     for _ in range(advancing.CAS_RETRIES):
         execution = store.read_execution(execution_id)
-        if operation.kind in (CANCEL, ACTION) or (
-                operation.kind == RETRY and operation.context is None
-                and operation.input is None):
-            return _accept(execution, operation, actor=actor, reason=reason, key=key)
         if key is not None and store.earlier_item(execution, key) is not None:
             return Outcome(execution, created=False)
         plan = _plan(execution, operation, actor=actor, reason=reason, key=key)
@@ -237,15 +235,15 @@ def perform(execution_id: Any, operation: Request, *, actor: str, reason: Any,
     raise RuntimeError(f"could not update {execution_id}: too many concurrent writers")
 
 
-def _accept(execution: Execution, operation: Request, *, actor: str, reason: str,
+def _accept(execution_id: Any, operation: Request, *, actor: str, reason: str,
             key: str | None) -> Outcome:
     """Cancel, retry and actions: the runtime's own acceptance, which keeps `key`."""
     if operation.kind == CANCEL:
-        return accepting.cancel(execution.pk, actor=actor, reason=reason, idempotency_key=key)
+        return accepting.cancel(execution_id, actor=actor, reason=reason, idempotency_key=key)
     if operation.kind == RETRY:
-        return accepting.retry(execution.pk, actor=actor, reason=reason, idempotency_key=key)
+        return accepting.retry(execution_id, actor=actor, reason=reason, idempotency_key=key)
     assert operation.action is not None
-    return accepting.trigger(execution.pk, operation.action, input=operation.input or {},
+    return accepting.trigger(execution_id, operation.action, input=operation.input or {},
                              idempotency_key=key, actor=actor, wait=True)
 
 
@@ -428,14 +426,14 @@ def _migrate(execution: Execution, operation: Request, entry: _Entry) -> _Plan:
                              status, state))
     try:
         version = stores.active.machine_version(execution.machine_id, operation.version)
-    except Exception:
+    except MachineVersion.DoesNotExist:
         return _Plan(Verdict(NOT_AVAILABLE, f"{execution.machine_id} has no version "
                              f"{operation.version}", status, state))
     new = version.parsed()
     target = operation.mapping.get(state, state if state in new.states else None)
     if target is None:
-        return _Plan(Verdict(NOT_AVAILABLE, f"no state of version {version.version} is "
-                             f"mapped to {state}", status, state))
+        return _Plan(Verdict(NOT_AVAILABLE, f"version {version.version} has no state "
+                             f"{state}: the mapping must name one", status, state))
     if target not in new.states:
         return _Plan(Verdict(NOT_AVAILABLE, f"version {version.version} has no state "
                              f"{target!r}", status, state))
@@ -446,8 +444,8 @@ def _migrate(execution: Execution, operation: Request, entry: _Entry) -> _Plan:
         failed_at = error.get("transition")
         if failed_at is not None and error.get("state") == state and not _has(
                 new.states[target], failed_at):
-            return _Plan(Verdict(WOULD_FAIL, f"it failed at {failed_at}, which {target} of "
-                                 f"version {version.version} does not have: a retry would "
+            return _Plan(Verdict(NOT_AVAILABLE, f"it failed at {failed_at}, which {target} "
+                                 f"of version {version.version} does not have: a retry would "
                                  "find nothing to redo; move it instead", status, state))
         error = {**error, "state": target} if error.get("state") == state else error
     effects, changes = ([], []) if kept else _dropped(before)
@@ -520,7 +518,7 @@ def _computed(execution: Execution, snapshot: engine.Snapshot, rows: list[dict],
                  step.processed)
     return _Plan(_verdict_of(execution, whole, items,
                              [f"drops {what}" for what in changes or []]),
-                 whole, items, version)
+                 whole, version)
 
 
 def _verdict_of(execution: Execution, step: Step, items: list[InboxItem],
