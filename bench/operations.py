@@ -78,7 +78,7 @@ def floor_a(steps=900):
     from executions.models import Execution, HistoryEntry
     from machines.models import MachineVersion
 
-    version = MachineVersion.objects.get(machine_id="bench-refund")
+    version = MachineVersion.objects.filter(machine_id="bench-refund").first()
     execution = Execution.objects.create(machine_id="bench-refund", machine_version=version,
                                          execution_mode="sync", status="waiting",
                                          state="requested", context={"n": 0})

@@ -204,7 +204,8 @@ def perform(execution_id: Any, operation: Request, *, actor: str, reason: Any,
     """Carry out the operation (NotAvailable when it cannot be done now, nothing changed).
 
     `key`: the idempotency key of a bulk job (a repeat applies nothing); `on_saved`: called
-    inside the transaction that stores the change (the job marks its item there).
+    with the execution as saved, inside the transaction that stores the change (the job
+    records its item there).
     """
     reason = checked_reason(reason)
     if operation.kind in (CANCEL, ACTION) or (
@@ -213,8 +214,6 @@ def perform(execution_id: Any, operation: Request, *, actor: str, reason: Any,
     store = stores.active
     for _ in range(advancing.CAS_RETRIES):
         execution = store.read_execution(execution_id)
-        if key is not None and store.earlier_item(execution, key) is not None:
-            return Outcome(execution, created=False)
         plan = _plan(execution, operation, actor=actor, reason=reason, key=key)
         if plan.verdict.verdict == NOT_AVAILABLE:
             raise NotAvailable(plan.verdict.reason, execution.available_actions())
@@ -259,7 +258,7 @@ def _save(execution: Execution, plan: _Plan, on_saved) -> advancing.Advanced:
         if plan.version is not None:
             Execution.objects.filter(pk=execution.pk).update(machine_version=plan.version)
         if on_saved is not None:
-            on_saved()
+            on_saved(advanced.execution)
     return advanced
 
 
@@ -696,10 +695,12 @@ def _act_on(item: BulkItem, operation: Request, bulk: BulkOperation, key: str) -
         return
     claimed = []
 
-    def claim() -> None:
-        """In the transaction of the change: the item is this run's, or it rolls back."""
+    def claim(saved: Execution) -> None:
+        """In the transaction of the change: the item's outcome, or it rolls back when
+        another run recorded it first."""
         if not BulkItem.objects.filter(pk=item.pk, outcome="").update(
-                outcome=APPLIES, done_at=timezone.now()):
+                outcome=_outcome_of(saved.status), message=_where(saved),
+                done_at=timezone.now()):
             raise _DoneElsewhere()
         claimed.append(True)
 
@@ -715,20 +716,24 @@ def _act_on(item: BulkItem, operation: Request, bulk: BulkOperation, key: str) -
         log.exception("bulk %s: execution %s", bulk.pk, item.execution_id)
         _record(item, BulkItem.FAILED, f"{type(exc).__name__}: {exc}"[:1000])
         return
-    status = outcome.execution.status
-    _record(item, WOULD_FAIL if status == engine.FAILED else APPLIES,
-            f"now {status} in {outcome.execution.state}"
-            + ("" if outcome.created else " (done before the job was resumed)"),
-            claimed=bool(claimed))
+    if not claimed:  # through the runtime's acceptance: recorded after it
+        done = outcome.execution
+        _record(item, _outcome_of(done.status), _where(done)
+                + ("" if outcome.created else " (done before the job was resumed)"))
 
 
-def _record(item: BulkItem, outcome: str, message: str, *, claimed: bool = False) -> None:
-    """The item's outcome: the first recorded stands, unless this run claimed the item in
-    the transaction of its change."""
-    items = BulkItem.objects.filter(pk=item.pk)
-    if not claimed:
-        items = items.filter(outcome="")
-    items.update(outcome=outcome, message=message, done_at=timezone.now())
+def _outcome_of(status: str) -> str:
+    return WOULD_FAIL if status == engine.FAILED else APPLIES
+
+
+def _where(execution: Execution) -> str:
+    return f"now {execution.status} in {execution.state}"
+
+
+def _record(item: BulkItem, outcome: str, message: str) -> None:
+    """The item's outcome; the first recorded stands."""
+    BulkItem.objects.filter(pk=item.pk, outcome="").update(outcome=outcome, message=message,
+                                                           done_at=timezone.now())
 
 
 def bulk_progress(bulk: BulkOperation) -> dict:
