@@ -1,5 +1,7 @@
 """The operators' pages: preview before the button that acts, a reason for each operation,
 failure groups, bulk pages and the migration impact."""
+import re
+
 import pytest
 from django.test import Client
 
@@ -31,6 +33,11 @@ def logged_in(make_user, name, role):
     return client
 
 
+def previewed(page: str) -> str:
+    """The signed operation a preview page carries to its Confirm button."""
+    return re.search(r'name="previewed" value="([^"]+)"', page).group(1)
+
+
 def failed():
     return services.start("refund", input={"amount": "5"}, actor="user:x").execution
 
@@ -45,8 +52,15 @@ def test_a_retry_with_edited_input_is_previewed_then_confirmed_with_a_reason(ref
     preview = operator.post(url, {**body, "preview": "1"}).content.decode()
     assert 'data-verdict="applies"' in preview and "Confirm: do it" in preview
     assert Execution.objects.get(pk=execution.pk).status == engine.FAILED
+    body["previewed"] = previewed(preview)
     unsaid = operator.post(url, {**body, "confirm": "1"})
     assert unsaid.status_code == 400 and "a reason is required" in unsaid.content.decode()
+    changed = operator.post(url, {**body, "confirm": "1", "reason": "typo",
+                                  "input": '{"amount": 6}'}).content.decode()
+    assert "changed since its preview" in changed and 'data-verdict="applies"' in changed
+    unseen = operator.post(url, {**body, "confirm": "1", "reason": "typo", "previewed": "x"})
+    assert "changed since its preview" in unseen.content.decode()
+    assert Execution.objects.get(pk=execution.pk).status == engine.FAILED
     done = operator.post(url, {**body, "confirm": "1", "reason": "typo"}, follow=True)
     assert "the execution is now waiting" in done.content.decode()
     row = HistoryEntry.objects.get(execution=execution, kind=operations.INPUT_EDITED)
@@ -77,7 +91,9 @@ def test_cancel_is_confirmed_on_its_own_page_with_a_reason(refund, make_user):
     assert f'href="/executions/{execution.pk}/operate/?operation=cancel"' in page
     assert f'action="/executions/{execution.pk}/cancel/"' not in page
     url = f"/executions/{execution.pk}/operate/"
-    operator.post(url, {"operation": "cancel", "confirm": "1", "reason": "duplicate"})
+    preview = operator.post(url, {"operation": "cancel", "preview": "1"}).content.decode()
+    operator.post(url, {"operation": "cancel", "confirm": "1", "reason": "duplicate",
+                        "previewed": previewed(preview)})
     row = HistoryEntry.objects.get(execution=execution, kind=engine.EXECUTION_CANCELED)
     assert row.detail == {"reason": "duplicate"}
 

@@ -4,6 +4,7 @@ it is shown, and asks for a reason."""
 from __future__ import annotations
 
 from django.contrib import messages
+from django.core import signing
 from django.core.exceptions import ObjectDoesNotExist
 from django.core.paginator import Paginator
 from django.http import Http404, QueryDict
@@ -21,6 +22,7 @@ from machines import diffs
 from machines import selectors as machines
 
 ITEMS_PAGE = 100  # a bulk operation's items per page
+PREVIEW_SALT = "explorer.operate.previewed"
 
 
 def _operation(request, form: OperationForm, mapping: dict | None = None):
@@ -58,16 +60,20 @@ def operate(request, execution_id):
         return _operate_page(request, execution, machine, form, None, status=400)
     if not operations.permitted(request.user, operation):
         return forbidden(request, f"This {operation.kind} needs the {operation.role} role.")
-    if "confirm" not in request.POST:
+    if "confirm" not in request.POST or not _previewed(request, operation):
+        if "confirm" in request.POST:
+            form.add_error(None, "The operation changed since its preview: here is the "
+                                 "preview of this one; confirm it again.")
         verdict = operations.preview(execution.pk, operation)
-        return _operate_page(request, execution, machine, form, verdict)
+        return _operate_page(request, execution, machine, form, verdict, operation=operation)
     try:
         outcome = operations.perform(execution.pk, operation, actor=actor_of(request.user),
                                      reason=form.cleaned_data["reason"])
     except operations.InvalidRequest as exc:
         form.add_error("reason" if exc.path == "reason" else None, str(exc))
         verdict = operations.preview(execution.pk, operation)
-        return _operate_page(request, execution, machine, form, verdict, status=400)
+        return _operate_page(request, execution, machine, form, verdict, status=400,
+                             operation=operation)
     except operations.NotAvailable as exc:
         messages.error(request, f"Nothing was done: {exc.reason}")
         return redirect(execution.get_absolute_url())
@@ -77,9 +83,21 @@ def operate(request, execution_id):
     return redirect(execution.get_absolute_url())
 
 
-def _operate_page(request, execution, machine, form, verdict, status=200):
+def _previewed(request, operation) -> bool:
+    """Whether the operation confirmed is the one whose preview was shown (signed in the
+    preview's form: a field changed after it is previewed again, not done)."""
+    try:
+        return signing.loads(request.POST.get("previewed", ""), salt=PREVIEW_SALT) == \
+            operation.as_dict()
+    except signing.BadSignature:
+        return False
+
+
+def _operate_page(request, execution, machine, form, verdict, status=200, operation=None):
     return render(request, "explorer/operate.html", {
         "execution": execution, "machine": machine, "form": form, "verdict": verdict,
+        "previewed": signing.dumps(operation.as_dict(), salt=PREVIEW_SALT)
+        if verdict and operation else "",
         "states": list(machine.states.values()), **page_context(request)}, status=status)
 
 
