@@ -263,14 +263,17 @@ RED_BADGE = "#B91C1C"  # how many of them failed there
 def _heat_badge(count: int, failed: int = 0) -> str:
     """An external label: the number of executions in the state, white on amber, and
     beside it how many of them failed there, white on red."""
-    cells = [(count - failed, HEAT_BADGE)] if count > failed else []
+    cells = [(f"{count - failed:,}", HEAT_BADGE)] if count > failed else []
     if failed:
-        cells.append((failed, RED_BADGE))
-    return ('<<TABLE BORDER="0" CELLBORDER="0" CELLPADDING="2" CELLSPACING="1" '
-            'STYLE="rounded"><TR>' + "".join(
-                f'<TD BGCOLOR="{color}" STYLE="rounded"><FONT COLOR="white" POINT-SIZE="10">'
-                f'<B>{n:,}{" failed" if color == RED_BADGE else ""}</B></FONT></TD>'
-                for n, color in cells) + '</TR></TABLE>>')
+        cells.append((f"{failed:,} failed", RED_BADGE))
+    if len(cells) == 1:
+        (text, color), = cells
+        return ('<<TABLE BORDER="0" CELLBORDER="0" CELLPADDING="2" CELLSPACING="0" '
+                f'BGCOLOR="{color}" STYLE="rounded"><TR><TD><FONT COLOR="white" '
+                f'POINT-SIZE="10"><B>{text}</B></FONT></TD></TR></TABLE>>')
+    return ('<<TABLE BORDER="0" CELLBORDER="0" CELLPADDING="2" CELLSPACING="1"><TR>'
+            + "".join(f'<TD BGCOLOR="{color}"><FONT COLOR="white" POINT-SIZE="10"><B>{text}'
+                      '</B></FONT></TD>' for text, color in cells) + '</TR></TABLE>>')
 
 
 def _heat_edge(b: _Build, eid: str, classes: list[str], attrs: dict,

@@ -366,7 +366,8 @@
   function setupStateFilter(section) {
     section.addEventListener("click", function (event) {
       var node = event.target.closest("g.node.state[id^='state-']");
-      if (!node || event.target.closest("a")) return;
+      // (graphviz wraps a node in an <a> for its tooltip; only a real link is left alone)
+      if (!node || event.target.closest("a[href], a[*|href]")) return;
       var query = new URLSearchParams(window.location.search);
       query.set("state", node.id.slice("state-".length));
       query.delete("page");

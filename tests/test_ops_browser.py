@@ -47,9 +47,16 @@ def failed(n):
 def test_a_repair_is_previewed_before_it_can_be_confirmed(browser, live_server,  # noqa: F811
                                                           refunds):
     (execution_id,) = failed(1)
+    services.start("refund", input={"amount": 1}, actor="user:bob")
     base = live_server.url
     page = browser.new_page(viewport={"width": 1300, "height": 1000})
     log_in(page, base)
+    page.goto(f"{base}/machines/refund/")  # the heatmap: 2 in requested, 1 of them failed
+    assert " ".join(page.text_content("#state-requested").split()).endswith("1 1 failed")
+    page.screenshot(path=SHOTS / "heatmap-failed.png", full_page=True)
+    page.click("#state-requested text >> nth=0")  # the state filters the list
+    page.wait_for_url("**state=requested**")
+    assert page.locator(".executions-table tbody tr").count() == 2
     page.goto(f"{base}/executions/{execution_id}/")
     page.click("text=Retry with edits…")
     assert page.locator("button[name=confirm]").count() == 0
