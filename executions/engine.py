@@ -130,6 +130,7 @@ class Cancel:
 @dataclass(frozen=True)
 class Retry:
     actor: str | None = None
+    reason: str | None = None  # why the operator retried it (history shows it)
 
 
 @dataclass(frozen=True)
@@ -1105,14 +1106,15 @@ def _retry(run: _Run, event: Retry) -> None:
     error = run.error
     assert error is not None
     run.status, run.error, run.auto_steps = RUNNING, None, 0
+    detail = {"error": error, **({"reason": event.reason} if event.reason else {})}
     if (error.get("type") == "expression_error" or error.get("raised")) \
             and error.get("state") is None:
-        run.record(EXECUTION_RETRIED, detail={"error": error})
+        run.record(EXECUTION_RETRIED, detail=detail)
         run.context = _initial_context(run)
         run.history[-1]["context"] = run.context
         run.settle()
         return
-    run.record(EXECUTION_RETRIED, detail={"error": error})
+    run.record(EXECUTION_RETRIED, detail=detail)
     if error.get("type") == "invoke_failed":
         state = run.machine.states[run.state]
         run.start_work(state.transition(error["transition"]), 1)

@@ -13,6 +13,7 @@ import uuid
 
 from django.core.paginator import Paginator
 from django.db.models import Count, Prefetch
+from django.utils import timezone
 
 from executions import engine
 from executions.models import Execution, HistoryEntry
@@ -125,10 +126,17 @@ def executions(machine_id: str | None = None):
     return found.filter(machine_id=machine_id) if machine_id else found
 
 
-def execution_page(queryset, number, size: int):
-    """A page of `queryset`, newest first. The ids are paged first and the rows fetched
-    after: sorting narrow id rows is several times faster than sorting whole rows."""
-    page = Paginator(queryset.order_by("-created_at").values_list("pk", flat=True),
+# The orders a list can be sorted in (the explorer's `sort`), by name.
+SORTS = {"newest": ("-created_at", "-pk"), "oldest": ("created_at", "pk"),
+         "updated": ("-updated_at", "-pk"), "status": ("status", "-created_at", "-pk"),
+         "state": ("state", "-created_at", "-pk")}
+
+
+def execution_page(queryset, number, size: int, sort: str = "newest"):
+    """A page of `queryset` in the order `sort` names (SORTS), newest first by default. The
+    ids are paged first and the rows fetched after: sorting narrow id rows is several times
+    faster than sorting whole rows."""
+    page = Paginator(queryset.order_by(*SORTS[sort]).values_list("pk", flat=True),
                      size).get_page(number)
     ids = list(page.object_list)
     found = Execution.objects.select_related("machine_version").in_bulk(ids)
@@ -159,6 +167,14 @@ def executions_in_states(machine_version) -> dict[str, int]:
     """state -> executions of the version there now; served by the (machine_version, state)
     index alone."""
     return dict(Execution.objects.filter(machine_version=machine_version).order_by()
+                .values_list("state").annotate(n=Count("pk")))
+
+
+def failed_in_states(machine_version) -> dict[str, int]:
+    """state -> executions of the version that failed there (the heatmap shows them apart
+    from the ones waiting)."""
+    return dict(Execution.objects.filter(machine_version=machine_version,
+                                         status=engine.FAILED).order_by()
                 .values_list("state").annotate(n=Count("pk")))
 
 
@@ -230,7 +246,33 @@ def median_stays(machine_version, window: int = STAY_WINDOW) -> dict[str, float]
         pk__gt=newest - window, kind__in=(engine.STARTED, engine.TRANSITION_TAKEN),
     ).order_by().values(
         "machine_version_id", "execution_id", "seq", "kind", "at", "from_state", "to_state")
-    start_at = machine_version.parsed().start_at
-    found = _stays({**row, "state": start_at} for row in rows
-                   if row["machine_version_id"] == machine_version.pk)
+    machine = machine_version.parsed()
+    mine = [{**row, "state": machine.start_at} for row in rows
+            if row["machine_version_id"] == machine_version.pk]
+    found = _stays(mine)
+    for state, seconds in _open_stays(mine, machine).items():
+        found.setdefault(state, []).extend(seconds)
     return {state: statistics.median(seconds) for state, seconds in found.items()}
+
+
+def _open_stays(rows: list[dict], machine: Machine) -> dict[str, list[float]]:
+    """Seconds spent so far by the executions still paused in the state they last entered
+    (a stay not over yet counts too: a state where executions pile up shows it). Final
+    states and failed executions are left out: theirs is no stay."""
+    entered: dict = {}
+    for row in sorted(rows, key=lambda r: (r["execution_id"], r["seq"])):
+        if row["kind"] == engine.STARTED:
+            entered[row["execution_id"]] = (row["state"], row["at"])
+        elif row["kind"] == engine.TRANSITION_TAKEN and (row["to_state"] or row["from_state"]) \
+                != row["from_state"]:
+            entered[row["execution_id"]] = (row["to_state"], row["at"])
+    still = Execution.objects.filter(
+        pk__in=list(entered), status__in=(*engine.PAUSED_STATUSES, engine.RUNNING),
+    ).values_list("pk", "state")
+    now = timezone.now()
+    out: dict[str, list[float]] = {}
+    for pk, state in still:
+        name, at = entered[pk]
+        if name == state and name in machine.states and not machine.states[name].is_terminal:
+            out.setdefault(name, []).append((now - at).total_seconds())
+    return out

@@ -89,6 +89,7 @@ def heat(machine_version) -> diagrams.Heat:
     machine = machine_version.parsed()
     return diagrams.Heat(
         in_state=selectors.executions_in_states(machine_version),
+        failed_in_state=selectors.failed_in_states(machine_version),
         on_edge=steps.edge_counts(selectors.step_counts(machine, machine_version)),
         median_stay=selectors.median_stays(machine_version),
     )
@@ -108,6 +109,7 @@ def heat_rows(machine: Machine, shown_heat: diagrams.Heat) -> list[dict]:
     """The heatmap as a table (its text alternative), states in definition order."""
     return [{
         "name": name, "label": state.display, "now": shown_heat.in_state.get(name, 0),
+        "failed": shown_heat.failed_in_state.get(name, 0),
         "stay": duration(shown_heat.median_stay.get(name)),
         "terminal": state.is_terminal,
     } for name, state in machine.states.items()]
@@ -259,3 +261,25 @@ def context_lines(context, changes) -> list[tuple[str, str]]:
             value, indent=2, ensure_ascii=False, default=str).replace("\n", "\n  ")
         lines.append((text + ("," if i < len(items) - 1 else ""), cls))
     return lines
+
+
+# Operations ------------------------------------------------------------------------------
+def pretty_json(value) -> str:
+    """A value as the operators' forms show it to edit: indented JSON."""
+    return json.dumps(value, indent=2, ensure_ascii=False)
+
+
+def impact_diagram(new: Machine, diff: diffs.Diff, plan) -> dict:
+    """The version diff (the newer version's diagram, what was added and changed marked)
+    with, on each state, how many executions a migration (executions.migrating.Plan)
+    would move there (see drawn)."""
+    moving: dict[str, int] = {}
+    for impact in plan.states:
+        if impact.target is not None and impact.count:
+            moving[impact.target] = moving.get(impact.target, 0) + impact.count
+    return drawn(lambda: diagrams.render_svg(new, machine_url=machine_url,
+                                             heat=diagrams.Heat(
+                                                 in_state=moving, weighs_edges=False,
+                                                 in_state_words="executions a migration "
+                                                                "would move here"),
+                                             marks=diff.marks()))

@@ -21,7 +21,7 @@ from django.utils import timezone
 from django.utils.html import conditional_escape, format_html, format_html_join
 from django.utils.safestring import SafeString
 
-from executions import engine
+from executions import engine, operations
 from explorer.templatetags.times import as_datetime, when_html
 from machines.definition import Expr, Machine
 from machines.diagrams import step_mark
@@ -450,9 +450,11 @@ def _canceled(row, machine, children):
 
 
 def _retried(row, machine, children):
-    error = (row.get("detail") or {}).get("error") or {}
+    detail = row.get("detail") or {}
+    error = detail.get("error") or {}
     return ("action", format_html("Retried by {}", strong(who(row.get("actor")))),
-            format_html("it had failed: {}", plain_error(machine, error)) if error else "")
+            _why(detail, format_html("it had failed: {}", plain_error(machine, error))
+                 if error else ""))
 
 
 def _stuck(row, machine, children):
@@ -549,6 +551,45 @@ def _group_status(machine: Machine, work: dict, here) -> SafeString:
     parts += [f"{counts[status]} {status}" for status in ("failed", "running", "pending")
               if counts[status]]
     return format_html("Waiting in {} for {}: {}.", here, strong(name), ", ".join(parts))
+def _why(detail: dict, *more) -> SafeString:
+    """An operator's reason, then whatever else the row says."""
+    reason = detail.get("reason")
+    return joined(" · ", (f"reason: {reason}" if reason else "", *more))
+
+
+def _context_edited(row, machine, children):
+    detail = row.get("detail") or {}
+    changed = detail.get("changed") or []
+    return ("action", format_html("{} edited the context", strong(who(row.get("actor")))),
+            _why(detail, f"changed: {', '.join(changed)}" if changed else "nothing changed"))
+
+
+def _input_edited(row, machine, children):
+    detail = row.get("detail") or {}
+    given = inputs(row.get("input"))
+    return ("action", format_html("{} edited the start input", strong(who(row.get("actor")))),
+            _why(detail, format_html("input: {}", given) if given else "input: none"))
+
+
+def _dropped(detail: dict) -> str:
+    dropped = detail.get("dropped") or []
+    return f"dropped {' and '.join(dropped)}" if dropped else ""
+
+
+def _moved(row, machine, children):
+    detail = row.get("detail") or {}
+    return ("action", format_html("{} moved it from {} to {}", strong(who(row.get("actor"))),
+                                  strong(state_name(machine, row.get("from_state"))),
+                                  strong(state_name(machine, row.get("to_state")))),
+            _why(detail, _dropped(detail)))
+
+
+def _migrated(row, machine, children):
+    detail = row.get("detail") or {}
+    return ("action", format_html(
+        "{} migrated it from version {} to version {}, in {}", strong(who(row.get("actor"))),
+        detail.get("from_version", "?"), detail.get("to_version", "?"),
+        strong(state_name(machine, row.get("to_state")))), _why(detail, _dropped(detail)))
 
 
 def _unknown(row, machine, children):
@@ -565,6 +606,8 @@ _SENTENCES = {
     engine.EXECUTION_FAILED: _failed, engine.EXECUTION_CANCELED: _canceled,
     engine.EXECUTION_RETRIED: _retried, engine.EXECUTION_STUCK: _stuck,
     engine.BRANCH_ENDED: _branch_ended,
+    operations.CONTEXT_EDITED: _context_edited, operations.INPUT_EDITED: _input_edited,
+    operations.EXECUTION_MOVED: _moved, operations.EXECUTION_MIGRATED: _migrated,
 }
 
 

@@ -127,8 +127,13 @@ class Heat:
     """Where a version's executions are now, which edges they took, how long they stay."""
 
     in_state: dict[str, int] = field(default_factory=dict)  # state -> executions there now
+    failed_in_state: dict[str, int] = field(default_factory=dict)  # of them, failed there
     on_edge: dict[str, int] = field(default_factory=dict)  # edge id -> times taken
     median_stay: dict[str, float] = field(default_factory=dict)  # state -> seconds
+    # What the count on a state means: a migration's impact shows where executions would
+    # go, and then has no edges to weigh.
+    in_state_words: str = "executions here now"
+    weighs_edges: bool = True
 
     @property
     def busiest_edge(self) -> int:
@@ -137,7 +142,9 @@ class Heat:
     def key(self) -> tuple:
         """What the drawing shows of it (stays in words): part of the cache key."""
         return (tuple(sorted(self.in_state.items())), tuple(sorted(self.on_edge.items())),
-                tuple(sorted((name, duration(s)) for name, s in self.median_stay.items())))
+                tuple(sorted((name, duration(s)) for name, s in self.median_stay.items())),
+                tuple(sorted(self.failed_in_state.items())), self.in_state_words,
+                self.weighs_edges)
 
 
 # Marks: extra classes by diagram id (the version diff), each with its look in the SVG.
@@ -274,13 +281,23 @@ class _Build:
 # The heatmap ------------------------------------------------------------------------------
 HEAT_TEXT = "#1E3A8A"  # "×N" beside a used edge
 HEAT_BADGE = "#B45309"  # the count of executions in a state
+RED_BADGE = "#B91C1C"  # how many of them failed there
 
 
-def _heat_badge(count: int) -> str:
-    """An external label: the number of executions in the state, white on amber."""
-    return ('<<TABLE BORDER="0" CELLBORDER="0" CELLPADDING="2" CELLSPACING="0" '
-            f'BGCOLOR="{HEAT_BADGE}" STYLE="rounded"><TR><TD><FONT COLOR="white" '
-            f'POINT-SIZE="10"><B>{count:,}</B></FONT></TD></TR></TABLE>>')
+def _heat_badge(count: int, failed: int = 0) -> str:
+    """An external label: the number of executions in the state, white on amber, and
+    beside it how many of them failed there, white on red."""
+    cells = [(f"{count - failed:,}", HEAT_BADGE)] if count > failed else []
+    if failed:
+        cells.append((f"{failed:,} failed", RED_BADGE))
+    if len(cells) == 1:
+        (text, color), = cells
+        return ('<<TABLE BORDER="0" CELLBORDER="0" CELLPADDING="2" CELLSPACING="0" '
+                f'BGCOLOR="{color}" STYLE="rounded"><TR><TD><FONT COLOR="white" '
+                f'POINT-SIZE="10"><B>{text}</B></FONT></TD></TR></TABLE>>')
+    return ('<<TABLE BORDER="0" CELLBORDER="0" CELLPADDING="2" CELLSPACING="1"><TR>'
+            + "".join(f'<TD BGCOLOR="{color}"><FONT COLOR="white" POINT-SIZE="10"><B>{text}'
+                      '</B></FONT></TD>' for text, color in cells) + '</TR></TABLE>>')
 
 
 def _heat_edge(b: _Build, eid: str, classes: list[str], attrs: dict,
@@ -338,10 +355,11 @@ def _state_node(b: _Build, state: State) -> None:
         attrs |= {"color": LINE_STRONG, "fontcolor": FAINT}
     returns = f"returns {state.returns.brief(80)}" if state.is_terminal and state.returns else None
     here = b.heat.in_state.get(state.name, 0) if b.heat else 0
+    failed = b.heat.failed_in_state.get(state.name, 0) if b.heat else 0
     lines = [label]
     if here:
         classes.append("heat-has")
-        attrs["xlabel"] = _heat_badge(here)
+        attrs["xlabel"] = _heat_badge(here, failed)
     if b.heat and state.name in b.heat.median_stay:
         lines.append(_small(f"median {duration(b.heat.median_stay[state.name])}", MUTED))
     attrs = b.marked(state_id(state.name), classes, attrs, edge=False)
@@ -350,7 +368,8 @@ def _state_node(b: _Build, state: State) -> None:
         tooltip=_tooltip(
             f"{state.display} ({state.name})" if state.label else state.name,
             state.description, returns, f"entered {visits}×" if visits > 1 else None,
-            f"{here:,} executions here now" if here else None,
+            f"{here:,} {b.heat.in_state_words}" if here and b.heat else None,
+            f"{failed:,} of them failed here" if failed else None,
         ),
         **{"class": " ".join(classes)}, **attrs,
     )
@@ -372,7 +391,7 @@ def _edge(b: _Build, tail: str, head: str, eid: str, kind: str, text: list[str],
         attrs = {"color": faded, "fontcolor": faded_font}
     if dashed:
         attrs["style"] = "dashed"
-    if b.heat:
+    if b.heat and b.heat.weighs_edges:
         attrs, text = _heat_edge(b, eid, classes, attrs, text)
     attrs = b.marked(eid, classes, attrs, edge=True)
     label = ({"label": _with_badges(text, steps)} if steps

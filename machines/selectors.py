@@ -98,3 +98,12 @@ def schedules_of(machine_id: str, runs: int = 3) -> list[dict]:
 
 def _moment(epoch: float | None) -> datetime | None:
     return None if epoch is None else datetime.fromtimestamp(epoch, UTC)
+def state_choices(machine_id: str | None) -> list[tuple[str, str]]:
+    """(name, label) of the states of a machine's latest version, for a state filter; empty
+    for no machine or an unknown one."""
+    if not machine_id:
+        return []
+    version = MachineVersion.objects.filter(machine_id=machine_id).order_by("-version").first()
+    if version is None:
+        return []
+    return [(name, state.display) for name, state in version.parsed().states.items()]

@@ -39,6 +39,8 @@ LAYERS = {
     "executions.services": SERVICES,
     "executions.selectors": SERVICES,
     "executions.filters": SERVICES,
+    "executions.operations": SERVICES,
+    "executions.migrating": SERVICES,
     "machines.services": SERVICES,
     "machines.selectors": SERVICES,
     "accounts.roles": SERVICES,
@@ -52,6 +54,7 @@ LAYERS = {
     "executions.management": SURFACE,
     "machines.management": SURFACE,
     "machines.admin": SURFACE,
+    "executions.admin": SURFACE,
     "machines.forms": SURFACE,
     "explorer": SURFACE,
     "workflow_site": SITE,
@@ -69,6 +72,7 @@ LAYERS = {
 SURFACE_EXCEPTIONS = {
     # The admin and DRF's ModelSerializer describe a model: naming it is their interface.
     ("machines.admin", "machines.models"),
+    ("executions.admin", "executions.models"),
     ("executions.api.serializers", "executions.models"),
     ("machines.api.serializers", "machines.models"),
     # The timer loop is a worker process's entry point, like executions.tasks.

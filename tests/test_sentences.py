@@ -7,7 +7,7 @@ from html import unescape
 
 import pytest
 
-from executions import engine, services, steps
+from executions import engine, operations, services, steps
 from executions.runtime import timers
 from explorer import presenters, timeline
 from tests.test_runtime_memory import mem  # noqa: F401 - the fixture
@@ -313,5 +313,8 @@ def test_every_history_kind_has_been_said_by_these_stories(mem):  # noqa: F811
     world.settle()
     seen = {s.kind for s in world.said()}
     said_elsewhere = {engine.ACTION_REJECTED, engine.EXECUTION_STUCK, engine.ACTION_RECEIVED,
-                      engine.EXECUTION_FINISHED, engine.BRANCH_ENDED}
+                      engine.EXECUTION_FINISHED, engine.BRANCH_ENDED,
+                      # the operators' rows: tests/test_ops_timeline.py
+                      operations.CONTEXT_EDITED, operations.INPUT_EDITED,
+                      operations.EXECUTION_MOVED, operations.EXECUTION_MIGRATED}
     assert set(timeline._SENTENCES) - said_elsewhere <= seen, set(timeline._SENTENCES) - seen

@@ -46,11 +46,14 @@ def _found(view):
 @viewer
 def execution_list(request):
     filters = ExecutionFilter(request.GET or None, queryset=selectors.executions())
-    page = selectors.execution_page(filters.qs,
-                                    request.GET.get("page"), PAGE_SIZE)
+    sort = request.GET.get("sort") or "newest"
+    bad_sort = sort not in selectors.SORTS
+    page = selectors.execution_page(filters.qs, request.GET.get("page"), PAGE_SIZE,
+                                    "newest" if bad_sort else sort)
     return render(request, "explorer/executions.html", {
         "filters": filters, "page": page, "rows": presenters.execution_rows(page),
-        "machines": machines.machine_ids(),
+        "machines": machines.machine_ids(), "sorts": list(selectors.SORTS), "sort": sort,
+        "bad_sort": bad_sort, "states": machines.state_choices(request.GET.get("machine")),
         "query": query_without_page(request), **page_context(request),
     })
 
@@ -108,6 +111,9 @@ def execution_trigger(request, execution):
 def execution_cancel(request, execution):
     form = CancelForm(request.POST)
     reason = form.cleaned_data.get("reason") if form.is_valid() else None
+    if not reason:  # a cancel is confirmed with its reason (explorer:operate asks for both)
+        messages.error(request, "Not canceled: say why (the reason is required).")
+        return redirect(execution.get_absolute_url())
     try:
         services.cancel(execution.pk, actor=actor_of(request.user), reason=reason or None)
     except services.NotAvailable as exc:

@@ -20,6 +20,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 from django.db import DatabaseError, InterfaceError, OperationalError, close_old_connections
 
+from executions import operations
 from executions.runtime import schedules, timers
 
 SWEEP_EVERY_SECONDS = 5.0
@@ -85,6 +86,12 @@ class Attempts:
         return True, result
 
 
+def sweep() -> None:
+    """What dead processes left: the runtime's unfinished work, and bulk jobs that stopped."""
+    timers.sweep()
+    operations.resume_stalled()
+
+
 def pause(seconds, stopping, sleep=time.sleep) -> bool:
     """Sleep in slices so a stop request is seen quickly; False when asked to stop."""
     waited = 0.0
@@ -127,7 +134,7 @@ class Command(BaseCommand):
         if once:  # a one-off run reports its error instead of waiting it out
             fired = timers.fire_due_timers()
             started = schedules.fire_due_schedules()
-            timers.sweep()
+            sweep()
             self.stdout.write(f"fired {fired} timer(s) and {started} schedule(s)")
             return
 
@@ -149,7 +156,7 @@ class Command(BaseCommand):
                 next_schedules = time.monotonic() + (SCHEDULES_EVERY_SECONDS if scheduled
                                                      else scheduling.pause)
             if time.monotonic() >= next_sweep:
-                swept, _ = sweeping.run(timers.sweep)
+                swept, _ = sweeping.run(sweep)
                 next_sweep = time.monotonic() + (SWEEP_EVERY_SECONDS if swept
                                                  else sweeping.pause)
             if not ok:
