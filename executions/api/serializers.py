@@ -146,6 +146,27 @@ class HistoryEntrySerializer(serializers.ModelSerializer):
         return {key: None if value == "" else value for key, value in row.items()}
 
 
+HISTORY_FIELDS = tuple(HistoryEntrySerializer.Meta.fields)
+_HISTORY_TEXT = ("kind", "actor", "transition", "branch", "from_state", "to_state", "action")
+
+
+def history_rows(rows) -> list[dict]:
+    """HistoryEntrySerializer's answer for `values(*HISTORY_FIELDS)` rows, without a
+    serializer: building its 16 fields per row was most of a page of 100 rows
+    (tests/test_latency_history.py checks both say the same)."""
+    out = []
+    for row in rows:
+        shown = dict(row)
+        for key in _HISTORY_TEXT:
+            value = shown[key]
+            shown[key] = None if value is None else str(value)
+        shown["at"] = _when(shown["at"])
+        if shown["duration_ms"] is not None:
+            shown["duration_ms"] = float(shown["duration_ms"])
+        out.append({key: None if value == "" else value for key, value in shown.items()})
+    return printable(out)
+
+
 class TextField(serializers.CharField):
     """A JSON string: DRF's CharField would also take 5 and make it "5"."""
 
