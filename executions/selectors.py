@@ -12,7 +12,8 @@ import statistics
 import uuid
 
 from django.core.paginator import Paginator
-from django.db.models import Count, Prefetch
+from django.db.models import Count, F, Max, Prefetch, Q, Window
+from django.db.models.functions import RowNumber
 
 from executions import engine
 from executions.models import Execution, HistoryEntry
@@ -234,3 +235,41 @@ def median_stays(machine_version, window: int = STAY_WINDOW) -> dict[str, float]
     found = _stays({**row, "state": start_at} for row in rows
                    if row["machine_version_id"] == machine_version.pk)
     return {state: statistics.median(seconds) for state, seconds in found.items()}
+
+
+# An execution's path without its every step row ----------------------------------------
+MOVE_FIELDS = ("kind", "transition", "from_state", "to_state", "branch")
+
+
+def step_moves(execution: Execution, keep: int) -> list[dict]:
+    """The execution's steps summed up by move (a step row's kind, transition, states and
+    branch): for each move, its first `keep` steps and its last, each a row with the
+    move's fields, `seq`, `n` (the step's number), `k` (its rank within the move) and
+    `times` (the move's total). The database numbers and counts the steps (window
+    functions on the (execution, seq) index), so a long history sends back a few rows per
+    move instead of every step."""
+    move = [F(name) for name in MOVE_FIELDS]
+    rows = (execution.history.filter(kind__in=STEP_KINDS)
+            .annotate(n=Window(RowNumber(), order_by=F("seq").asc()),
+                      k=Window(RowNumber(), partition_by=move, order_by=F("seq").asc()),
+                      times=Window(Count("pk"), partition_by=move))
+            .filter(Q(k__lte=keep) | Q(k=F("times")))
+            .order_by("seq").values(*MOVE_FIELDS, "seq", "n", "k", "times"))
+    return list(rows)
+
+
+def moves_before(execution: Execution, seq: int) -> list[dict]:
+    """Each move taken before history row `seq`, once, with `seq` its last time and
+    `times` how often, in the order they were last taken: what the diagram showed then,
+    and (their sum) how many steps came before."""
+    rows = (execution.history.filter(kind__in=STEP_KINDS, seq__lt=seq).order_by()
+            .values(*MOVE_FIELDS).annotate(last=Max("seq"), times=Count("pk"))
+            .order_by("last"))
+    return [{**{name: row[name] for name in MOVE_FIELDS}, "seq": row["last"],
+             "times": row["times"]} for row in rows]
+
+
+def last_step_rows(execution: Execution, count: int) -> list[dict]:
+    """The last `count` step rows (STEP_FIELDS), oldest first."""
+    rows = execution.history.filter(kind__in=STEP_KINDS).order_by("-seq").values(*STEP_FIELDS)
+    return list(rows[:count])[::-1]
