@@ -151,8 +151,10 @@ def main():
     from django.test import Client
     from django.test.utils import CaptureQueriesContext, setup_test_environment
 
-    from executions import selectors
+    from executions import selectors, steps
     from executions.models import Execution
+    from explorer import presenters
+    from machines import diagrams
     from machines.services import save_version
 
     setup_test_environment()
@@ -183,7 +185,17 @@ def main():
             fn()
         return len(captured)
 
-    def execution_queries():
+    def execution_queries():  # what explorer.presenters.execution_page reads
+        found = selectors.execution(execution.id)
+        first = max(1, HISTORY_ROWS - presenters.HISTORY_PAGE + 1)
+        selectors.step_moves(found, keep=diagrams.MANY_STEPS)
+        selectors.history_rows(found, first, HISTORY_ROWS)
+        selectors.moves_before(found, first)
+        selectors.last_step_rows(found, steps.MAX_STEPS)
+        selectors.context_before(found, first)
+        return selectors.children(found)
+
+    def every_step_row():  # what the page read before: every step row, and the page
         rows = selectors.step_rows(execution)
         page_rows = list(execution.history.filter(seq__gt=HISTORY_ROWS - 200).values())
         return len(rows) + len(page_rows)
@@ -219,14 +231,20 @@ def main():
         results.append((name, page_ms, bare_ms, count_queries(page(url)),
                         len(response.content) // 1024))
         if "execution page" in name:
+            print(f"execution page: every step row and the page (what it read before) "
+                  f"{timed(every_step_row)[0]:.1f} ms")
             steps = response.content.decode().split('id="steps-data"')[1].split("</script>")[0]
             print(f"execution page: steps JSON {len(steps) // 1024} KB, "
                   f"{response.content.decode().count('<li data-seq')} timeline items\n")
 
-    print(f"{'page':44} {'page ms':>9} {'bare queries ms':>16} {'queries':>8} {'KB':>6}")
+    print(f"{'page':44} {'page ms':>9} {'bare queries ms':>16} {'ratio':>6} {'queries':>8} "
+          f"{'KB':>6}  target 2x")
     for name, page_ms, bare_ms, queries, size in results:
         bare = f"{bare_ms:.1f}" if bare_ms is not None else "—"
-        print(f"{name:44} {page_ms:9.1f} {bare:>16} {queries:8d} {size:6d}")
+        ratio = f"{page_ms / bare_ms:.2f}" if bare_ms else "—"
+        verdict = ("met" if page_ms <= 2 * bare_ms else "MISSED") if bare_ms else ""
+        print(f"{name:44} {page_ms:9.1f} {bare:>16} {ratio:>6} {queries:8d} {size:6d}  "
+              f"{verdict}")
 
 
 if __name__ == "__main__":

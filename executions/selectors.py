@@ -12,7 +12,7 @@ import statistics
 import uuid
 
 from django.core.paginator import Paginator
-from django.db.models import Count, F, Max, Prefetch, Q, Window
+from django.db.models import Case, Count, F, Max, Prefetch, Q, Value, Window, When
 from django.db.models.functions import RowNumber
 
 from executions import engine
@@ -245,17 +245,26 @@ def step_moves(execution: Execution, keep: int) -> list[dict]:
     """The execution's steps summed up by move (a step row's kind, transition, states and
     branch): for each move, its first `keep` steps and its last, each a row with the
     move's fields, `seq`, `n` (the step's number), `k` (its rank within the move) and
-    `times` (the move's total). The database numbers and counts the steps (window
-    functions on the (execution, seq) index), so a long history sends back a few rows per
-    move instead of every step."""
-    move = [F(name) for name in MOVE_FIELDS]
-    rows = (execution.history.filter(kind__in=STEP_KINDS)
-            .annotate(n=Window(RowNumber(), order_by=F("seq").asc()),
-                      k=Window(RowNumber(), partition_by=move, order_by=F("seq").asc()),
-                      times=Window(Count("pk"), partition_by=move))
-            .filter(Q(k__lte=keep) | Q(k=F("times")))
-            .order_by("seq").values(*MOVE_FIELDS, "seq", "n", "k", "times"))
-    return list(rows)
+    `times` (the move's total). The database counts the moves (GROUP BY) and numbers the
+    steps (window functions, the moves partitioned by a small number standing for each:
+    sorting by five texts cost more than reading every row), so a long history sends
+    back a few rows per move instead of every step."""
+    found = execution.history.filter(kind__in=STEP_KINDS)
+    moves = list(found.order_by().values(*MOVE_FIELDS).annotate(times=Count("pk"),
+                                                                 last=Max("seq")))
+    if not moves:
+        return []
+    move_number = Case(*(When(Q(**{name: move[name] for name in MOVE_FIELDS}), then=Value(i))
+                         for i, move in enumerate(moves)), default=Value(-1))
+    rows = (found.annotate(n=Window(RowNumber(), order_by=F("seq").asc()),
+                           k=Window(RowNumber(), partition_by=[move_number],
+                                    order_by=F("seq").asc()),
+                           move=move_number)
+            .filter(Q(k__lte=keep) | Q(seq__in=[move["last"] for move in moves]))
+            .order_by("seq").values("seq", "n", "k", "move"))
+    return [{**{name: moves[row["move"]][name] for name in MOVE_FIELDS}, "seq": row["seq"],
+             "n": row["n"], "k": row["k"], "times": moves[row["move"]]["times"]}
+            for row in rows]
 
 
 def moves_before(execution: Execution, seq: int) -> list[dict]:
