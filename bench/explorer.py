@@ -188,9 +188,9 @@ def main():
     def execution_queries():  # what explorer.presenters.execution_page reads
         found = selectors.execution(execution.id)
         first = max(1, HISTORY_ROWS - presenters.HISTORY_PAGE + 1)
-        selectors.step_moves(found, keep=diagrams.MANY_STEPS)
+        found_moves = selectors.moves(found, before=first)
+        selectors.step_moves(found, diagrams.MANY_STEPS, found_moves)
         selectors.history_rows(found, first, HISTORY_ROWS)
-        selectors.moves_before(found, first)
         selectors.last_step_rows(found, steps.MAX_STEPS)
         selectors.context_before(found, first)
         return selectors.children(found)

@@ -125,11 +125,10 @@ def execution_rows(page) -> list[dict]:
 
 
 # One execution ---------------------------------------------------------------------------
-def execution_path(execution, moves: list[dict] | None = None) -> diagrams.DiagramPath:
+def execution_path(execution, found_moves: list[dict]) -> diagrams.DiagramPath:
     """The path to draw on `execution`'s diagram (see machines.diagrams.render_svg), from
-    its moves (executions.selectors.step_moves), not from its every step row."""
-    if moves is None:
-        moves = selectors.step_moves(execution, keep=diagrams.MANY_STEPS)
+    its moves (executions.selectors.moves), not from its every step row."""
+    moves = selectors.step_moves(execution, diagrams.MANY_STEPS, found_moves)
     return steps.path_from_moves(moves, start_at=execution.machine_version.parsed().start_at,
                                  current=execution.state, status=execution.status,
                                  keep=diagrams.MANY_STEPS)
@@ -159,16 +158,16 @@ def execution_page(execution, *, asked_from: str | None, can_act: bool,
     aggregates: the moves with their counts and step numbers, and the moves before the
     page (what the diagram showed then, how many steps came before)."""
     machine = execution.machine_version.parsed()
-    moves = selectors.step_moves(execution, keep=diagrams.MANY_STEPS)
-    path = execution_path(execution, moves)
     total = selectors.history_total(execution)
     first, last = history_window(asked_from, total, asked_to)
+    found_moves = selectors.moves(execution, before=first)
+    path = execution_path(execution, found_moves)
     page_rows = selectors.history_rows(execution, first, last)
-    before = selectors.moves_before(execution, first)
+    before = selectors.moves_before(found_moves)
     numbers = steps.numbers_from(sum(row["times"] for row in before) + 1,
                                  [row for row in page_rows if row["kind"] in steps.STEP_KINDS])
     last_steps = selectors.last_step_rows(execution, steps.MAX_STEPS)
-    steps_total = max((row["n"] for row in moves), default=0)
+    steps_total = sum(move["times"] for move in found_moves)
     numbers.update(steps.numbers_from(steps_total - len(last_steps) + 1, last_steps))
     children = selectors.children(execution)
     child_links = {c["parent_token"]: (c["id"], execution_url(c["id"])) for c in children}

@@ -166,8 +166,11 @@ class HistoryView(ErrorShapeMixin, GenericAPIView):
         tags=["executions"],
     )
     def get(self, request, execution_id):
-        rows = selectors.history(execution_id).values(*HISTORY_FIELDS)
-        return self.get_paginated_response(history_rows(self.paginate_queryset(rows)))
+        rows = self.paginate_queryset(
+            selectors.history_unchecked(execution_id).values(*HISTORY_FIELDS))
+        if not rows:
+            selectors.history(execution_id)  # an empty page: 404 unless the execution exists
+        return self.get_paginated_response(history_rows(rows))
 
 
 class TriggerView(ErrorShapeMixin, APIView):
