@@ -62,7 +62,9 @@ def serve(env: dict, port: int, old: bool) -> subprocess.Popen:
         flags = ["--threads", "4"]
         env = {**env, "DM_WEB_MAX_CONCURRENT": "0"}
     else:
-        flags = ["--worker-class", "gthread", "--threads", os.environ.get("WEB_THREADS", "8"),
+        flags = ["--worker-class", os.environ.get(
+                     "WEB_WORKER_CLASS", "workflow_site.gunicorn_worker.QueueTimedWorker"),
+                 "--threads", os.environ.get("WEB_THREADS", "8"),
                  "--backlog", "2048", "--keep-alive", os.environ.get("WEB_KEEPALIVE", "75"),
                  "--timeout", "60"]
     return subprocess.Popen(
