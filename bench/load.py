@@ -71,7 +71,7 @@ def serve(env: dict, port: int, old: bool) -> subprocess.Popen:
         [sys.executable, "-m", "gunicorn", "workflow_site.wsgi", "--bind", f"127.0.0.1:{port}",
          "--workers", "2", *flags, "--log-level", "warning",
          *(["--access-logfile", os.environ["BENCH_ACCESS_LOG"], "--access-logformat",
-            "%(s)s %(L)s"] if os.environ.get("BENCH_ACCESS_LOG") else [])],
+            "%(s)s %(L)s %({x-dm-queued}i)s"] if os.environ.get("BENCH_ACCESS_LOG") else [])],
         cwd=ROOT, env=env, start_new_session=True)
 
 
@@ -84,8 +84,9 @@ async def client(http, token: str, until: float, record) -> None:
         began = time.perf_counter()
         try:
             response = await http.post(path, json=body, headers=headers)
-        except httpx.TimeoutException:
-            record(kind, "no answer in 60 s", time.perf_counter() - began)
+        except httpx.TimeoutException as exc:
+            record(kind, f"no answer in 60 s ({type(exc).__name__})",
+                   time.perf_counter() - began)
             return None
         except httpx.TransportError as exc:
             record(kind, f"dropped ({type(exc).__name__})", time.perf_counter() - began)

@@ -22,9 +22,14 @@ class QueueTimedWorker(ThreadWorker):
         conn.queued_at = time.monotonic()
         super().enqueue_req(conn)
 
+    def handle(self, conn):
+        """In a pool thread: the wait ends here, before the request is read (a client that
+        sends slowly does not count as waiting)."""
+        conn.waited = time.monotonic() - getattr(conn, "queued_at", time.monotonic())
+        return super().handle(conn)
+
     def handle_request(self, req, conn):
-        waited = time.monotonic() - getattr(conn, "queued_at", time.monotonic())
         req.headers = [(name, value) for name, value in req.headers
                        if name.upper() != QUEUED_HEADER]
-        req.headers.append((QUEUED_HEADER, f"{waited:.6f}"))
+        req.headers.append((QUEUED_HEADER, f"{getattr(conn, 'waited', 0.0):.6f}"))
         return super().handle_request(req, conn)
