@@ -12,7 +12,7 @@ import statistics
 import uuid
 
 from django.core.paginator import Paginator
-from django.db.models import Case, Count, F, Max, Prefetch, Q, Value, Window, When
+from django.db.models import Case, Count, F, Max, Prefetch, Q, Value, When, Window
 from django.db.models.functions import RowNumber
 
 from executions import engine

@@ -17,6 +17,7 @@ from django.test import RequestFactory, override_settings
 from tests.helpers import ROOT, subprocess_database_url, wait_until
 from workflow_site.overload import ConcurrencyLimitMiddleware
 
+
 def _middleware(view):
     with override_settings(DATA_MACHINES={"WEB_OVERLOAD": {
             "MAX_CONCURRENT": 2, "QUEUE_SECONDS": 0.05, "RETRY_AFTER_SECONDS": 3,
