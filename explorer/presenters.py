@@ -20,7 +20,7 @@ from machines import diagrams, diffs
 from machines.definition import Machine
 from machines.words import duration
 
-HISTORY_PAGE = 200  # history rows per timeline page
+HISTORY_PAGE = 100  # history rows per timeline page: more than a screenful, read whole
 
 
 def machine_url(machine_id: str) -> str:
