@@ -208,7 +208,7 @@ def main():
         found_moves = selectors.moves(found, before=first)
         selectors.step_moves(found, diagrams.MANY_STEPS, found_moves)
         selectors.history_rows(found, first, HISTORY_ROWS)
-        selectors.last_step_rows(found, steps.MAX_STEPS)
+        selectors.last_step_rows(found, steps.MAX_STEPS, through=HISTORY_ROWS)
         selectors.context_before(found, first)
         return selectors.children(found)
 

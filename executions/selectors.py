@@ -292,7 +292,9 @@ def moves_before(found_moves: list[dict]) -> list[dict]:
                    if move["times_before"]), key=lambda move: move["seq"])
 
 
-def last_step_rows(execution: Execution, count: int) -> list[dict]:
-    """The last `count` step rows (STEP_FIELDS), oldest first."""
-    rows = execution.history.filter(kind__in=STEP_KINDS).order_by("-seq").values(*STEP_FIELDS)
+def last_step_rows(execution: Execution, count: int, through: int) -> list[dict]:
+    """The last `count` step rows (STEP_FIELDS) up to seq `through`, oldest first (the
+    bound keeps them to what moves() counted, if a step was written since)."""
+    rows = (execution.history.filter(kind__in=STEP_KINDS, seq__lte=through).order_by("-seq")
+            .values(*STEP_FIELDS))
     return list(rows[:count])[::-1]

@@ -166,7 +166,9 @@ def execution_page(execution, *, asked_from: str | None, can_act: bool,
     before = selectors.moves_before(found_moves)
     numbers = steps.numbers_from(sum(row["times"] for row in before) + 1,
                                  [row for row in page_rows if row["kind"] in steps.STEP_KINDS])
-    last_steps = selectors.last_step_rows(execution, steps.MAX_STEPS)
+    last_steps = selectors.last_step_rows(
+        execution, steps.MAX_STEPS, through=max((move["last"] for move in found_moves),
+                                                default=0))
     steps_total = sum(move["times"] for move in found_moves)
     numbers.update(steps.numbers_from(steps_total - len(last_steps) + 1, last_steps))
     children = selectors.children(execution)
