@@ -12,7 +12,8 @@ import statistics
 import uuid
 
 from django.core.paginator import Paginator
-from django.db.models import Count, Prefetch
+from django.db.models import Case, Count, F, Max, Prefetch, Q, Value, When, Window
+from django.db.models.functions import RowNumber
 from django.utils import timezone
 
 from executions import engine
@@ -52,6 +53,13 @@ def history(execution_id):
     if not Execution.objects.filter(pk=key).exists():
         raise Execution.DoesNotExist("Execution matching query does not exist.")
     return HistoryEntry.objects.filter(execution_id=key)
+
+
+def history_unchecked(execution_id):
+    """An execution's history rows without first checking that the execution exists: for
+    a page that checks (with `history`) only when it comes back empty, as rows belong to
+    an execution. DoesNotExist for text that is not an execution id."""
+    return HistoryEntry.objects.filter(execution_id=_execution_key(execution_id))
 
 
 def _execution_key(execution_id) -> uuid.UUID:
@@ -276,3 +284,57 @@ def _open_stays(rows: list[dict], machine: Machine) -> dict[str, list[float]]:
         if name == state and name in machine.states and not machine.states[name].is_terminal:
             out.setdefault(name, []).append((now - at).total_seconds())
     return out
+# An execution's path without its every step row ----------------------------------------
+MOVE_FIELDS = ("kind", "transition", "from_state", "to_state", "branch")
+
+
+def moves(execution: Execution, before: int) -> list[dict]:
+    """Each move of the execution (a step row's kind, transition, states and branch) once,
+    with `times` taken and its `last` seq, and the same before history row `before`
+    (`times_before`, `last_before`): one GROUP BY for the diagram's path and for where
+    a timeline page starts."""
+    earlier = Q(seq__lt=before)
+    return list(execution.history.filter(kind__in=STEP_KINDS).order_by().values(*MOVE_FIELDS)
+                .annotate(times=Count("pk"), last=Max("seq"),
+                          times_before=Count("pk", filter=earlier),
+                          last_before=Max("seq", filter=earlier)))
+
+
+def step_moves(execution: Execution, keep: int, found_moves: list[dict]) -> list[dict]:
+    """For each of `found_moves` (moves()), its first `keep` steps and its last, each a
+    row with the move's fields, `seq`, `n` (the step's number), `k` (its rank within the
+    move) and `times` (the move's total). The database numbers the steps (window
+    functions, the moves partitioned by a small number standing for each: sorting by
+    five texts cost more than reading every row), so a long history sends back a few
+    rows per move instead of every step."""
+    if not found_moves:
+        return []
+    move_number = Case(*(When(Q(**{name: move[name] for name in MOVE_FIELDS}), then=Value(i))
+                         for i, move in enumerate(found_moves)), default=Value(-1))
+    rows = (execution.history.filter(kind__in=STEP_KINDS)
+            .annotate(n=Window(RowNumber(), order_by=F("seq").asc()),
+                      k=Window(RowNumber(), partition_by=[move_number],
+                               order_by=F("seq").asc()),
+                      move=move_number)
+            .filter(Q(k__lte=keep) | Q(seq__in=[move["last"] for move in found_moves]))
+            .order_by("seq").values("seq", "n", "k", "move"))
+    return [{**{name: found_moves[row["move"]][name] for name in MOVE_FIELDS},
+             "seq": row["seq"], "n": row["n"], "k": row["k"],
+             "times": found_moves[row["move"]]["times"]} for row in rows]
+
+
+def moves_before(found_moves: list[dict]) -> list[dict]:
+    """The moves() taken before the seq they were counted up to, each with `seq` its last
+    time then and `times` how often, in the order they were last taken: what the
+    diagram showed then, and (their sum) how many steps came before."""
+    return sorted(({**{name: move[name] for name in MOVE_FIELDS}, "seq": move["last_before"],
+                    "times": move["times_before"]} for move in found_moves
+                   if move["times_before"]), key=lambda move: move["seq"])
+
+
+def last_step_rows(execution: Execution, count: int, through: int) -> list[dict]:
+    """The last `count` step rows (STEP_FIELDS) up to seq `through`, oldest first (the
+    bound keeps them to what moves() counted, if a step was written since)."""
+    rows = (execution.history.filter(kind__in=STEP_KINDS, seq__lte=through).order_by("-seq")
+            .values(*STEP_FIELDS))
+    return list(rows[:count])[::-1]

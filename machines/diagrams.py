@@ -114,11 +114,14 @@ class DiagramPath:
     edge_steps: dict[str, tuple[int, ...]] = field(default_factory=dict)  # edge id -> steps
     current: str | None = None
     status: str = "running"
+    # edge id -> times taken, for an edge whose edge_steps hold only its first and last steps
+    edge_times: dict[str, int] = field(default_factory=dict)
 
     def key(self) -> tuple:
         """Everything the drawing shows of the path: part of the cache key."""
         return (tuple(sorted(self.state_visits.items())),
                 tuple(sorted((eid, tuple(steps)) for eid, steps in self.edge_steps.items())),
+                tuple(sorted(self.edge_times.items())),
                 self.current, self.status)
 
 
@@ -223,13 +226,15 @@ def _badge(step: int) -> str:
             f'{step_mark(step)}</B></FONT></TD>')
 
 
-def _step_marks(steps: tuple[int, ...]) -> str:
+def _step_marks(steps: tuple[int, ...], times: int | None = None) -> str:
     """A row of badges, one cell per number (plain digits in a filled rounded cell), so
-    dm.js can hide the numbers after the selected step; many: "1 2 … 9 ×9"."""
-    if len(steps) > MANY_STEPS:
+    dm.js can hide the numbers after the selected step; many: "1 2 … 9 ×9". `times`: how
+    often the edge was taken when `steps` holds only its first and last numbers."""
+    times = times or len(steps)
+    if times > MANY_STEPS:
         more = f'<TD><FONT COLOR="{PATH_TEXT}"><B>…</B></FONT></TD>'
         cells = [_badge(steps[0]), _badge(steps[1]), more, _badge(steps[-1]),
-                 f'<TD><FONT COLOR="{PATH_TEXT}"><B>×{len(steps)}</B></FONT></TD>']
+                 f'<TD><FONT COLOR="{PATH_TEXT}"><B>×{times}</B></FONT></TD>']
     else:
         cells = [_badge(s) for s in steps]
     # Empty cells either side take the width the label above leaves, not the badges.
@@ -237,12 +242,12 @@ def _step_marks(steps: tuple[int, ...]) -> str:
             + "".join(cells) + "<TD></TD></TR></TABLE>")
 
 
-def _with_badges(text: list[str], steps: tuple[int, ...]) -> str:
+def _with_badges(text: list[str], steps: tuple[int, ...], times: int | None = None) -> str:
     """An edge label (escaped lines) with the step badges under it, as one HTML-like label
     (a table: a label cannot mix text and a table)."""
     rows = "".join(f"<TR><TD>{line}</TD></TR>" for line in text if line)
     return ('<<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="0" CELLPADDING="0">' + rows
-            + f"<TR><TD>{_step_marks(steps)}</TD></TR></TABLE>>")
+            + f"<TR><TD>{_step_marks(steps, times)}</TD></TR></TABLE>>")
 
 
 def _tooltip(*lines: str | None) -> str:
@@ -394,7 +399,8 @@ def _edge(b: _Build, tail: str, head: str, eid: str, kind: str, text: list[str],
     if b.heat and b.heat.weighs_edges:
         attrs, text = _heat_edge(b, eid, classes, attrs, text)
     attrs = b.marked(eid, classes, attrs, edge=True)
-    label = ({"label": _with_badges(text, steps)} if steps
+    times = b.path.edge_times.get(eid) if b.path else None
+    label = ({"label": _with_badges(text, steps, times)} if steps
              else {"label": _html(*text)} if text else {})
     b.graph.edge(tail, head, id=graphviz.escape(eid), tooltip=tooltip,
                  **{"class": " ".join(classes)}, **label, **attrs)

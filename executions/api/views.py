@@ -18,6 +18,7 @@ from executions import selectors, services, steps
 from executions.api import examples
 from executions.api.pagination import BySeq, NewestFirst
 from executions.api.serializers import (
+    HISTORY_FIELDS,
     CancelSerializer,
     ExecutionSerializer,
     HistoryEntrySerializer,
@@ -25,6 +26,7 @@ from executions.api.serializers import (
     StartSerializer,
     TriggerSerializer,
     capped,
+    history_rows,
     strict,
 )
 from executions.engine import STATUSES
@@ -164,8 +166,11 @@ class HistoryView(ErrorShapeMixin, GenericAPIView):
         tags=["executions"],
     )
     def get(self, request, execution_id):
-        page = self.paginate_queryset(selectors.history(execution_id))
-        return self.get_paginated_response(self.get_serializer(page, many=True).data)
+        rows = self.paginate_queryset(
+            selectors.history_unchecked(execution_id).values(*HISTORY_FIELDS))
+        if not rows:
+            selectors.history(execution_id)  # an empty page: 404 unless the execution exists
+        return self.get_paginated_response(history_rows(rows))
 
 
 class TriggerView(ErrorShapeMixin, APIView):

@@ -66,6 +66,7 @@ def execution_detail(request, execution):
 
 def _execution_page(request, execution, *, action_form=None, status=200):
     shown = presenters.execution_page(execution, asked_from=request.GET.get("from"),
+                                      asked_to=request.GET.get("to"),
                                       can_act=can_operate(request.user))
     return render(request, "explorer/execution.html",
                   {**shown, "action_form": action_form, **page_context(request)},
