@@ -5,7 +5,9 @@ language, the sandbox) and the standard library, never Django: a child must not 
 open a database connection, and nothing user-written runs in the web or worker process.
 `tests/test_architecture.py` checks that its imports stay in the pure core.
 
-Protocol: one JSON object per line on stdin, one reply per line on stdout.
+Protocol: requests on stdin, each a `marshal`led dict after its length (FRAME): from the
+parent, which the child trusts, and about four times cheaper to read than JSON; one reply
+per line on stdout, JSON (the parent trusts nothing of the child's, and reads only JSON).
 
 - `{"op": "compute", ...}`: one whole engine computation for one execution (the lead event,
   Start or Continue, then the inbox items' events), as `compute()` below. The machine is
@@ -26,6 +28,7 @@ import contextlib
 import gc
 import importlib
 import json
+import marshal
 import mmap
 import os
 import resource
@@ -48,6 +51,7 @@ _HEADER = struct.Struct("<dii")  # started (CLOCK_MONOTONIC s, 0 = idle), event 
 STATUS_HEADER = _HEADER.size
 _MAX_PATH = STATUS_SIZE - _HEADER.size - 8  # the rest: the path, then the IO operation
 MACHINE_CACHE = 64  # machine definitions kept by content key
+FRAME = struct.Struct("<I")  # the length of a request, before it
 
 
 class Status:
@@ -344,6 +348,19 @@ def _encode_all_ints(encode, reply: dict) -> str:
 
 
 # The loop --------------------------------------------------------------------------------
+def _requests(stdin):
+    """The requests of the parent, until it closes the pipe."""
+    while True:
+        head = stdin.read(FRAME.size)
+        if len(head) < FRAME.size:
+            return
+        (size,) = FRAME.unpack(head)
+        data = stdin.read(size)
+        if len(data) < size:
+            return
+        yield marshal.loads(data)
+
+
 def _limit(memory_bytes: int) -> None:
     if memory_bytes > 0:
         resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
@@ -377,12 +394,10 @@ def main() -> None:
     stdout = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
     sys.stdout = sys.stderr
-    stdin = sys.stdin.buffer
     encode = json.JSONEncoder(allow_nan=False, separators=(",", ":")).encode  # ASCII out
     cpu = _CpuBackstop()
     gc.freeze()  # what was imported stays unscanned by the collector
-    for line in stdin:
-        request = json.loads(line)
+    for request in _requests(sys.stdin.buffer):
         cpu.allow(float(request.get("cpu_seconds", 60)))
         try:
             op = request["op"]
