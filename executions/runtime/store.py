@@ -204,9 +204,8 @@ def checked_step(execution: Execution, step: Step) -> Step:
     for entry in step.history:
         _bound_errors(entry, bounds)
     try:
-        context = (snapshot.context, _check_snapshot(snapshot, bounds))
-        for entry in step.history:
-            values.check_history_row(entry, bounds, f"history[{entry.get('seq')}]", context)
+        values.check_history_rows(step.history, bounds,
+                                  (snapshot.context, _check_snapshot(snapshot, bounds)))
     except InvalidValue as problem:
         return failed_step(execution, step, problem)
     return step
