@@ -25,6 +25,7 @@ reads from there which expression it was in.
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import importlib
 import json
@@ -96,8 +97,14 @@ EFFECT_TYPES = {cls.__name__: cls for cls in (
     engine.CancelWork, engine.NotifyParent, engine.ContinueLater)}
 
 
+@functools.cache
+def _field_names(cls: type) -> tuple[str, ...]:
+    """An event's or effect's fields (dataclasses.fields() works them out on every call)."""
+    return tuple(f.name for f in fields(cls))
+
+
 def event_data(event: engine.Event) -> dict:
-    data = {f.name: getattr(event, f.name) for f in fields(event)}
+    data = {name: getattr(event, name) for name in _field_names(type(event))}
     data["type"] = type(event).__name__
     return data
 
@@ -112,7 +119,7 @@ def expr_data(expr: Expr) -> dict:
 
 
 def effect_data(effect: engine.Effect) -> dict:
-    data = {f.name: getattr(effect, f.name) for f in fields(effect)}
+    data = {name: getattr(effect, name) for name in _field_names(type(effect))}
     if isinstance(effect, engine.CallIO):
         data["call"] = expr_data(effect.call)
     data["type"] = type(effect).__name__
