@@ -350,6 +350,10 @@ class RecentExecutions:
         self.items.put(str(execution.pk), _copied(execution))
 
 
+    def forget(self, execution_id: Any) -> None:
+        self.items.forget(str(execution_id))
+
+
 def _copied(execution: Execution) -> Execution:
     """What copy.copy makes of an execution (its fields, its own ModelState and cache of
     related objects) without the pickling protocol copy.copy goes through: half the cost,
@@ -359,9 +363,6 @@ def _copied(execution: Execution) -> Execution:
     clone._state = copy.copy(execution._state)
     clone._state.fields_cache = dict(execution._state.fields_cache)
     return clone
-
-    def forget(self, execution_id: Any) -> None:
-        self.items.forget(str(execution_id))
 
 
 class SqlStore:
