@@ -10,9 +10,11 @@ both enqueued by CALLERS threads at once (one caller alone measures its own late
 
     .venv/bin/python bench/runtime.py              # SQLite, and PostgreSQL when reachable
     .venv/bin/python bench/runtime.py --quick      # fewer rounds, no cluster rows
+    .venv/bin/python bench/runtime.py --only sqlite --no-cluster --actions 1000
 
 Each database runs in a child process (Django settings are per process) on a fresh
-database: a temporary SQLite file, or the PostgreSQL database `dm_bench` (recreated).
+database: a temporary SQLite file, or the PostgreSQL database `dm_bench` (recreated; another
+name in BENCH_DATABASE, so that two runs at once do not drop each other's).
 """
 import argparse
 import json
@@ -27,6 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 POSTGRES_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/14")
+BENCH_DATABASE = os.environ.get("BENCH_DATABASE", "dm_bench")
 
 LOOP = """
 id: bench-loop
@@ -178,18 +181,19 @@ def bench_actions(count):
     floor_row = _execution_row()
     steps = max(1, count // TURNS)
     ours, floors = [], []
+
+    def actions():
+        started = time.perf_counter()
+        for _ in range(steps):
+            services.trigger(execution.pk, "click", wait=True)
+        return steps / (time.perf_counter() - started)
+
     for turn in range(TURNS):
-        def floor():
-            floors.append(_floor_a(floor_row, turn * steps, steps))
-
-        def actions():
-            started = time.perf_counter()
-            for _ in range(steps):
-                services.trigger(execution.pk, "click", wait=True)
-            ours.append(steps / (time.perf_counter() - started))
-
-        for measure in ((floor, actions) if turn % 2 == 0 else (actions, floor)):
-            measure()
+        if turn % 2:  # who goes first alternates
+            ours.append(actions())
+        floors.append(_floor_a(floor_row, turn * steps, steps))
+        if not turn % 2:
+            ours.append(actions())
     execution.refresh_from_db()
     assert execution.context["n"] == steps * TURNS
     ratios = [mine / floor for mine, floor in zip(ours, floors, strict=True)]
@@ -369,12 +373,12 @@ def postgres_bench_url():
 
     try:
         with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=3) as conn:
-            conn.execute("DROP DATABASE IF EXISTS dm_bench WITH (FORCE)")
-            conn.execute("CREATE DATABASE dm_bench")
+            conn.execute(f'DROP DATABASE IF EXISTS "{BENCH_DATABASE}" WITH (FORCE)')
+            conn.execute(f'CREATE DATABASE "{BENCH_DATABASE}"')
     except psycopg.Error as exc:
         print(f"(PostgreSQL not reachable: {exc}; SQLite only)")
         return None
-    return POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + "/dm_bench"
+    return POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + "/" + BENCH_DATABASE
 
 
 def table(label, r):
@@ -414,6 +418,7 @@ def main():
     parser.add_argument("--async-count", type=int, default=1200)
     parser.add_argument("--timers", type=int, default=100)
     parser.add_argument("--no-cluster", dest="cluster", action="store_false")
+    parser.add_argument("--only", choices=["sqlite", "postgresql"], help="one database")
     args = parser.parse_args()
     if args.child:
         return child(args)
@@ -425,10 +430,11 @@ def main():
                  "--async-count", str(args.async_count), "--timers", str(args.timers)]
         if not args.cluster:
             argv.append("--no-cluster")
-    with tempfile.TemporaryDirectory() as tmp:
-        sqlite = run_child("SQLite", f"sqlite:///{tmp}/bench.sqlite3", argv)
-    table("SQLite (WAL)", sqlite)
-    url = postgres_bench_url()
+    if args.only != "postgresql":
+        with tempfile.TemporaryDirectory() as tmp:
+            sqlite = run_child("SQLite", f"sqlite:///{tmp}/bench.sqlite3", argv)
+        table("SQLite (WAL)", sqlite)
+    url = postgres_bench_url() if args.only != "sqlite" else None
     if url:
         table("PostgreSQL", run_child("PostgreSQL", url, argv))
 
