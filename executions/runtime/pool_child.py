@@ -25,7 +25,6 @@ reads from there which expression it was in.
 from __future__ import annotations
 
 import contextlib
-import functools
 import gc
 import importlib
 import json
@@ -97,14 +96,14 @@ EFFECT_TYPES = {cls.__name__: cls for cls in (
     engine.CancelWork, engine.NotifyParent, engine.ContinueLater)}
 
 
-@functools.cache
-def _field_names(cls: type) -> tuple[str, ...]:
-    """An event's or effect's fields (dataclasses.fields() works them out on every call)."""
-    return tuple(f.name for f in fields(cls))
+# Each type's fields, read once (dataclasses.fields() works them out on every call)
+FIELD_NAMES: dict[type, tuple[str, ...]] = {
+    cls: tuple(f.name for f in fields(cls))
+    for cls in (*EVENT_TYPES.values(), *EFFECT_TYPES.values())}
 
 
 def event_data(event: engine.Event) -> dict:
-    data = {name: getattr(event, name) for name in _field_names(type(event))}
+    data = {name: getattr(event, name) for name in FIELD_NAMES[type(event)]}
     data["type"] = type(event).__name__
     return data
 
@@ -119,7 +118,7 @@ def expr_data(expr: Expr) -> dict:
 
 
 def effect_data(effect: engine.Effect) -> dict:
-    data = {name: getattr(effect, name) for name in _field_names(type(effect))}
+    data = {name: getattr(effect, name) for name in FIELD_NAMES[type(effect)]}
     if isinstance(effect, engine.CallIO):
         data["call"] = expr_data(effect.call)
     data["type"] = type(effect).__name__
