@@ -8,8 +8,9 @@ Each web or worker process owns two small pools of pre-started children, started
 - `io`: one `invoke.call` expression with its `io()` calls, bounded by the call's own
   `timeout_seconds` (wall clock).
 
-A child is a plain `python -m executions.runtime.pool_child` speaking JSON lines over its
-stdin and stdout (exec'd, not forked: it inherits no database connection, no lock, no
+A child is a plain `python -m executions.runtime.pool_child` reading requests (marshal) on
+its stdin and answering JSON lines on its stdout, the only thing read of a child's
+(exec'd, not forked: it inherits no database connection, no lock, no
 thread of this process; file descriptors are closed except its status page). It limits its
 own address space (RLIMIT_AS) and, per call, its CPU time (RLIMIT_CPU, a backstop). This
 process kills it (SIGKILL) and starts another when an expression has run past the time
