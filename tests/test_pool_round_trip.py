@@ -9,7 +9,7 @@ from django.db import IntegrityError, connection, transaction
 from django.test.utils import CaptureQueriesContext
 
 from executions import engine, services
-from executions.models import HistoryEntry
+from executions.models import Execution, HistoryEntry
 from executions.runtime import pool, pool_child, sqlstore
 from executions.runtime.store import history_row
 from expressions import values
@@ -171,3 +171,26 @@ def test_snapshots_events_and_effects_convert_both_ways():
     assert list(snapshot.to_dict())[:3] == ["status", "state", "context"]
     assert pool_child.event_data(engine.Action("go", {"a": 1}, "u")) == {
         "name": "go", "input": {"a": 1}, "actor": "u", "type": "Action"}
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("model", [HistoryEntry, Execution])
+def test_the_statements_prepare_each_value_as_django_would(model):
+    from datetime import UTC, datetime, timedelta, timezone
+
+    samples = {
+        "JSONField": [{"a": [1, "é", None]}, [], "text", None],
+        "DateTimeField": [datetime(2026, 12, 1, 7, 0, tzinfo=UTC),
+                          datetime(2026, 12, 1, 7, 0, 0, 123, tzinfo=timezone(timedelta(hours=5))),
+                          datetime.fromtimestamp(1796108567.7121193, tz=UTC), None],
+    }
+    db = sqlstore._db()
+    db.ensure_connection()
+    checked = 0
+    for field in model._meta.concrete_fields:
+        prepare = sqlstore._preparer(field, db)
+        for value in samples.get(field.get_internal_type(), []):
+            ours, django = prepare(value), field.get_db_prep_save(value, db)
+            assert getattr(ours, "obj", ours) == getattr(django, "obj", django), field.name
+            checked += 1
+    assert checked >= 12

@@ -329,10 +329,23 @@ def _preparer(field, db):
     if isinstance(field, JSONField):  # plain data: what get_db_prep_save does, minus 4 calls
         adapt, encoder = db.ops.adapt_json_value, field.encoder
         return lambda value: None if value is None else adapt(value, encoder)
-    if isinstance(field, DateTimeField):  # aware, as the runtime makes them: the same
+    if isinstance(field, DateTimeField):
+        if db.vendor == "sqlite" and db.timezone is not None:
+            return functools.partial(_sqlite_time, db.timezone)
         adapt_time = db.ops.adapt_datetimefield_value
         return lambda value: None if value is None else adapt_time(value)
     return lambda value: field.get_db_prep_save(value, db)
+
+
+def _sqlite_time(zone, value):
+    """What SQLite's adapt_datetimefield_value makes of a datetime (the naive time in the
+    connection's zone, as text), without the settings and time-zone lookups it makes on
+    each of the three a step writes."""
+    if value is None:
+        return None
+    if value.utcoffset() is not None:
+        value = value.astimezone(zone).replace(tzinfo=None)
+    return str(value)
 
 
 # The store -------------------------------------------------------------------------------
