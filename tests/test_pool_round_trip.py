@@ -194,3 +194,13 @@ def test_the_statements_prepare_each_value_as_django_would(model):
             assert getattr(ours, "obj", ours) == getattr(django, "obj", django), field.name
             checked += 1
     assert checked >= 12
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_statements_open_the_connection_when_it_was_closed(save_machine):
+    save_machine(CLICKER)
+    execution = services.start("clicker").execution
+    connection.close()
+    row = history_row(execution, {"seq": 2, "kind": engine.ACTION_RECEIVED, "at": time.time()})
+    sqlstore.insert(HistoryEntry, [row])  # autocommit: stored at once
+    assert execution.history.filter(seq=2).exists()

@@ -57,6 +57,8 @@ def _execute(db, sql: str, params: list) -> int:
         with db.cursor() as cursor:
             cursor.execute(sql, params)
             return cursor.rowcount
+    if db.connection is None:
+        db.ensure_connection()
     db.validate_no_broken_transaction()
     with db.wrap_database_errors:
         cursor = db.connection.cursor()
