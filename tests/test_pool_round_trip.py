@@ -204,3 +204,38 @@ def test_the_statements_open_the_connection_when_it_was_closed(save_machine):
     row = history_row(execution, {"seq": 2, "kind": engine.ACTION_RECEIVED, "at": time.time()})
     sqlstore.insert(HistoryEntry, [row])  # autocommit: stored at once
     assert execution.history.filter(seq=2).exists()
+
+
+DOOR = """
+id: door
+execution_mode: sync
+start_at: shut
+context: {n: 1}
+states:
+  shut:
+    actions:
+      - {id: knock, on: knock, assign: {n: "ctx['n'] * 1.0"}}
+      - {id: open, on: open, state: opened}
+  opened: {return: "ctx['n']"}
+"""
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_compare_and_swap_sets_what_changed_and_only_that(save_machine):
+    save_machine(DOOR)
+    execution = services.start("door").execution
+    with CaptureQueriesContext(connection) as captured:
+        services.trigger(execution.pk, "knock", wait=True)
+    update = next(q["sql"] for q in captured.captured_queries if q["sql"].startswith("UPDATE"))
+    assert '"context"' in update and '"updated_at"' in update
+    assert '"status"' not in update and '"state"' not in update  # the same: indexes untouched
+    execution.refresh_from_db()
+    assert execution.context == {"n": 1.0} and type(execution.context["n"]) is float  # 1 -> 1.0
+    with CaptureQueriesContext(connection) as captured:
+        services.trigger(execution.pk, "open", wait=True)
+    update = next(q["sql"] for q in captured.captured_queries if q["sql"].startswith("UPDATE"))
+    assert '"status"' in update and '"state"' in update and '"finished_at"' in update
+    execution.refresh_from_db()
+    assert (execution.status, execution.state, execution.result) == (
+        engine.FINISHED, "opened", 1.0)
+    assert execution.finished_at is not None

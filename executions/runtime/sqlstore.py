@@ -174,15 +174,25 @@ def executions_not_started(after, limit) -> list[Execution]:
 
 def compare_and_swap(execution: Execution, columns: dict, *, nothing_pending: bool) -> bool:
     """UPDATE the execution WHERE its version is still the one read (and, with
-    `nothing_pending`, no inbox item waits); True when it did."""
+    `nothing_pending`, no inbox item waits); True when it did. Only the columns whose value
+    is not the one read are set (the version proves the row is still as read): SQLite
+    rewrites an index whenever a column of it is set, and status and state are in three."""
     db = _db()
+    columns = {name: value for name, value in columns.items()
+               if not _unchanged(getattr(execution, name), value)}
     sql, preparers = _update_statement(db, tuple(columns), nothing_pending)
     params = [prepare(value) for prepare, value in zip(preparers, columns.values(), strict=True)]
     params += [Execution._meta.pk.get_db_prep_value(execution.pk, db), execution.version]
     return _execute(db, sql, params) == 1
 
 
-@functools.lru_cache(maxsize=16)
+def _unchanged(old, new) -> bool:
+    """Writing `new` over `old` would store the same: the same object (both null), or equal
+    text (anything else is written: 1 == 1.0 == True would hide a change of type)."""
+    return old is new or (type(old) is str and type(new) is str and old == new)
+
+
+@functools.lru_cache(maxsize=64)
 def _update_statement(db, names: tuple, nothing_pending: bool):
     """The compare-and-swap UPDATE of columns `names` and each value's preparer, built once
     per connection (building it on every advance cost as much as running it)."""
