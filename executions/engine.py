@@ -73,18 +73,22 @@ class Snapshot:
     timers: tuple = ()  # the state's `after` timers: {"token", "due", "transition", "purpose"}
 
     def to_dict(self) -> dict:
-        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data = {name: getattr(self, name) for name in SNAPSHOT_FIELDS}
         data["queued"] = list(self.queued)
         data["timers"] = list(self.timers)
         return data
 
     @classmethod
     def from_dict(cls, data: dict) -> Snapshot:
-        known = {f.name for f in fields(cls)}
-        values = {key: value for key, value in data.items() if key in known}
+        values = {key: value for key, value in data.items() if key in SNAPSHOT_FIELDS}
         values["queued"] = tuple(values.get("queued") or ())
         values["timers"] = tuple(values.get("timers") or ())
         return cls(**values)
+
+
+# Read once: dataclasses.fields() filters the class's fields on every call, and a snapshot is
+# converted four times per advance (both sides of the evaluation pool).
+SNAPSHOT_FIELDS = tuple(f.name for f in fields(Snapshot))
 
 
 # Events ----------------------------------------------------------------------------------
