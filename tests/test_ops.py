@@ -86,7 +86,7 @@ def test_the_loop_keeps_firing_timers_while_the_sweep_keeps_failing(monkeypatch,
     fired every poll, the sweep is retried with growing pauses and logged once."""
     from django.core.management import call_command
 
-    from executions.runtime import timers
+    from executions.runtime import schedules, timers
 
     fired, swept = [], []
 
@@ -103,6 +103,7 @@ def test_the_loop_keeps_firing_timers_while_the_sweep_keeps_failing(monkeypatch,
     monkeypatch.setattr(timers, "fire_due_timers", fire_due_timers)
     monkeypatch.setattr(timers, "sweep", sweep)
     monkeypatch.setattr(timers, "next_timer_due", lambda: None)
+    monkeypatch.setattr(schedules, "fire_due_schedules", lambda: 0)
     handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         with caplog.at_level(logging.WARNING, logger="executions.timers"):
