@@ -22,6 +22,7 @@ LAYERS = {
     "expressions": PURE,
     "executions.engine": PURE,
     "machines.definition": PURE,
+    "machines.contracts": PURE,
     "machines.language": PURE,
     "machines.diagrams": PURE,
     "machines.diffs": PURE,
@@ -73,7 +74,7 @@ SURFACE_EXCEPTIONS = {
     ("executions.management.commands.run_timers", "executions.runtime.timers"),
 }
 # Third-party packages the pure core may use (Django and DRF are not among them).
-PURE_THIRD_PARTY = {"yaml", "graphviz"}
+PURE_THIRD_PARTY = {"yaml", "graphviz", "jsonschema"}
 PROJECT_TOP = set(PACKAGES)
 
 

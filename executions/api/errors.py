@@ -13,8 +13,9 @@ def not_available(exc: services.NotAvailable):
 
 
 def invalid_request(exc: services.InvalidRequest):
-    """Where in the body the value was wrong: `input.items[1]`, `action`, ..."""
-    return str(exc), [problem(exc.path, exc.message)] if exc.path else [], {}
+    """Where in the body the value was wrong: `input.items[1]`, `action`, ...; every
+    mismatch of an input with its schema."""
+    return str(exc), [problem(path, message) for path, message in exc.problems if path], {}
 
 
 def register() -> None:
