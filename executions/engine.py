@@ -606,8 +606,9 @@ class _Run:
         self.seq, self.receipt = seq, None
         del self.history[history:], self.effects[effects:]
         where = f" (at {error['path']})" if error.get("path") else ""
+        exception = f"{error['exception']}: " if error.get("exception") else ""
         reason = (f"'{name}' was rejected: transition '{error.get('transition')}' failed: "
-                  f"{error.get('message')}{where}")
+                  f"{exception}{error.get('message')}{where}")
         detail: dict[str, Any] = {"reason": reason, "available_actions": list(available),
                                   "error": error}
         if from_queue:

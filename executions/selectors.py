@@ -12,7 +12,7 @@ import statistics
 import uuid
 
 from django.core.paginator import Paginator
-from django.db.models import Count, Prefetch
+from django.db.models import Case, Count, Prefetch, When
 
 from executions import engine
 from executions.models import Execution, HistoryEntry
@@ -77,8 +77,53 @@ def executions_by_short_id(prefix: str, limit: int = 2) -> list[Execution]:
             return list(Execution.objects.filter(pk=uuid.UUID(prefix)))
         except ValueError:
             return []
+    digits = prefix.replace("-", "")
+    if len(digits) > 32:
+        return []
+    # A range on the primary key (its index on both databases), not a LIKE on its text.
+    first, last = uuid.UUID(digits.ljust(32, "0")), uuid.UUID(digits.ljust(32, "f"))
     return list(Execution.objects.select_related("machine_version")
-                .filter(id__startswith=prefix)[:limit])
+                .filter(pk__gte=first, pk__lte=last).order_by("pk")[:limit])
+
+
+class AmbiguousId(ValueError):
+    """A short id that several executions' ids start with; `candidates` lists them."""
+
+    def __init__(self, prefix: str, candidates: list[Execution]):
+        super().__init__(f"{prefix!r} is the start of the ids of {len(candidates)} or more "
+                         "executions; give more of the id")
+        self.prefix = prefix
+        self.candidates = candidates
+
+
+AMBIGUOUS_SHOWN = 10
+
+
+def execution_id_of(reference: str) -> uuid.UUID:
+    """The id of the execution a full id or a short id (a unique prefix of one, as shown
+    everywhere) stands for: one query on the primary key for a short one, none for a full
+    one. DoesNotExist when none matches, AmbiguousId when several do."""
+    text = str(reference).strip().lower()
+    if len(text) == 36 or len(text) == 32:
+        return _execution_key(text)
+    found = executions_by_short_id(text, limit=AMBIGUOUS_SHOWN)
+    if not found:
+        raise Execution.DoesNotExist(f"no execution with an id starting with {reference!r}")
+    if len(found) > 1:
+        raise AmbiguousId(text, found)
+    return found[0].pk
+
+
+def execution_id_by_key(machine_id: str, key: str) -> uuid.UUID:
+    """The execution of a machine with this business key: the one not finished or canceled
+    when there is one (at most one: the key is unique among those), else the newest."""
+    found = (Execution.objects.filter(machine_id=machine_id, business_key=key)
+             .order_by(Case(When(status__in=engine.TERMINAL_STATUSES, then=1), default=0),
+                       "-created_at")
+             .values_list("pk", flat=True).first())
+    if found is None:
+        raise Execution.DoesNotExist(f"no execution of {machine_id!r} with the key {key!r}")
+    return found
 
 
 def execution_status(execution_id) -> dict:

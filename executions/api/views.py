@@ -29,7 +29,9 @@ from executions.api.serializers import (
 )
 from executions.engine import STATUSES
 from executions.filters import MACHINE_ID, MAX_VERSION, ExecutionFilter
+from executions.api.contract import openapi_document
 from machines import diagrams
+from machines import selectors as machine_selectors
 
 NOT_FOUND = {404: error_response("No such execution (or machine).")}
 # The filters as the schema shows them: what django-filter's schema cannot tell (a pattern,
@@ -66,6 +68,21 @@ class ExecutionFilters(DjangoFilterBackend):
         if blank:
             raise exceptions.ValidationError(blank)
         return super().filter_queryset(request, queryset, view)
+
+
+class AddressedExecution:
+    """Views of one execution, addressed by its id, a short id (a unique prefix of one), or
+    its machine and business key (`/api/machines/<machine>/keys/<key>/...`): the handler
+    gets the full id. An ambiguous short id is a 400 listing the candidates."""
+
+    def initial(self, request, *args, **kwargs):
+        super().initial(request, *args, **kwargs)
+        if "key" in self.kwargs:
+            found = selectors.execution_id_by_key(self.kwargs.pop("machine_id"),
+                                                  self.kwargs.pop("key"))
+        else:
+            found = selectors.execution_id_of(self.kwargs.pop("execution_id"))
+        self.kwargs["execution_id"] = found  # the dict the handler is called with
 
 
 class StartView(ErrorShapeMixin, APIView):
@@ -137,7 +154,7 @@ class ExecutionListView(ErrorShapeMixin, GenericAPIView):
         return self.get_paginated_response(self.get_serializer(page, many=True).data)
 
 
-class ExecutionDetailView(ErrorShapeMixin, APIView):
+class ExecutionDetailView(AddressedExecution, ErrorShapeMixin, APIView):
     permission_classes = [CanView]
 
     @extend_schema(summary="One execution",
@@ -149,7 +166,7 @@ class ExecutionDetailView(ErrorShapeMixin, APIView):
         return answer(request, selectors.execution(execution_id))
 
 
-class HistoryView(ErrorShapeMixin, GenericAPIView):
+class HistoryView(AddressedExecution, ErrorShapeMixin, GenericAPIView):
     permission_classes = [CanView]
     serializer_class = HistoryEntrySerializer
     pagination_class = BySeq
@@ -168,7 +185,7 @@ class HistoryView(ErrorShapeMixin, GenericAPIView):
         return self.get_paginated_response(self.get_serializer(page, many=True).data)
 
 
-class TriggerView(ErrorShapeMixin, APIView):
+class TriggerView(AddressedExecution, ErrorShapeMixin, APIView):
     permission_classes = [ReadOrOperate]
 
     @extend_schema(
@@ -197,7 +214,7 @@ class TriggerView(ErrorShapeMixin, APIView):
                       else 202)
 
 
-class CancelView(ErrorShapeMixin, APIView):
+class CancelView(AddressedExecution, ErrorShapeMixin, APIView):
     permission_classes = [ReadOrOperate]
 
     @extend_schema(
@@ -216,7 +233,7 @@ class CancelView(ErrorShapeMixin, APIView):
         return answer(request, outcome.execution)
 
 
-class RetryView(ErrorShapeMixin, APIView):
+class RetryView(AddressedExecution, ErrorShapeMixin, APIView):
     permission_classes = [ReadOrOperate]
 
     @extend_schema(
@@ -235,7 +252,7 @@ class RetryView(ErrorShapeMixin, APIView):
         return answer(request, outcome.execution)
 
 
-class ExecutionDiagramView(DiagramView):
+class ExecutionDiagramView(AddressedExecution, DiagramView):
     @extend_schema(summary="The diagram with this execution's path",
                    description="States visited, transitions taken (numbered in order), the "
                                "current state marked with the status.",
@@ -251,3 +268,18 @@ class ExecutionDiagramView(DiagramView):
         except diagrams.DiagramUnavailable as exc:
             exc.description = diagrams.describe(machine, path)  # 422 diagram_too_large
             raise
+
+
+class MachineOpenAPIView(ErrorShapeMixin, APIView):
+    permission_classes = [CanView]
+
+    @extend_schema(summary="The machine's own OpenAPI document",
+                   description="OpenAPI 3.1 for starting the machine and triggering each of "
+                               "its actions, with the input schemas its latest version "
+                               "declares (and its business key and attribute filters).",
+                   responses={200: OpenApiResponse(description="An OpenAPI document."),
+                              **NOT_FOUND, **COMMON_ERRORS},
+                   tags=["machines"])
+    def get(self, request, machine_id):
+        version = machine_selectors.get_version(machine_id)
+        return Response(openapi_document(version.parsed(), version.version))

@@ -45,8 +45,9 @@ class InvalidInput(InvalidValue):
 
     def __init__(self, problems: list[tuple[str, str]]):
         path, message = problems[0]
-        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        super().__init__(f"{message} (at {path}){more}", path)
+        summary = f"{message} (at {path})" if len(problems) == 1 else (
+            f"{len(problems)} problems: " + "; ".join(f"{p}: {m}" for p, m in problems))
+        super().__init__(summary, path)
         self.problems = problems
 
 
@@ -130,8 +131,14 @@ def start(machine_id: str, *, input: dict, version: int | None = None,
         if version is None:
             store.latest_versions[machine_id] = machine_version
         definition = machine_version.parsed()
-        start_input = matching_input(definition.input_schema, input, "input")
-        business_key = _business_key(definition, start_input)
+        try:
+            start_input = matching_input(definition.input_schema, input, "input")
+            business_key = _business_key(definition, start_input)
+        except InvalidInput:
+            if cached is None:
+                raise
+            cached = None  # judged by the version cached: judge by the latest for sure
+            continue
         execution_mode = mode or definition.execution_mode
         inline = execution_mode == "sync" or wait
         execution = Execution(
