@@ -15,7 +15,7 @@ from django.core.paginator import Paginator
 from django.db.models import Case, Count, Prefetch, When
 
 from executions import engine
-from executions.models import Execution, HistoryEntry
+from executions.models import Execution, ExecutionAttribute, HistoryEntry
 from executions.steps import STEP_KINDS
 from machines.definition import Machine
 
@@ -124,6 +124,33 @@ def execution_id_by_key(machine_id: str, key: str) -> uuid.UUID:
     if found is None:
         raise Execution.DoesNotExist(f"no execution of {machine_id!r} with the key {key!r}")
     return found
+
+
+SEARCH_LIMIT = 50
+
+
+def search(text: str, limit: int = SEARCH_LIMIT) -> list[tuple[Execution, str]]:
+    """Executions that `text` names, each with how: its id or short id ("id"), its business
+    key ("key"), or the value of a text attribute ("<name>"); newest first. Each lookup is
+    on an index: the primary key's range, the key's, the attribute texts'."""
+    text = text.strip()
+    if not text or len(text) > 200:
+        return []
+    found: dict = {}
+    if len(text) >= 4:
+        for match in executions_by_short_id(text, limit):
+            found.setdefault(match.pk, (match, "id"))
+    for match in (Execution.objects.select_related("machine_version")
+                  .filter(business_key=text).order_by("-created_at")[:limit]):
+        found.setdefault(match.pk, (match, "key"))
+    named = dict(ExecutionAttribute.objects.filter(text=text)
+                 .values_list("execution_id", "name")[:limit])
+    if named:
+        for match in (Execution.objects.select_related("machine_version")
+                      .filter(pk__in=list(named)).order_by("-created_at")):
+            found.setdefault(match.pk, (match, named[match.pk]))
+    ordered = sorted(found.values(), key=lambda pair: pair[0].created_at, reverse=True)
+    return ordered[:limit]
 
 
 def execution_status(execution_id) -> dict:
