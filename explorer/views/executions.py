@@ -45,6 +45,8 @@ def _found(view):
             pass
         try:
             full = selectors.execution_id_of(execution_id)
+            if str(full) == str(execution_id).strip().lower():  # a full id: it does not exist
+                raise Http404("No such execution")
         except ObjectDoesNotExist:
             raise Http404("No such execution") from None
         except selectors.AmbiguousId as exc:
