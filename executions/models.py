@@ -92,7 +92,8 @@ class Execution(models.Model):
             # async-throughput mode reads them (executions/runtime/sqlstore.py).
             models.Index(fields=["id"], condition=Q(version=0), name="execution_not_started"),
             # Addressing by key (any status) and the explorer's search box.
-            models.Index(fields=["business_key"], condition=Q(business_key__isnull=False),
+            models.Index(fields=["business_key", "machine"],
+                         condition=Q(business_key__isnull=False),
                          name="execution_business_key"),
         ]
 

@@ -117,7 +117,8 @@ def execution_id_of(reference: str) -> uuid.UUID:
 def execution_id_by_key(machine_id: str, key: str) -> uuid.UUID:
     """The execution of a machine with this business key: the one not finished or canceled
     when there is one (at most one: the key is unique among those), else the newest."""
-    found = (Execution.objects.filter(machine_id=machine_id, business_key=key)
+    found = (Execution.objects.filter(business_key__isnull=False, business_key=key,
+                                      machine_id=machine_id)
              .order_by(Case(When(status__in=engine.TERMINAL_STATUSES, then=1), default=0),
                        "-created_at")
              .values_list("pk", flat=True).first())
@@ -141,7 +142,8 @@ def search(text: str, limit: int = SEARCH_LIMIT) -> list[tuple[Execution, str]]:
         for match in executions_by_short_id(text, limit):
             found.setdefault(match.pk, (match, "id"))
     for match in (Execution.objects.select_related("machine_version")
-                  .filter(business_key=text).order_by("-created_at")[:limit]):
+                  .filter(business_key__isnull=False, business_key=text)
+                  .order_by()[:limit]):  # unordered: the key's index, not created_at's
         found.setdefault(match.pk, (match, "key"))
     named = dict(ExecutionAttribute.objects.filter(text=text)
                  .values_list("execution_id", "name")[:limit])

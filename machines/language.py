@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import functools
 import hashlib
 import json
 import math
@@ -574,30 +575,29 @@ class _Validator:
 
     def _contracts(self, doc: dict) -> None:
         """`input`, `inputs`, `key` and `attributes` (machines/contracts.py)."""
-        checks: list[tuple[str, Callable[[], object]]] = []
+        checks: list[Callable[[], object]] = []
         if "input" in doc:
-            checks.append(("input", lambda: contracts.input_schema(doc["input"], "input")))
-        inputs = doc.get("inputs")
-        if "inputs" in doc and self._object(inputs, "inputs", "an object: action -> input"):
+            checks.append(functools.partial(contracts.input_schema, doc["input"], "input"))
+        if "inputs" in doc and self._object(doc["inputs"], "inputs",
+                                            "an object: action -> input"):
             actions = self._action_names()
-            for name, spec in inputs.items():
+            for name, spec in doc["inputs"].items():
                 where = _join("inputs", name)
                 if name not in actions:
                     hint = _did_you_mean(name, actions) or (
                         "actions: " + (", ".join(sorted(actions)) or "none"))
                     self.error(where, f"no transition takes the action '{name}'", hint)
-                checks.append((where, lambda spec=spec, where=where:
-                               contracts.input_schema(spec, where)))
+                checks.append(functools.partial(contracts.input_schema, spec, where))
         if "key" in doc:
-            checks.append(("key", lambda: contracts.key_of(doc["key"], "key")))
+            checks.append(functools.partial(contracts.key_of, doc["key"], "key"))
         if "attributes" in doc:
-            checks.append(("attributes", lambda: self._attributes(doc["attributes"])))
-        for _, run in checks:
+            checks.append(functools.partial(self._attributes, doc["attributes"]))
+        for run in checks:
             try:
                 run()
             except contracts.ContractError as exc:
-                for path, message, hint in exc.problems:
-                    self.error(path, message, hint)
+                for path, message, advice in exc.problems:
+                    self.error(path, message, advice)
 
     def _attributes(self, spec: Any) -> None:
         for name, _, value in contracts.attributes_of(spec, "attributes"):

@@ -16,6 +16,7 @@ from api.schema import BODY_ERRORS, COMMON_ERRORS, SVG_EXAMPLE, SVG_RESPONSE, er
 from api.views import DiagramView, ErrorShapeMixin
 from executions import selectors, services, steps
 from executions.api import examples
+from executions.api.contract import openapi_document
 from executions.api.pagination import BySeq, NewestFirst
 from executions.api.serializers import (
     CancelSerializer,
@@ -29,7 +30,6 @@ from executions.api.serializers import (
 )
 from executions.engine import STATUSES
 from executions.filters import MACHINE_ID, MAX_VERSION, ExecutionFilter
-from executions.api.contract import openapi_document
 from machines import diagrams
 from machines import selectors as machine_selectors
 

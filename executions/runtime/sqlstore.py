@@ -371,9 +371,13 @@ class SqlStore:
     def holding_key(self, machine_id: str, business_key: str) -> Execution | None:
         """The execution whose business key a new start of the machine cannot take: one
         not finished or canceled, or one declared unique for all time."""
-        return (Execution.objects.filter(machine_id=machine_id, business_key=business_key)
-                .exclude(status__in=engine.TERMINAL_STATUSES, key_scope="unfinished")
-                .first())
+        # `isnull=False` spelled out and no ordering: the partial index's own condition,
+        # so that SQLite's planner takes that index (not one that sorts by created_at).
+        found = (Execution.objects.filter(business_key__isnull=False, business_key=business_key,
+                                          machine_id=machine_id)
+                 .exclude(status__in=engine.TERMINAL_STATUSES, key_scope="unfinished")
+                 .order_by()[:1])
+        return next(iter(found), None)
 
     def read_execution(self, execution_id: Any, *, lock: bool = False) -> Execution:
         return read_execution(execution_id, lock=lock)
