@@ -287,3 +287,33 @@ def test_the_machine_openapi_document_carries_its_schemas(operator, refund):
     assert reject["properties"]["input"]["required"] == ["reason"]
     assert "/api/machines/refund/keys/{key}/actions/" in document["paths"]
     assert_error(operator.get("/api/machines/nope/openapi.json"), 404)
+
+
+KEYED_PARENT = """
+id: keyed-parent
+execution_mode: sync
+start_at: go
+states:
+  go:
+    actions:
+      - id: child
+        invoke:
+          machine: ticket
+          input: "{'ref': input['ref']}"
+          success: {state: done}
+          error: {state: refused, assign: {why: "error['type']"}}
+  done: {return: "started"}
+  refused: {return: "ctx['why']"}
+"""
+
+
+def test_a_child_whose_key_is_held_fails_the_invoke_instead_of_waiting_forever(
+        operator, save_machine):
+    save_machine(ANY_KEY_MACHINE)
+    save_machine(KEYED_PARENT)
+    start(operator, "ticket", input={"ref": "T-9"})
+    held = start(operator, "keyed-parent", input={"ref": "T-9"}).json()
+    assert held["status"] == "finished" and held["result"] == "key_in_use"
+    fresh = start(operator, "keyed-parent", input={"ref": "T-10"}).json()
+    assert fresh["status"] == "invoking"  # the new child waits in `open` for its close
+    assert Execution.objects.get(business_key="T-10").parent_id == uuid.UUID(fresh["id"])
