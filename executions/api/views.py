@@ -141,7 +141,10 @@ class ExecutionListView(ErrorShapeMixin, GenericAPIView):
     @extend_schema(
         summary="List executions, newest first",
         description="Cursor-paginated (`next`/`previous` links; `page_size` up to 500). "
-                    "Invalid filter values give 400.",
+                    "Invalid filter values give 400, and so does a parameter that is no "
+                    "filter. With `machine`, its searchable attributes filter as "
+                    "`attr.<name>` and `attr.<name>__gt|gte|lt|lte` "
+                    "(`/api/machines/{machine}/openapi.json` lists them).",
         parameters=[*FILTER_PARAMETERS, OpenApiParameter(
             "page_size", int, description="Items per page (default 50).")],
         responses={200: ExecutionSerializer(many=True), 400: error_response("Invalid filter."),
