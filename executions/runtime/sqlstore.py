@@ -139,6 +139,20 @@ def read_execution(execution_id, *, lock=False) -> Execution:
     return found[0]
 
 
+# The execution whose business key a new start of the machine cannot take: one not finished
+# or canceled, or one whose key is unique for all time. `IS NOT NULL` spelled out: it is the
+# condition of the key's partial index, which is what lets SQLite's planner take it.
+HOLDING_KEY = (
+    "e.{business_key} IS NOT NULL AND e.{business_key} = %s AND e.{machine_id} = %s"
+    " AND (e.{key_scope} = 'always' OR e.{status} NOT IN ("
+    + ", ".join(f"'{status}'" for status in engine.TERMINAL_STATUSES) + ")) LIMIT 1"
+)
+
+
+def holding_key(machine_id, business_key) -> list[Execution]:
+    return _executions(HOLDING_KEY, [business_key, machine_id])
+
+
 NOT_STARTED = (
     # `version = 0` is written out so that the partial index `execution_not_started` serves
     # it; the batches of one pass go on in id order from the last id of the one before.
@@ -369,15 +383,8 @@ class SqlStore:
         return Execution.objects.get(machine_id=machine_id, idempotency_key=idempotency_key)
 
     def holding_key(self, machine_id: str, business_key: str) -> Execution | None:
-        """The execution whose business key a new start of the machine cannot take: one
-        not finished or canceled, or one declared unique for all time."""
-        # `isnull=False` spelled out and no ordering: the partial index's own condition,
-        # so that SQLite's planner takes that index (not one that sorts by created_at).
-        found = (Execution.objects.filter(business_key__isnull=False, business_key=business_key,
-                                          machine_id=machine_id)
-                 .exclude(status__in=engine.TERMINAL_STATUSES, key_scope="unfinished")
-                 .order_by()[:1])
-        return next(iter(found), None)
+        found = holding_key(machine_id, business_key)
+        return found[0] if found else None
 
     def read_execution(self, execution_id: Any, *, lock: bool = False) -> Execution:
         return read_execution(execution_id, lock=lock)
