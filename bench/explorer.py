@@ -1,6 +1,6 @@
 """Explorer benchmark: the execution page with 10,000 history rows, the machine page with
-100,000 executions and the history API's first page of a 25,000-row history, each next to
-the time of the bare queries it needs.
+100,000 executions, the history API's first page of a 25,000-row history and an attribute
+filter over 100,000 executions, each next to the time of the bare queries it needs.
 
     .venv/bin/python bench/explorer.py            # a fresh temporary SQLite database
     .venv/bin/python bench/explorer.py --postgres  # the PostgreSQL database dm_bench_explorer
