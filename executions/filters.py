@@ -154,15 +154,17 @@ class ExecutionFilter(django_filters.FilterSet):
         fields = ["machine", "status", "state", "version", "created_after", "created_before",
                   "parent"]
 
-    def __init__(self, data=None, *args, **kwargs):
+    def __init__(self, data=None, *args, page_parameters: tuple[str, ...] = (), **kwargs):
+        """`page_parameters`: what else the page's own query string may hold (not filters,
+        not refused), e.g. the machine page's `compare`."""
         super().__init__(data, *args, **kwargs)
         if data:
-            self._parameters(data)
+            self._parameters(data, PAGING.union(page_parameters))
 
-    def _parameters(self, data) -> None:
+    def _parameters(self, data, allowed: frozenset[str]) -> None:
         """A filter for each attribute parameter, and a refusal for each parameter that is
-        neither a filter nor paging (so that its error names it)."""
-        unknown = [name for name in data if name not in self.filters and name not in PAGING]
+        neither a filter nor allowed (so that its error names it)."""
+        unknown = [name for name in data if name not in self.filters and name not in allowed]
         attributes = [name for name in unknown if ATTRIBUTE_PARAMETER.match(name)]
         declared = self._declared_attributes(data.get("machine")) if attributes else {}
         known = ", ".join([*self.filters, "attr.<name>"])

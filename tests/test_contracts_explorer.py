@@ -118,3 +118,13 @@ def test_the_search_box_jumps_to_a_single_match_and_lists_several(operator, refu
     assert "attribute “customer”" in listed
     assert "Nothing matches" in operator.get("/search/?q=nobody").content.decode()
     assert 'role="search"' in operator.get("/executions/").content.decode()
+
+
+def test_a_page_s_own_parameters_are_not_refused_as_filters(operator, refund, save_machine):
+    text = open("examples/refund.yaml").read().replace("version: 1", "version: 2").replace(
+        "title: Refund", "title: Refunds")
+    save_machine(text)
+    html = operator.get("/machines/refund/?compare=1..2").content.decode()
+    assert "Unknown parameter" not in html
+    html = operator.get("/machines/refund/?colour=red").content.decode()
+    assert "colour</code>: Unknown parameter" in html
