@@ -594,16 +594,15 @@ class _Run:
 
     def mark(self) -> tuple:
         """What taking an action may change before one of its expressions fails."""
-        return (self.seq, len(self.history), len(self.effects), self.timer, self.status,
-                self.receipt)
+        return self.seq, len(self.history), len(self.effects), self.timer, self.status
 
     def reject_failed(self, name: str, input_, available: tuple, error: dict, before: tuple,
                       from_queue: bool) -> None:
         """An expression of the action's transition failed: the action is rejected with the
         error and the execution stays as it was (docs/language.md, "An action never fails
         an execution"). Automatic transitions, timers and results still fail it."""
-        seq, history, effects, self.timer, self.status, _ = before
-        self.seq, self.receipt = seq, None
+        self.seq, history, effects, self.timer, self.status = before
+        self.receipt = None
         del self.history[history:], self.effects[effects:]
         where = f" (at {error['path']})" if error.get("path") else ""
         exception = f"{error['exception']}: " if error.get("exception") else ""
