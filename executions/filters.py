@@ -104,8 +104,6 @@ ATTRIBUTE_FIELDS = {
     "boolean": BooleanField,
     "timestamp": DateTimeField,
 }
-ATTRIBUTE_COLUMNS = {"string": "text", "number": "number", "boolean": "boolean",
-                     "timestamp": "moment"}
 
 
 class AttributeFilter(django_filters.Filter):
@@ -129,7 +127,7 @@ class AttributeFilter(django_filters.Filter):
             return qs
         rows = ExecutionAttribute.objects.filter(**{
             "machine_id": self.machine_id, "name": self.field_name,
-            f"{ATTRIBUTE_COLUMNS[self.kind]}__{self.lookup_expr}": value})
+            f"{ExecutionAttribute.COLUMNS[self.kind]}__{self.lookup_expr}": value})
         return qs.filter(pk__in=Subquery(rows.values("execution_id")))
 
 

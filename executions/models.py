@@ -128,6 +128,9 @@ class ExecutionAttribute(models.Model):
     """One searchable attribute of an execution (machines/contracts.py), in the column of its
     type, so that a filter is an indexed comparison. Rewritten by the step that changes it."""
 
+    COLUMNS = {"string": "text", "number": "number", "boolean": "boolean",
+               "timestamp": "moment"}  # the column of each attribute type
+
     execution = models.ForeignKey(Execution, on_delete=models.CASCADE,
                                   related_name="attribute_rows", db_index=False)
     machine = models.ForeignKey(Machine, on_delete=models.CASCADE, related_name="+",

@@ -594,10 +594,6 @@ def _changed_attributes(execution: Execution, step: Step) -> dict | None:
     return step.attributes
 
 
-ATTRIBUTE_COLUMNS = {"string": "text", "number": "number", "boolean": "boolean",
-                     "timestamp": "moment"}
-
-
 def _write_attributes(executions: list[Execution]) -> None:
     """The attribute rows of these executions as their `attributes` now say (rewritten:
     a step that changes one changes few), each value in the column of its declared type."""
@@ -612,7 +608,7 @@ def _write_attributes(executions: list[Execution]) -> None:
                 continue
             row = {"execution_id": execution.pk, "machine_id": execution.machine_id,
                    "name": name, "text": None, "number": None, "boolean": None, "moment": None}
-            column = ATTRIBUTE_COLUMNS[types[name]]
+            column = ExecutionAttribute.COLUMNS[types[name]]
             row[column] = (datetime.fromtimestamp(value, tz=UTC) if column == "moment"
                            else value)
             rows.append(row)

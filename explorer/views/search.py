@@ -2,6 +2,8 @@
 a text attribute's value. One match opens that execution; several are listed to choose."""
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 from django.shortcuts import redirect, render
 
 from executions import selectors
@@ -20,7 +22,8 @@ def search(request):
 
 def choices(request, text: str, matches: list, status: int = 200):
     """The executions `text` could mean, with how each matched."""
-    rows = presenters.execution_rows(_Rows([execution for execution, _ in matches]))
+    # execution_rows reads a page's object_list
+    rows = presenters.execution_rows(SimpleNamespace(object_list=[e for e, _ in matches]))
     for row, (_, how) in zip(rows, matches, strict=True):
         row["matched"] = {"id": "its id", "key": "its key"}.get(how, f"attribute “{how}”")
     return render(request, "explorer/search.html",
@@ -28,8 +31,3 @@ def choices(request, text: str, matches: list, status: int = 200):
                    **page_context(request)}, status=status)
 
 
-class _Rows:
-    """What presenters.execution_rows reads of a page: its rows."""
-
-    def __init__(self, object_list):
-        self.object_list = object_list
