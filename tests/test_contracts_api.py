@@ -260,6 +260,11 @@ def test_attributes_are_computed_after_each_step_and_filter_typed(operator, refu
     ("machine=refund&attr.paid__gt=true", "attr.paid__gt", "boolean"),
     ("machine=refund&attr.paid=yes", "attr.paid", "true or false"),
     ("machine=refund&attr.requested_at__lt=tuesday", "attr.requested_at__lt", "format"),
+    ("machine=refund&attr.amount__gte=1e400", "attr.amount__gte", "number"),
+    ("machine=refund&attr.amount__gte=nan", "attr.amount__gte", "number"),
+    ("machine=refund&attr.customer=" + "x" * 201, "attr.customer", "no more than 200"),
+    ("machine=refund&attr.=1", "attr.", "Unknown parameter"),
+    ("machine=nope&attr.amount=1", "attr.amount", "has no attribute 'amount'"),
 ])
 def test_unknown_parameters_and_bad_values_are_a_400_naming_them(operator, refund, query,
                                                                   path, message):

@@ -40,6 +40,9 @@ def test_actions_that_take_input_get_a_form_and_only_the_others_a_one_click_butt
     assert 'data-action="reject"' not in html and 'data-action="adjust"' not in html
     reject = re.search(r'<form[^>]*id="form-input-reject".*?</form>', html, re.S).group(0)
     assert 'name="input-reject-reason"' in reject and "required" in reject
+    category = re.search(r'<select name="input-reject-category".*?</select>', reject, re.S)
+    assert '<option value="other" selected>' in category.group(0)
+    assert '<option value="fraud">' in category.group(0)
     adjust = re.search(r'<form[^>]*id="form-input-adjust".*?</form>', html, re.S).group(0)
     assert 'type="number"' in adjust and 'name="input-adjust-amount"' in adjust
     assert "Send a JSON" not in html and 'name="input"' not in html  # no JSON box left
@@ -62,7 +65,8 @@ def test_a_form_sends_typed_input_and_its_errors_come_back_beside_the_fields(ope
     assert execution.context["amount"] == 50.5 and execution.attributes["amount"] == 50.5
     operator.post(url, {"action": "reject", "input-reject-reason": "late"})
     execution.refresh_from_db()
-    assert execution.status == "finished" and execution.result["reason"] == "late"
+    assert execution.status == "finished" and execution.result == {
+        "refund": 0, "reason": "late", "category": "other"}  # the choice's default
 
 
 def test_an_action_rejected_by_its_own_expression_says_so_and_changes_nothing(
