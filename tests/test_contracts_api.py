@@ -265,6 +265,7 @@ def test_attributes_are_computed_after_each_step_and_filter_typed(operator, refu
     ("machine=refund&attr.customer=" + "x" * 201, "attr.customer", "no more than 200"),
     ("machine=refund&attr.=1", "attr.", "Unknown parameter"),
     ("machine=nope&attr.amount=1", "attr.amount", "has no attribute 'amount'"),
+    ("machine=refund&attr.amount__gte=", "attr.amount__gte", "may not be blank"),
 ])
 def test_unknown_parameters_and_bad_values_are_a_400_naming_them(operator, refund, query,
                                                                   path, message):

@@ -63,8 +63,9 @@ class ExecutionFilters(DjangoFilterBackend):
 
     def filter_queryset(self, request, queryset, view):
         params = request.query_params
-        blank = {name: ["This field may not be blank."] for name in ExecutionFilter.base_filters
-                 if name in params and not params[name].strip()}
+        blank = {name: ["This field may not be blank."] for name in params
+                 if (name in ExecutionFilter.base_filters or name.startswith("attr."))
+                 and not params[name].strip()}
         if blank:
             raise exceptions.ValidationError(blank)
         return super().filter_queryset(request, queryset, view)
