@@ -162,13 +162,44 @@ def _check_json_schema(schema: Any, path: str) -> None:
     except exceptions.SchemaError as exc:
         where = _join_path(path, exc.absolute_path)
         raise ContractError([(where, f"not a valid JSON Schema: {exc.message}", None)]) from None
-    if "$ref" in text and '"$ref": "#' not in text.replace("'", '"'):
-        raise ContractError([(path, "a schema may refer only to its own parts ($ref: '#...')",
-                              None)])
+    for reference in _references(schema):
+        if not _resolves(schema, reference):
+            raise ContractError([(path, f"the reference {reference!r} is not a part of this "
+                                  "schema", "a schema may refer only to its own parts, "
+                                  "as '#/$defs/name'")])
     for pattern in _patterns(schema):
         if _NESTED_QUANTIFIER.search(pattern):
             raise ContractError([(path, f"the pattern {pattern!r} repeats a repeated group, "
                                   "which can take exponential time", "simplify it")])
+
+
+def _references(value: Any):
+    """Every `$ref`/`$dynamicRef`; an `$id` counts as a reference (it moves the base)."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key in ("$ref", "$dynamicRef", "$id"):
+                yield item if key != "$id" else f"$id {item}"
+            else:
+                yield from _references(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _references(item)
+
+
+def _resolves(schema: dict, reference: Any) -> bool:
+    """A JSON pointer into the schema itself ('#', '#/$defs/x') that leads somewhere."""
+    if not isinstance(reference, str) or not reference.startswith("#"):
+        return False
+    target: Any = schema
+    for part in [p for p in reference[1:].split("/") if p]:
+        part = part.replace("~1", "/").replace("~0", "~")
+        if isinstance(target, dict) and part in target:
+            target = target[part]
+        elif isinstance(target, list) and part.isdigit() and int(part) < len(target):
+            target = target[int(part)]
+        else:
+            return False
+    return True
 
 
 def _patterns(value: Any):

@@ -34,9 +34,15 @@ def errors(extra: str) -> list[tuple[str, str]]:
     ("input: [qty]", "input", "must be described by an object"),
     ("input: {json_schema: {type: objekt}}", "input.json_schema.type", "not a valid JSON Schema"),
     ("input: {json_schema: {$ref: 'https://example.com/s.json'}}", "input.json_schema",
-     "refer only to its own parts"),
+     "is not a part"),
     ("input: {json_schema: {type: string, pattern: '(a+)+$'}}", "input.json_schema",
      "exponential time"),
+    ("input: {json_schema: {$defs: {a: {type: string}}, properties: {x: {$ref: '#/$defs/a'},"
+     " y: {$ref: 'http://example.com/s.json'}}}}", "input.json_schema", "is not a part"),
+    ("input: {json_schema: {properties: {x: {$ref: '#/$defs/missing'}}}}", "input.json_schema",
+     "is not a part"),
+    ("input: {json_schema: {$id: 'http://example.com/', type: object}}", "input.json_schema",
+     "is not a part"),
     ("inputs: {ad: {qty: integer}}", "inputs.ad", "no transition takes the action 'ad'"),
     ("inputs: []", "inputs", "'inputs' must be an object"),
     ("key: \"input['a'] + 'x'\"", "key", "the key must be a path into the start input"),
@@ -156,3 +162,12 @@ states:
     result = engine.transition(m, waiting, engine.Action("go", {}), env())
     assert result.rejected is None and result.snapshot.status == engine.FAILED
     assert result.snapshot.state == "b"
+
+
+def test_a_schema_may_refer_to_its_own_parts():
+    schema = contracts.input_schema({"json_schema": {
+        "type": "object", "$defs": {"line": {"type": "object", "required": ["sku"]}},
+        "properties": {"lines": {"type": "array", "items": {"$ref": "#/$defs/line"}}}}},
+        "input")
+    assert contracts.problems(schema, {"lines": [{"sku": "a"}, {}]}) == [
+        ("lines[1]", "'sku' is a required property")]
