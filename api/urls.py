@@ -15,6 +15,7 @@ from rest_framework.permissions import BasePermission
 from rest_framework.renderers import JSONRenderer
 
 from api.views import not_found
+from executions.api import operations
 from executions.api import views as executions
 from machines.api import views as machines
 
@@ -132,6 +133,15 @@ urlpatterns = [
     path(EXECUTION + "actions/", executions.TriggerView.as_view(), name="trigger"),
     path(EXECUTION + "cancel/", executions.CancelView.as_view(), name="cancel"),
     path(EXECUTION + "retry/", executions.RetryView.as_view(), name="retry"),
+    path(EXECUTION + "operations/", operations.OperationView.as_view(), name="operation"),
+    path("failures/", operations.FailureGroupsView.as_view(), name="failure-groups"),
+    path("bulk-operations/", operations.BulkListView.as_view(), name="bulk-operations"),
+    path("bulk-operations/<uuid:operation_id>/", operations.BulkDetailView.as_view(),
+         name="bulk-operation"),
+    path("bulk-operations/<uuid:operation_id>/run/", operations.BulkRunView.as_view(),
+         name="bulk-run"),
+    path("machines/<machine:machine_id>/migration/", operations.MigrationView.as_view(),
+         name="migration"),
     path(EXECUTION + "diagram.svg", executions.ExecutionDiagramView.as_view(),
          name="execution-svg"),
     path("machines/<machine:machine_id>/openapi.json", executions.MachineOpenAPIView.as_view(),

@@ -16,9 +16,23 @@ from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 from typing import Any, TypeAlias
 
+from executions import joins
 from expressions.errors import ExpressionError
+from expressions.names import HELPER_ARITY
+from machines import durations
 from machines.contracts import attribute_value
-from machines.definition import Decision, Expr, Machine, State, Transition, Update
+from machines.definition import (
+    MAP_MAX_ITEMS,
+    Decision,
+    Expr,
+    Machine,
+    State,
+    Transition,
+    Update,
+    error_branch_name,
+    error_matches,
+    first_matching,
+)
 
 # Statuses --------------------------------------------------------------------------------
 RUNNING, WAITING, SLEEPING, INVOKING = "running", "waiting", "sleeping", "invoking"
@@ -38,6 +52,7 @@ WORK_RETRY_SCHEDULED = "work_retry_scheduled"
 EXECUTION_FINISHED, EXECUTION_FAILED = "execution_finished", "execution_failed"
 EXECUTION_CANCELED, EXECUTION_RETRIED = "execution_canceled", "execution_retried"
 EXECUTION_STUCK = "execution_stuck"
+BRANCH_ENDED = "branch_ended"  # one child of a parallel/map invoke finished, failed or ended
 
 
 # Snapshot --------------------------------------------------------------------------------
@@ -56,18 +71,25 @@ class Snapshot:
     timer: dict | None = None  # {"token", "due", "transition", "purpose": wait|retry|timeout}
     work: dict | None = None  # {"token", "transition", "kind", "attempt"}
     queued: tuple = ()  # actions received while invoking: {"action", "input", "actor"}
+    timers: tuple = ()  # the state's `after` timers: {"token", "due", "transition", "purpose"}
 
     def to_dict(self) -> dict:
-        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data = {name: getattr(self, name) for name in SNAPSHOT_FIELDS}
         data["queued"] = list(self.queued)
+        data["timers"] = list(self.timers)
         return data
 
     @classmethod
     def from_dict(cls, data: dict) -> Snapshot:
-        known = {f.name for f in fields(cls)}
-        values = {key: value for key, value in data.items() if key in known}
+        values = {key: value for key, value in data.items() if key in SNAPSHOT_FIELDS}
         values["queued"] = tuple(values.get("queued") or ())
+        values["timers"] = tuple(values.get("timers") or ())
         return cls(**values)
+
+
+# Read once: dataclasses.fields() filters the class's fields on every call, and a snapshot is
+# converted four times per advance (both sides of the evaluation pool).
+SNAPSHOT_FIELDS = tuple(f.name for f in fields(Snapshot))
 
 
 # Events ----------------------------------------------------------------------------------
@@ -113,6 +135,7 @@ class Cancel:
 @dataclass(frozen=True)
 class Retry:
     actor: str | None = None
+    reason: str | None = None  # why the operator retried it (history shows it)
 
 
 @dataclass(frozen=True)
@@ -131,7 +154,7 @@ Event: TypeAlias = (Start | Action | TimerFired | WorkSucceeded | WorkFailed | C
 class ArmTimer:
     token: str
     due: float  # epoch seconds
-    purpose: str  # wait | retry | timeout
+    purpose: str  # wait | retry | timeout | after
 
 
 @dataclass(frozen=True)
@@ -227,10 +250,14 @@ def helpers(now: float, seed: int) -> dict:
     return {
         "time": lambda: now,
         "now": lambda: _iso(now),
+        "today": lambda: _iso(now)[:10],
         "uuid4": lambda: str(uuid.UUID(int=generator().getrandbits(128), version=4)),
         "randint": lambda a, b: generator().randint(a, b),
         "random": lambda: generator().random(),
     }
+
+
+assert set(helpers(0, 0)) == set(HELPER_ARITY)  # the names the save-time checks know
 
 
 def transition(machine: Machine, snapshot: Snapshot | None, event: Event, env: Env) -> Result:
@@ -286,6 +313,25 @@ def actions_in(machine: Machine, status: str, state: str) -> tuple[str, ...]:
     if status not in PAUSED_STATUSES:
         return ()
     return machine.state(state).action_names
+
+
+def waits_for(work: dict | None, token: str) -> bool:
+    """Whether outstanding work (a snapshot's `work`) still waits for the result of
+    `token`: the invoke's own token, or a running branch of a parallel/map invoke."""
+    if not work:
+        return False
+    if "branches" in work:
+        return any(b["token"] == token and b["status"] == joins.RUNNING
+                   for b in work["branches"])
+    return work.get("token") == token
+
+
+def cancel_effects(work: dict) -> list[CancelWork]:
+    """What canceling outstanding work takes: the invoke's work, or every running branch."""
+    if "branches" in work:
+        return [CancelWork(b["token"], "machine") for b in work["branches"]
+                if b["status"] == joins.RUNNING]
+    return [] if work["token"] is None else [CancelWork(work["token"], work["kind"])]
 
 
 # Internals -------------------------------------------------------------------------------
@@ -347,6 +393,7 @@ class _Run:
         self.start_input, self.result_value = snapshot.input, snapshot.result
         self.error, self.seq, self.auto_steps = snapshot.error, snapshot.seq, snapshot.auto_steps
         self.timer, self.work, self.queued = snapshot.timer, snapshot.work, list(snapshot.queued)
+        self.timers = list(snapshot.timers)
         self.input = snapshot.input  # what `input` means in the step being taken
         self.history: list[dict] = []
         self.effects: list = []
@@ -355,14 +402,14 @@ class _Run:
         self.steps_this_call = 0
         self.helpers = helpers(env.now, env.seed + snapshot.seq)
         self.execution_id = env.execution.get("id")
-        self.facts: dict[str, dict] = {}  # `execution` as bound in each state
+        self.bound: dict[str, dict] = {}  # the names but ctx and input, per state
 
     def result(self) -> Result:
         snapshot = Snapshot(
             status=self.status, state=self.state, context=self.context, input=self.start_input,
             result=self.result_value, error=self.error, seq=self.seq,
             auto_steps=self.auto_steps, timer=self.timer, work=self.work,
-            queued=tuple(self.queued),
+            queued=tuple(self.queued), timers=tuple(self.timers),
         )
         return Result(snapshot, tuple(self.history), tuple(self.effects), None,
                       available_actions(self.machine, snapshot))
@@ -383,10 +430,12 @@ class _Run:
         return f"{self.execution_id}:{self.seq + 1}"
 
     def names(self, extra: dict | None) -> dict:
-        facts = self.facts.get(self.state)
-        if facts is None:
-            facts = self.facts[self.state] = {**self.env.execution, "state": self.state}
-        names = {"ctx": self.context, "input": self.input, "execution": facts, **self.helpers}
+        bound = self.bound.get(self.state)
+        if bound is None:  # `execution` says the state; the helpers are the step's
+            bound = self.bound[self.state] = {
+                **self.helpers, "execution": {**self.env.execution, "state": self.state}}
+        names = bound.copy()  # a plain copy: cheaper than unpacking the helpers each time
+        names["ctx"], names["input"] = self.context, self.input
         if extra:
             names.update(extra)
         return names
@@ -396,7 +445,7 @@ class _Run:
             return self.env.evaluate(expr, self.names(extra))
         except ExpressionError as exc:
             raise _Failed({
-                **exc.to_dict(), "type": "expression_error", "path": exc.path or expr.path,
+                **exc.to_dict(), "path": exc.path or expr.path,
                 "machine": self.machine.id, "state": self.state, "transition": transition_id,
             }) from None
 
@@ -447,6 +496,8 @@ class _Run:
         if changed:
             context = self.updated_context(update, transition.id, extra)
         source = self.state
+        if self.timers and target is not None and target != source:
+            self.cancel_state_timers()
         entry = self.record(TRANSITION_TAKEN, transition=transition.id, from_state=source,
                             to_state=target or source, **values)
         if changed:
@@ -467,7 +518,7 @@ class _Run:
             self.count_step()
         else:
             self.acknowledge()
-            if self.status == SLEEPING:
+            if self.status == SLEEPING and self.timer is not None:
                 self.cancel_timer()
         if transition.wait is not None:
             self.arm_wait(transition)
@@ -514,17 +565,22 @@ class _Run:
                 self.status = RUNNING
                 self.effects.append(ContinueLater())
                 return
-            for candidate in state.transitions:
-                if not candidate.on and self.passes(candidate) and self.take(candidate, True):
+            for candidate in state.automatic:
+                if self.passes(candidate) and self.take(candidate, True):
                     break
             else:
                 self.pause(state)
                 return
             if self.status != RUNNING:  # a wait or an invoke paused it
+                if state.has_timers:
+                    self.arm_state_timers(state)
                 return
 
     def pause(self, state: State) -> None:
         self.status, self.auto_steps = WAITING, 0
+        if state.has_timers and self.arm_state_timers(state) and not state.action_names:
+            self.status = SLEEPING  # nothing to wait for but its timers
+            return
         if state.action_names:
             self.guards = []  # nothing follows to carry them
             return
@@ -547,14 +603,15 @@ class _Run:
         self.reject_queued("the execution has failed")
 
     def drop_outstanding(self) -> None:
+        if self.timers:
+            self.cancel_state_timers()
         if self.timer is not None:
             self.effects.append(CancelTimer(self.timer["token"]))
             self.record(TIMER_CANCELED, with_guards=False, transition=self.timer["transition"],
                         detail={"token": self.timer["token"], "purpose": self.timer["purpose"]})
             self.timer = None
         if self.work is not None:
-            if self.work["token"] is not None:
-                self.effects.append(CancelWork(self.work["token"], self.work["kind"]))
+            self.effects.extend(cancel_effects(self.work))
             self.work = None
 
     def reject_queued(self, why: str) -> None:
@@ -594,14 +651,15 @@ class _Run:
 
     def mark(self) -> tuple:
         """What taking an action may change before one of its expressions fails."""
-        return self.seq, len(self.history), len(self.effects), self.timer, self.status
+        return (self.seq, len(self.history), len(self.effects), self.timer, self.status,
+                list(self.timers), self.work)
 
     def reject_failed(self, name: str, input_, available: tuple, error: dict, before: tuple,
                       from_queue: bool) -> None:
         """An expression of the action's transition failed: the action is rejected with the
         error and the execution stays as it was (docs/language.md, "An action never fails
         an execution"). Automatic transitions, timers and results still fail it."""
-        self.seq, history, effects, self.timer, self.status = before
+        self.seq, history, effects, self.timer, self.status, self.timers, self.work = before
         self.receipt = None
         del self.history[history:], self.effects[effects:]
         where = f" (at {error['path']})" if error.get("path") else ""
@@ -652,11 +710,42 @@ class _Run:
         self.record(TIMER_CANCELED, with_guards=False, transition=timer["transition"],
                     detail={"token": timer["token"], "purpose": timer["purpose"]})
 
+    def arm_state_timers(self, state: State) -> bool:
+        """Arm the state's `after` timers not armed yet (each `when` checked now); True when
+        any is armed. Kept while the execution stays in the state, so a transition back to
+        it restarts only a timer that fired (docs/language.md "Timers")."""
+        armed = {timer["transition"] for timer in self.timers}
+        for t in state.transitions:
+            if t.after is None or t.id in armed or not self.passes(t):
+                continue
+            token = self.next_token()
+            due = self.env.now + t.after.seconds
+            self.timers.append({"token": token, "due": due, "transition": t.id,
+                                "purpose": "after"})
+            self.effects.append(ArmTimer(token, due, "after"))
+            self.record(TIMER_ARMED, transition=t.id, detail={
+                "token": token, "due": due, "purpose": "after", "after": t.after.written})
+        return bool(self.timers)
+
+    def cancel_state_timers(self) -> None:
+        """The execution leaves the state (or ends): its `after` timers will not fire."""
+        for timer in self.timers:
+            self.effects.append(CancelTimer(timer["token"]))
+            self.record(TIMER_CANCELED, with_guards=False, transition=timer["transition"],
+                        detail={"token": timer["token"], "purpose": "after"})
+        self.timers = []
+
     def arm_wait(self, transition: Transition) -> None:
         wait = transition.wait
         assert wait is not None
         if wait.seconds is not None:
             seconds = self.evaluate(wait.seconds, transition.id)
+            if isinstance(seconds, str):  # a computed duration text: 'P1D', '90s'
+                try:
+                    seconds = durations.seconds(seconds)
+                except durations.DurationError as exc:
+                    raise _Failed(self.expression_error(
+                        f"wait.seconds: {exc}", transition.id, wait.seconds.path)) from None
             if not isinstance(seconds, (int, float)) or isinstance(seconds, bool):
                 raise _Failed(self.expression_error(
                     f"wait.seconds must be a number, not {seconds!r}", transition.id,
@@ -682,6 +771,9 @@ class _Run:
         """Evaluate what the work needs, then record it and hand the runtime its effect."""
         invoke = transition.invoke
         assert invoke is not None
+        if invoke.group is not None:
+            self.start_group(transition, attempt, **values)
+            return
         token = self.next_token()
         detail = {**values.pop("detail", {}), "token": token, "kind": invoke.kind,
                   "attempt": attempt}
@@ -743,16 +835,23 @@ class _Run:
     def failed(self, transition: Transition, error: dict, attempt: int) -> None:
         invoke = transition.invoke
         assert invoke is not None
-        retry = invoke.retry
+        retry = None if any(error_matches(pattern, error) for pattern in invoke.non_retryable) \
+            else first_matching(invoke.retries, error)
         if retry is not None and attempt < retry.max_attempts:
             self.work = {"token": None, "transition": transition.id, "kind": invoke.kind,
                          "attempt": attempt, "state": self.state}
-            self.arm_timer(self.env.now + retry.delay_before(attempt + 1), "retry",
-                           transition.id, WORK_RETRY_SCHEDULED, attempt=attempt + 1)
+            delay = retry.delay_before(attempt + 1)
+            if retry.jitter:
+                delay *= 1 - retry.jitter * random.Random(self.env.seed + self.seq).random()
+            extra = {"error_type": error.get("type")} if retry.on else {}
+            self.arm_timer(self.env.now + delay, "retry", transition.id, WORK_RETRY_SCHEDULED,
+                           attempt=attempt + 1, **extra)
             return
-        if invoke.error is not None:
-            branch = invoke.error
-            self.move(transition, branch.update, branch.state, "error", {"error": error})
+        branch = first_matching(invoke.errors, error)
+        if branch is not None:
+            caught = {"detail": {"caught": error.get("type")}} if branch.on else {}
+            self.move(transition, branch.update, branch.state,
+                      error_branch_name(invoke.errors.index(branch)), {"error": error}, **caught)
             self.settle()
             return
         message = error.get("message") if isinstance(error, dict) else None
@@ -763,6 +862,157 @@ class _Run:
             "cause": error, "machine": self.machine.id, "state": self.state,
             "transition": transition.id,
         })
+
+    # parallel and map --------------------------------------------------------------------
+    def start_group(self, transition: Transition, attempt: int, **values) -> None:
+        """Evaluate every branch's input, record the group, and start the branches the
+        concurrency cap allows. Each branch is a child execution whose work token is
+        `<group token>/<key>`: the runtime's idempotency key for that child."""
+        invoke = transition.invoke
+        assert invoke is not None and invoke.group is not None
+        group = invoke.group
+        token = self.next_token()
+        branches = [{"key": key, "token": f"{token}/{key}", "machine": machine,
+                     "version": version, "status": joins.PENDING, "input": child_input}
+                    for key, machine, version, child_input in self.group_children(transition)]
+        entry = self.record(WORK_STARTED, transition=transition.id, from_state=self.state,
+                            detail={**values.pop("detail", {}), "token": token,
+                                    "kind": invoke.kind, "attempt": attempt,
+                                    "branches": [b["key"] for b in branches],
+                                    "join": group.join, "on_failure": group.on_failure,
+                                    "max_concurrency": group.max_concurrency}, **values)
+        self.work = {"token": token, "transition": transition.id, "kind": invoke.kind,
+                     "attempt": attempt, "state": self.state, "branches": branches}
+        self.status, self.auto_steps = INVOKING, 0
+        started = self.group_over()
+        if started is not None:
+            entry["detail"]["started"] = started
+            if invoke.timeout_seconds:
+                self.arm_timer(self.env.now + invoke.timeout_seconds, "timeout",
+                               transition.id)
+
+    def group_children(self, transition: Transition) -> list[tuple]:
+        """(key, machine, version, input) of each branch, in order."""
+        invoke = transition.invoke
+        assert invoke is not None and invoke.group is not None
+        group = invoke.group
+        if group.kind == "parallel":
+            return [(b.key, b.machine_id, b.machine_version,
+                     None if b.input is None else self.evaluate(b.input, transition.id))
+                    for b in group.branches]
+        assert group.items is not None
+        items = self.evaluate(group.items, transition.id)
+        if not isinstance(items, list):
+            raise _Failed(self.expression_error(
+                f"map.items must be a list, not {type(items).__name__}", transition.id,
+                group.items.path))
+        if len(items) > MAP_MAX_ITEMS:
+            raise _Failed(self.expression_error(
+                f"map.items has {len(items)} items; a map starts at most {MAP_MAX_ITEMS}",
+                transition.id, group.items.path))
+        return [(str(index), group.machine_id, group.machine_version,
+                 None if group.input is None else self.evaluate(
+                     group.input, transition.id, {"item": item, "index": index}))
+                for index, item in enumerate(items)]
+
+    def launch_branches(self, branches: list[dict], max_concurrency: int | None) -> list[str]:
+        """Start the pending branches the cap allows; returns their keys."""
+        started = []
+        for index in joins.to_start([b["status"] for b in branches], max_concurrency):
+            branch = branches[index] = {**branches[index], "status": joins.RUNNING}
+            self.effects.append(StartChild(branch["token"], branch["machine"],
+                                           branch["version"], branch.pop("input"), False))
+            started.append(branch["key"])
+        return started
+
+    def group_over(self) -> list[str] | None:
+        """Start what may start, or conclude the group once the join is decided. Returns
+        the keys of the branches started now, or None when the group is over."""
+        work = self.work
+        assert work is not None
+        transition = self.machine.states[self.state].transition(work["transition"])
+        assert transition.invoke is not None and transition.invoke.group is not None
+        group = transition.invoke.group
+        branches = work["branches"]
+        decision = joins.decide([b["status"] for b in branches], group.join, group.on_failure)
+        if decision == joins.WAIT:
+            return self.launch_branches(branches, group.max_concurrency)
+        self.conclude_group(transition, decision)
+        return None
+
+    def branch_reported(self, event) -> None:
+        """One child of a parallel/map invoke ended: record it, then start more or join."""
+        work = self.work
+        assert work is not None
+        branches = list(work["branches"])
+        index = next((i for i, b in enumerate(branches) if b["token"] == event.token), None)
+        if index is None or branches[index]["status"] != joins.RUNNING:
+            raise _Rejected(f"work {event.token} is not outstanding (stale or unknown)")
+        ok = isinstance(event, WorkSucceeded)
+        branch = branches[index] = {**branches[index],
+                                    "status": joins.FINISHED if ok else joins.FAILED}
+        if ok:
+            branch["output"] = event.output
+        else:
+            branch["error"] = event.error
+        self.work = {**work, "branches": branches}
+        statuses = [b["status"] for b in branches]
+        entry = self.record(BRANCH_ENDED, transition=work["transition"],
+                            output=event.output if ok else None,
+                            error=None if ok else event.error, detail={
+                                "token": work["token"], "branch": branch["key"],
+                                "status": branch["status"],
+                                "finished": statuses.count(joins.FINISHED),
+                                "failed": statuses.count(joins.FAILED),
+                                "total": len(branches)})
+        started = self.group_over()
+        if started:
+            entry["detail"]["started"] = started
+
+    def conclude_group(self, transition: Transition, decision: str) -> None:
+        """Cancel the branches still running, then take the success or error outcome with
+        the outputs collected by name (parallel) or index (map)."""
+        work = self.work
+        assert work is not None and transition.invoke is not None
+        invoke = transition.invoke
+        branches = work["branches"]
+        running = [b for b in branches if b["status"] == joins.RUNNING]
+        for branch in running:
+            self.effects.append(CancelWork(branch["token"], "machine"))
+        if invoke.kind == "parallel":
+            outputs: Any = {b["key"]: b.get("output") for b in branches
+                            if b["status"] == joins.FINISHED}
+        else:
+            outputs = [b.get("output") for b in branches]
+        detail = {"token": work["token"], "attempt": work["attempt"],
+                  "canceled": [b["key"] for b in running]}
+        if decision == joins.SUCCEEDED:
+            self.record(WORK_SUCCEEDED, transition=transition.id, output=outputs,
+                        detail=detail)
+            self.work_done()
+            self.succeeded(transition, outputs, work["attempt"])
+            return
+        error = self.group_error(transition, branches, outputs)
+        self.record(WORK_FAILED, transition=transition.id, error=error, detail=detail)
+        self.work_done()
+        self.failed(transition, error, work["attempt"])
+
+    def group_error(self, transition: Transition, branches: list[dict], outputs) -> dict:
+        invoke = transition.invoke
+        assert invoke is not None and invoke.group is not None
+        errors = {b["key"]: b["error"] for b in branches if b["status"] == joins.FAILED}
+        total = len(branches)
+        if invoke.group.on_failure == "fail_fast" and errors:
+            key, cause = next(iter(errors.items()))
+            message = cause.get("message") if isinstance(cause, dict) else None
+            return {"type": "branch_failed", "branch": key, "cause": cause,
+                    "errors": errors, "outputs": outputs,
+                    "message": f"{invoke.kind} branch {key} failed"
+                               + (f": {message}" if message else "")}
+        finished = sum(1 for b in branches if b["status"] == joins.FINISHED)
+        need = joins.needed(invoke.group.join, total)
+        return {"type": "join_failed", "errors": errors, "outputs": outputs,
+                "message": f"{finished} of {total} branches finished; the join needs {need}"}
 
 
 # Event handlers --------------------------------------------------------------------------
@@ -804,6 +1054,10 @@ def _action(run: _Run, event: Action) -> None:
 
 def _timer_fired(run: _Run, event: TimerFired) -> None:
     timer = run.timer
+    state_timer = next((t for t in run.timers if t["token"] == event.token), None)
+    if state_timer is not None:
+        _state_timer_fired(run, state_timer)
+        return
     if timer is None or timer["token"] != event.token:
         raise _Rejected(f"timer {event.token} is not armed (stale or unknown)")
     run.timer = None
@@ -820,7 +1074,7 @@ def _timer_fired(run: _Run, event: TimerFired) -> None:
     else:  # the work's time-out
         work = run.work
         assert work is not None and transition.invoke is not None
-        run.effects.append(CancelWork(work["token"], work["kind"]))
+        run.effects.extend(cancel_effects(work))
         run.work = None
         seconds = transition.invoke.timeout_seconds
         error = {"type": "timeout", "message": f"no result within {seconds:g} seconds"}
@@ -829,8 +1083,34 @@ def _timer_fired(run: _Run, event: TimerFired) -> None:
         run.failed(transition, error, work["attempt"])
 
 
+def _state_timer_fired(run: _Run, timer: dict) -> None:
+    """An `after` timer: its transition is taken whatever the execution is doing in the
+    state; outstanding work (and its time-out or retry timer), or a `wait`, is dropped."""
+    run.timers.remove(timer)
+    detail = {"token": timer["token"], "purpose": "after"}
+    if run.work is not None:
+        detail["interrupted"] = run.work["kind"]
+    run.record(TIMER_FIRED, transition=timer["transition"], detail=detail)
+    if run.work is not None:
+        if run.work["token"] is not None:
+            run.effects.append(CancelWork(run.work["token"], run.work["kind"]))
+        run.work = None
+    if run.timer is not None:
+        run.cancel_timer()
+    transition = run.machine.states[run.state].transition(timer["transition"])
+    run.status = RUNNING
+    if transition.invoke is not None:  # a reminder that sends something: work in the state
+        run.start_work(transition, 1)
+        return
+    run.move(transition, transition.update, transition.target)
+    run.settle()
+
+
 def _work_reported(run: _Run, event) -> None:
     work = run.work
+    if run.status == INVOKING and work is not None and "branches" in work:
+        run.branch_reported(event)
+        return
     if run.status != INVOKING or work is None or work["token"] != event.token:
         raise _Rejected(f"work {event.token} is not outstanding (stale or unknown)")
     detail = {"token": work["token"], "attempt": work["attempt"]}
@@ -874,16 +1154,20 @@ def _retry(run: _Run, event: Retry) -> None:
     error = run.error
     assert error is not None
     run.status, run.error, run.auto_steps = RUNNING, None, 0
-    if error.get("type") == "expression_error" and error.get("state") is None:
-        run.record(EXECUTION_RETRIED, detail={"error": error})
+    detail = {"error": error, **({"reason": event.reason} if event.reason else {})}
+    if (error.get("type") == "expression_error" or error.get("raised")) \
+            and error.get("state") is None:
+        run.record(EXECUTION_RETRIED, detail=detail)
         run.context = _initial_context(run)
         run.history[-1]["context"] = run.context
         run.settle()
         return
-    run.record(EXECUTION_RETRIED, detail={"error": error})
+    run.record(EXECUTION_RETRIED, detail=detail)
     if error.get("type") == "invoke_failed":
-        transition = run.machine.states[run.state].transition(error["transition"])
-        run.start_work(transition, 1)
+        state = run.machine.states[run.state]
+        run.start_work(state.transition(error["transition"]), 1)
+        if state.has_timers:
+            run.arm_state_timers(state)
     else:
         run.settle()
 

@@ -135,8 +135,9 @@ class ExecutionFilter(django_filters.FilterSet):
     machine = RegexFilter(
         field_name="machine_id", regex=MACHINE_ID,
         error_messages={"invalid": "This value does not match the required pattern."})
-    status = django_filters.ChoiceFilter(
-        choices=[(s, s) for s in engine.STATUSES], empty_label="any status",
+    # Several at once: ?status=failed&status=waiting
+    status = django_filters.MultipleChoiceFilter(
+        choices=[(s, s) for s in engine.STATUSES], widget=forms.CheckboxSelectMultiple,
         error_messages={"invalid_choice": '"%(value)s" is not a valid choice.'})
     state = django_filters.CharFilter(max_length=200, error_messages=TOO_LONG)
     version = IntegerFilter(
@@ -147,10 +148,23 @@ class ExecutionFilter(django_filters.FilterSet):
     parent = django_filters.UUIDFilter(
         field_name="parent_id", error_messages={"invalid": "Must be a valid UUID."})
 
+    # A failure group (executions.operations.failure_groups) is these two with status,
+    # machine and state.
+    error_type = django_filters.CharFilter(method="filter_error_type", max_length=200,
+                                           error_messages=TOO_LONG)
+    error_message = django_filters.CharFilter(method="filter_error_message", max_length=10_000,
+                                              error_messages=TOO_LONG)
+
     class Meta:
         model = Execution
         fields = ["machine", "status", "state", "version", "created_after", "created_before",
-                  "parent"]
+                  "parent", "error_type", "error_message"]
+
+    def filter_error_type(self, queryset, name, value):
+        return queryset.filter(error__type=value)
+
+    def filter_error_message(self, queryset, name, value):
+        return queryset.filter(error__message=value)
 
     def __init__(self, data=None, *args, page_parameters: tuple[str, ...] = (), **kwargs):
         """`page_parameters`: what else the page's own query string may hold (not filters,
@@ -201,8 +215,6 @@ class ExecutionFilter(django_filters.FilterSet):
         return {attribute.name: attribute.type for attribute in machine.attributes}
 
     def filter_queryset(self, queryset):
-        # Invalid values filter nothing (the explorer shows the form's errors); the API
-        # answers 400 before it gets here.
-        if self.form.errors:
-            return queryset
+        # The valid filters apply and an invalid one filters nothing (the explorer names it
+        # from the form's errors); the API answers 400 before it gets here.
         return super().filter_queryset(queryset)

@@ -284,3 +284,60 @@ class StarterMarker(models.Model):
     def __str__(self):
         return f"starter for {self.queue}: " + (
             "none pending" if self.pending_since is None else f"pending since {self.pending_since}")
+
+
+class BulkOperation(models.Model):
+    """One operation on many executions (executions/operations.py): previewed first (its
+    items carry what would happen to each), then run as a background job that records the
+    outcome of each item, so a job killed mid-way resumes where it stopped."""
+
+    PREVIEWED, QUEUED, RUNNING, DONE = "previewed", "queued", "running", "done"
+    STATUS_CHOICES = [(s, s) for s in (PREVIEWED, QUEUED, RUNNING, DONE)]
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    kind = models.CharField(max_length=20)
+    request = models.JSONField(default=dict, help_text="the operation and its parameters")
+    selection = models.JSONField(default=dict, help_text="the filters or ids it was asked for")
+    status = models.CharField(max_length=10, choices=STATUS_CHOICES, default=PREVIEWED)
+    previewed_by = models.CharField(max_length=200, blank=True)
+    actor = models.CharField(max_length=200, blank=True, help_text="who ran it")
+    reason = models.TextField(blank=True)
+    total = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self):
+        return f"{self.kind} of {self.total} ({self.status})"
+
+
+class BulkItem(models.Model):
+    """One execution of a bulk operation: the dry run's verdict, then the real outcome
+    (empty while it has not been acted on)."""
+
+    APPLIES, NOT_AVAILABLE, WOULD_FAIL, FAILED = (
+        "applies", "not_available", "would_fail", "failed")
+
+    operation = models.ForeignKey(BulkOperation, on_delete=models.CASCADE, related_name="items",
+                                  db_index=False)
+    execution = models.ForeignKey(Execution, on_delete=models.CASCADE, related_name="+")
+    verdict = models.CharField(max_length=20)
+    preview = models.TextField(blank=True, help_text="what the dry run said would happen")
+    outcome = models.CharField(max_length=20, blank=True)
+    message = models.TextField(blank=True)
+    done_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["operation", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["operation", "execution"],
+                                    name="unique_bulk_item_execution"),
+        ]
+        indexes = [models.Index(fields=["operation", "outcome", "id"])]
+
+    def __str__(self):
+        return f"{self.operation_id} {self.execution_id}: {self.outcome or self.verdict}"

@@ -12,7 +12,9 @@ import statistics
 import uuid
 
 from django.core.paginator import Paginator
-from django.db.models import Case, Count, Prefetch, When
+from django.db.models import Case, Count, F, Max, Prefetch, Q, Value, When, Window
+from django.db.models.functions import RowNumber
+from django.utils import timezone
 
 from executions import engine
 from executions.models import Execution, ExecutionAttribute, HistoryEntry
@@ -51,6 +53,13 @@ def history(execution_id):
     if not Execution.objects.filter(pk=key).exists():
         raise Execution.DoesNotExist("Execution matching query does not exist.")
     return HistoryEntry.objects.filter(execution_id=key)
+
+
+def history_unchecked(execution_id):
+    """An execution's history rows without first checking that the execution exists: for
+    a page that checks (with `history`) only when it comes back empty, as rows belong to
+    an execution. DoesNotExist for text that is not an execution id."""
+    return HistoryEntry.objects.filter(execution_id=_execution_key(execution_id))
 
 
 def _execution_key(execution_id) -> uuid.UUID:
@@ -199,10 +208,17 @@ def executions(machine_id: str | None = None):
     return found.filter(machine_id=machine_id) if machine_id else found
 
 
-def execution_page(queryset, number, size: int):
-    """A page of `queryset`, newest first. The ids are paged first and the rows fetched
-    after: sorting narrow id rows is several times faster than sorting whole rows."""
-    page = Paginator(queryset.order_by("-created_at").values_list("pk", flat=True),
+# The orders a list can be sorted in (the explorer's `sort`), by name.
+SORTS = {"newest": ("-created_at", "-pk"), "oldest": ("created_at", "pk"),
+         "updated": ("-updated_at", "-pk"), "status": ("status", "-created_at", "-pk"),
+         "state": ("state", "-created_at", "-pk")}
+
+
+def execution_page(queryset, number, size: int, sort: str = "newest"):
+    """A page of `queryset` in the order `sort` names (SORTS), newest first by default. The
+    ids are paged first and the rows fetched after: sorting narrow id rows is several times
+    faster than sorting whole rows."""
+    page = Paginator(queryset.order_by(*SORTS[sort]).values_list("pk", flat=True),
                      size).get_page(number)
     ids = list(page.object_list)
     found = Execution.objects.select_related("machine_version").in_bulk(ids)
@@ -233,6 +249,14 @@ def executions_in_states(machine_version) -> dict[str, int]:
     """state -> executions of the version there now; served by the (machine_version, state)
     index alone."""
     return dict(Execution.objects.filter(machine_version=machine_version).order_by()
+                .values_list("state").annotate(n=Count("pk")))
+
+
+def failed_in_states(machine_version) -> dict[str, int]:
+    """state -> executions of the version that failed there (the heatmap shows them apart
+    from the ones waiting)."""
+    return dict(Execution.objects.filter(machine_version=machine_version,
+                                         status=engine.FAILED).order_by()
                 .values_list("state").annotate(n=Count("pk")))
 
 
@@ -304,7 +328,87 @@ def median_stays(machine_version, window: int = STAY_WINDOW) -> dict[str, float]
         pk__gt=newest - window, kind__in=(engine.STARTED, engine.TRANSITION_TAKEN),
     ).order_by().values(
         "machine_version_id", "execution_id", "seq", "kind", "at", "from_state", "to_state")
-    start_at = machine_version.parsed().start_at
-    found = _stays({**row, "state": start_at} for row in rows
-                   if row["machine_version_id"] == machine_version.pk)
+    machine = machine_version.parsed()
+    mine = [{**row, "state": machine.start_at} for row in rows
+            if row["machine_version_id"] == machine_version.pk]
+    found = _stays(mine)
+    for state, seconds in _open_stays(mine, machine).items():
+        found.setdefault(state, []).extend(seconds)
     return {state: statistics.median(seconds) for state, seconds in found.items()}
+
+
+def _open_stays(rows: list[dict], machine: Machine) -> dict[str, list[float]]:
+    """Seconds spent so far by the executions still paused in the state they last entered
+    (a stay not over yet counts too: a state where executions pile up shows it). Final
+    states and failed executions are left out: theirs is no stay."""
+    entered: dict = {}
+    for row in sorted(rows, key=lambda r: (r["execution_id"], r["seq"])):
+        if row["kind"] == engine.STARTED:
+            entered[row["execution_id"]] = (row["state"], row["at"])
+        elif row["kind"] == engine.TRANSITION_TAKEN and (row["to_state"] or row["from_state"]) \
+                != row["from_state"]:
+            entered[row["execution_id"]] = (row["to_state"], row["at"])
+    still = Execution.objects.filter(
+        pk__in=list(entered), status__in=(*engine.PAUSED_STATUSES, engine.RUNNING),
+    ).values_list("pk", "state")
+    now = timezone.now()
+    out: dict[str, list[float]] = {}
+    for pk, state in still:
+        name, at = entered[pk]
+        if name == state and name in machine.states and not machine.states[name].is_terminal:
+            out.setdefault(name, []).append((now - at).total_seconds())
+    return out
+# An execution's path without its every step row ----------------------------------------
+MOVE_FIELDS = ("kind", "transition", "from_state", "to_state", "branch")
+
+
+def moves(execution: Execution, before: int) -> list[dict]:
+    """Each move of the execution (a step row's kind, transition, states and branch) once,
+    with `times` taken and its `last` seq, and the same before history row `before`
+    (`times_before`, `last_before`): one GROUP BY for the diagram's path and for where
+    a timeline page starts."""
+    earlier = Q(seq__lt=before)
+    return list(execution.history.filter(kind__in=STEP_KINDS).order_by().values(*MOVE_FIELDS)
+                .annotate(times=Count("pk"), last=Max("seq"),
+                          times_before=Count("pk", filter=earlier),
+                          last_before=Max("seq", filter=earlier)))
+
+
+def step_moves(execution: Execution, keep: int, found_moves: list[dict]) -> list[dict]:
+    """For each of `found_moves` (moves()), its first `keep` steps and its last, each a
+    row with the move's fields, `seq`, `n` (the step's number), `k` (its rank within the
+    move) and `times` (the move's total). The database numbers the steps (window
+    functions, the moves partitioned by a small number standing for each: sorting by
+    five texts cost more than reading every row), so a long history sends back a few
+    rows per move instead of every step."""
+    if not found_moves:
+        return []
+    move_number = Case(*(When(Q(**{name: move[name] for name in MOVE_FIELDS}), then=Value(i))
+                         for i, move in enumerate(found_moves)), default=Value(-1))
+    rows = (execution.history.filter(kind__in=STEP_KINDS)
+            .annotate(n=Window(RowNumber(), order_by=F("seq").asc()),
+                      k=Window(RowNumber(), partition_by=[move_number],
+                               order_by=F("seq").asc()),
+                      move=move_number)
+            .filter(Q(k__lte=keep) | Q(seq__in=[move["last"] for move in found_moves]))
+            .order_by("seq").values("seq", "n", "k", "move"))
+    return [{**{name: found_moves[row["move"]][name] for name in MOVE_FIELDS},
+             "seq": row["seq"], "n": row["n"], "k": row["k"],
+             "times": found_moves[row["move"]]["times"]} for row in rows]
+
+
+def moves_before(found_moves: list[dict]) -> list[dict]:
+    """The moves() taken before the seq they were counted up to, each with `seq` its last
+    time then and `times` how often, in the order they were last taken: what the
+    diagram showed then, and (their sum) how many steps came before."""
+    return sorted(({**{name: move[name] for name in MOVE_FIELDS}, "seq": move["last_before"],
+                    "times": move["times_before"]} for move in found_moves
+                   if move["times_before"]), key=lambda move: move["seq"])
+
+
+def last_step_rows(execution: Execution, count: int, through: int) -> list[dict]:
+    """The last `count` step rows (STEP_FIELDS) up to seq `through`, oldest first (the
+    bound keeps them to what moves() counted, if a step was written since)."""
+    rows = (execution.history.filter(kind__in=STEP_KINDS, seq__lte=through).order_by("-seq")
+            .values(*STEP_FIELDS))
+    return list(rows[:count])[::-1]

@@ -58,6 +58,41 @@ def path_from_rows(rows, *, start_at: str, current: str | None, status: str) -> 
                        current=current, status=status)
 
 
+def path_from_moves(moves, *, start_at: str, current: str | None, status: str,
+                    keep: int) -> DiagramPath:
+    """The path of path_from_rows from the execution's moves (executions.selectors
+    .step_moves with the same `keep`): an edge taken more than `keep` times lists the
+    numbers of its first `keep` steps and of its last, and how often it was taken in
+    `edge_times`, which is all its badges show (machines.diagrams.MANY_STEPS)."""
+    visits: dict[str, int] = {start_at: 1}
+    numbers: dict[str, list[int]] = {}
+    times: dict[str, int] = {}
+    for row in moves:
+        for eid in step_edges(row):
+            numbers.setdefault(eid, []).append(row["n"])
+            if row["k"] == 1:
+                times[eid] = times.get(eid, 0) + row["times"]
+        if row["k"] == 1 and row["kind"] == engine.TRANSITION_TAKEN:
+            target = row["to_state"] or row["from_state"]
+            visits[target] = visits.get(target, 0) + row["times"]
+    edge_steps, edge_times = {}, {}
+    for eid, found in numbers.items():
+        found.sort()
+        if times[eid] > keep:
+            edge_steps[eid] = (*found[:keep], found[-1])
+            edge_times[eid] = times[eid]
+        else:
+            edge_steps[eid] = tuple(found)
+    return DiagramPath(state_visits=visits, edge_steps=edge_steps, edge_times=edge_times,
+                       current=current, status=status)
+
+
+def numbers_from(first: int, step_rows) -> dict[int, int]:
+    """history seq -> step number for consecutive step rows (in seq order), the first of
+    them step number `first`."""
+    return {row["seq"]: n for n, row in enumerate(step_rows, start=first)}
+
+
 # The step control --------------------------------------------------------------------------
 MAX_STEPS = 120  # steps sent to the page's step control: bounded JSON on long histories
 PAUSES = {
@@ -80,7 +115,7 @@ def context_changes(before: dict | None, after: dict | None) -> dict:
 
 def build_steps(step_rows, page_rows, *, start_at: str, context_before: dict | None,
                 final_status: str | None, captions: dict[int, str],
-                limit: int = MAX_STEPS) -> list:
+                limit: int = MAX_STEPS, numbers: dict[int, int] | None = None) -> list:
     """The step list of docs/diagrams.md for the history rows shown on a page.
 
     `step_rows`: every step row of the execution (executions.selectors.step_rows), for
@@ -89,11 +124,13 @@ def build_steps(step_rows, page_rows, *, start_at: str, context_before: dict | N
     `final_status`: the execution's status when the page ends its history (None
     otherwise). Only the last `limit` steps are kept, and each step lists the distinct
     edges taken so far (last taken last), so the JSON stays small however long the
-    history is.
+    history is. Given the page's step `numbers`, `step_rows` need only hold each move
+    taken before the page once, at its last time (executions.selectors.moves_before).
     """
     if not page_rows:
         return []
-    numbers = numbered_steps(step_rows)
+    if numbers is None:
+        numbers = numbered_steps(step_rows)
     states, edges, current = {start_at}, {}, start_at
 
     def take(row):

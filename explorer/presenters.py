@@ -20,7 +20,7 @@ from machines import diagrams, diffs
 from machines.definition import Machine
 from machines.words import duration
 
-HISTORY_PAGE = 200  # history rows per timeline page
+HISTORY_PAGE = 100  # history rows per timeline page: more than a screenful, read whole
 
 
 def machine_url(machine_id: str) -> str:
@@ -89,6 +89,7 @@ def heat(machine_version) -> diagrams.Heat:
     machine = machine_version.parsed()
     return diagrams.Heat(
         in_state=selectors.executions_in_states(machine_version),
+        failed_in_state=selectors.failed_in_states(machine_version),
         on_edge=steps.edge_counts(selectors.step_counts(machine, machine_version)),
         median_stay=selectors.median_stays(machine_version),
     )
@@ -108,12 +109,19 @@ def heat_rows(machine: Machine, shown_heat: diagrams.Heat) -> list[dict]:
     """The heatmap as a table (its text alternative), states in definition order."""
     return [{
         "name": name, "label": state.display, "now": shown_heat.in_state.get(name, 0),
+        "failed": shown_heat.failed_in_state.get(name, 0),
         "stay": duration(shown_heat.median_stay.get(name)),
         "terminal": state.is_terminal,
     } for name, state in machine.states.items()]
 
 
 # Execution lists -------------------------------------------------------------------------
+def schedule_rows(schedules: list[dict]) -> list[dict]:
+    """The machine's schedules with their start input as JSON text, for the page's table."""
+    return [{**schedule, "input_json": json.dumps(schedule["input"], ensure_ascii=False)}
+            for schedule in schedules]
+
+
 def execution_rows(page) -> list[dict]:
     rows = []
     for execution in page.object_list:
@@ -125,41 +133,62 @@ def execution_rows(page) -> list[dict]:
 
 
 # One execution ---------------------------------------------------------------------------
-def execution_path(execution, step_rows: list[dict] | None = None) -> diagrams.DiagramPath:
-    """The path to draw on `execution`'s diagram (see machines.diagrams.render_svg)."""
-    if step_rows is None:
-        step_rows = selectors.step_rows(execution)
-    return steps.execution_path(execution.machine_version.parsed(), step_rows,
-                                state=execution.state, status=execution.status)
+def execution_path(execution, found_moves: list[dict]) -> diagrams.DiagramPath:
+    """The path to draw on `execution`'s diagram (see machines.diagrams.render_svg), from
+    its moves (executions.selectors.moves), not from its every step row."""
+    moves = selectors.step_moves(execution, diagrams.MANY_STEPS, found_moves)
+    return steps.path_from_moves(moves, start_at=execution.machine_version.parsed().start_at,
+                                 current=execution.state, status=execution.status,
+                                 keep=diagrams.MANY_STEPS)
 
 
-def history_window(asked_from: str | None, total: int) -> tuple[int, int]:
-    """Seq range of the timeline page: `?from=N`, or the newest HISTORY_PAGE rows."""
+def history_window(asked_from: str | None, total: int,
+                   asked_to: str | None = None) -> tuple[int, int]:
+    """Seq range of the timeline page: `?from=N` (the page starting there), `?to=N` (the
+    page ending there: "earlier history" never repeats a row of the page it came from),
+    or the newest HISTORY_PAGE rows."""
     try:
         first = max(1, int(asked_from or ""))
     except ValueError:
-        first = max(1, total - HISTORY_PAGE + 1)
+        try:
+            end = min(total, max(0, int(asked_to or "")))
+        except ValueError:
+            end = total
+        first = max(1, end - HISTORY_PAGE + 1)
+        return first, end
     return first, min(total, first + HISTORY_PAGE - 1)
 
 
-def execution_page(execution, *, asked_from: str | None, can_act: bool) -> dict:
-    """Everything the execution page shows (docs/explorer.md, top to bottom)."""
+def execution_page(execution, *, asked_from: str | None, can_act: bool,
+                   asked_to: str | None = None) -> dict:
+    """Everything the execution page shows (docs/explorer.md, top to bottom). However long
+    the history, it reads one page of rows, the last steps (for the path in words) and
+    aggregates: the moves with their counts and step numbers, and the moves before the
+    page (what the diagram showed then, how many steps came before)."""
     machine = execution.machine_version.parsed()
-    step_rows = selectors.step_rows(execution)
-    path = execution_path(execution, step_rows)
-    numbers = steps.numbered_steps(step_rows)
     total = selectors.history_total(execution)
-    first, last = history_window(asked_from, total)
+    first, last = history_window(asked_from, total, asked_to)
+    found_moves = selectors.moves(execution, before=first)
+    path = execution_path(execution, found_moves)
     page_rows = selectors.history_rows(execution, first, last)
+    before = selectors.moves_before(found_moves)
+    numbers = steps.numbers_from(sum(row["times"] for row in before) + 1,
+                                 [row for row in page_rows if row["kind"] in steps.STEP_KINDS])
+    last_steps = selectors.last_step_rows(
+        execution, steps.MAX_STEPS, through=max((move["last"] for move in found_moves),
+                                                default=0))
+    steps_total = sum(move["times"] for move in found_moves)
+    numbers.update(steps.numbers_from(steps_total - len(last_steps) + 1, last_steps))
     children = selectors.children(execution)
     child_links = {c["parent_token"]: (c["id"], execution_url(c["id"])) for c in children}
     said = timeline.sentences(page_rows, machine, numbers, child_links,
-                              state_before(machine, step_rows, first))
+                              state_before(machine, before))
     captions = {s.seq: s.text for s in said}
     shown_steps = steps.build_steps(
-        step_rows, page_rows, start_at=machine.start_at,
+        before, page_rows, start_at=machine.start_at,
         context_before=selectors.context_before(execution, first),
-        final_status=execution.status if last >= total else None, captions=captions)
+        final_status=execution.status if last >= total else None, captions=captions,
+        numbers=numbers)
     shown_context = shown_steps[-1]["context"] if shown_steps else execution.context
     changes = shown_steps[-1]["changes"] if shown_steps else steps.context_changes({}, {})
     work = execution.engine_state.get("work") or {}
@@ -173,18 +202,19 @@ def execution_page(execution, *, asked_from: str | None, can_act: bool) -> dict:
             timer=execution.engine_state.get("timer"), work=work, error=execution.error,
             result=execution.result, child=waiting_child,
             started=bool(execution.engine_state),
-            ended=timeline.ending(machine, step_rows[-1] if step_rows else None)),
+            ended=timeline.ending(machine, last_steps[-1] if last_steps else None),
+            timers=execution.engine_state.get("timers") or ()),
         "actions": [(name, timeline.action_label(machine, execution.state, name))
                     for name in actions],
         "can_cancel": can_act and execution.status not in engine.TERMINAL_STATUSES,
         "can_retry": can_act and execution.status == engine.FAILED,
         **drawn(lambda: diagrams.render_svg(machine, path, machine_url=machine_url)),
         "diagram_text": diagrams.describe(machine, path),
-        "path_words": path_words(machine, step_rows, numbers),
+        "path_words": path_words(machine, last_steps, numbers),
         "steps": shown_steps,
         "timeline": timeline.collapse(said),
         "history_total": total, "history_first": first, "history_last": last,
-        "earlier": max(1, first - HISTORY_PAGE) if first > 1 else None,
+        "earlier": first - 1 if first > 1 else None,
         "later": last + 1 if last < total else None,
         "context_lines": context_lines(shown_context, changes),
         "context_step": shown_steps[-1]["n"] if shown_steps else None,
@@ -198,12 +228,11 @@ def execution_page(execution, *, asked_from: str | None, can_act: bool) -> dict:
     }
 
 
-def state_before(machine: Machine, step_rows, first_seq: int) -> str:
-    """Where the execution was just before history row `first_seq`."""
+def state_before(machine: Machine, moves_before) -> str:
+    """Where the execution was just before the moves of executions.selectors.moves_before
+    (each at its last time, in that order) brought it."""
     state = machine.start_at
-    for row in step_rows:
-        if row["seq"] >= first_seq:
-            break
+    for row in moves_before:
         if row["kind"] == engine.TRANSITION_TAKEN:
             state = row["to_state"] or row["from_state"]
     return state
@@ -226,9 +255,10 @@ def running_for(execution) -> str:
 
 
 def path_words(machine: Machine, step_rows, numbers: dict[int, int]) -> list[str]:
-    """The path as a list of sentences, the diagram's text alternative."""
+    """The path as a list of sentences, the diagram's text alternative: its start and its
+    last steps (`step_rows`, executions.selectors.last_step_rows)."""
     words = [f"Started in {timeline.state_name(machine, machine.start_at)}"]
-    for row in step_rows[-steps.MAX_STEPS:]:
+    for row in step_rows:
         source = timeline.state_name(machine, row["from_state"])
         name = timeline.transition_name(machine, row["from_state"], row["transition"])
         if row["kind"] == engine.WORK_STARTED:
@@ -252,3 +282,25 @@ def context_lines(context, changes) -> list[tuple[str, str]]:
             value, indent=2, ensure_ascii=False, default=str).replace("\n", "\n  ")
         lines.append((text + ("," if i < len(items) - 1 else ""), cls))
     return lines
+
+
+# Operations ------------------------------------------------------------------------------
+def pretty_json(value) -> str:
+    """A value as the operators' forms show it to edit: indented JSON."""
+    return json.dumps(value, indent=2, ensure_ascii=False)
+
+
+def impact_diagram(new: Machine, diff: diffs.Diff, plan) -> dict:
+    """The version diff (the newer version's diagram, what was added and changed marked)
+    with, on each state, how many executions a migration (executions.migrating.Plan)
+    would move there (see drawn)."""
+    moving: dict[str, int] = {}
+    for impact in plan.states:
+        if impact.target is not None and impact.count:
+            moving[impact.target] = moving.get(impact.target, 0) + impact.count
+    return drawn(lambda: diagrams.render_svg(new, machine_url=machine_url,
+                                             heat=diagrams.Heat(
+                                                 in_state=moving, weighs_edges=False,
+                                                 in_state_words="executions a migration "
+                                                                "would move here"),
+                                             marks=diff.marks()))

@@ -21,7 +21,7 @@ from django.utils import timezone
 from django.utils.html import conditional_escape, format_html, format_html_join
 from django.utils.safestring import SafeString
 
-from executions import engine
+from executions import engine, operations
 from explorer.templatetags.times import as_datetime, when_html
 from machines.definition import Expr, Machine
 from machines.diagrams import step_mark
@@ -126,6 +126,8 @@ def who(actor: str | None) -> str:
         return f"API token {actor[6:]}"
     if actor.startswith("execution:"):
         return f"parent execution {actor[10:18]}"
+    if actor.startswith("schedule:"):
+        return f"the schedule {actor[9:]}"
     return actor
 
 
@@ -258,20 +260,25 @@ def _taken(row, machine, children):
     name = transition_name(machine, source, row.get("transition") or "")
     transition = _transition(machine, {"transition": row.get("transition"), "from_state": source})
     invoke = transition.invoke if transition else None
-    if branch in ("success", "error"):
+    if branch == "success" or branch.startswith("error"):  # error, error-1, ... by type
+        failed = branch != "success"
         if invoke and invoke.kind == "machine":
             done = (("The {} execution was started", "The {} execution could not be started")
                     if invoke.is_async else
                     ("The {} execution finished", "The {} execution did not finish"))
-            what = format_html(done[branch == "error"], strong(invoke.machine_id))
+            what = format_html(done[failed], strong(invoke.machine_id))
         elif invoke and invoke.kind == "trigger":
-            what = ("The action was sent" if branch == "success"
-                    else "Sending the action failed")
+            what = "Sending the action failed" if failed else "The action was sent"
         else:
-            what = "The work succeeded" if branch == "success" else "The work failed"
-        return branch, format_html("{}: moved {}", what, moved), reason
+            what = "The work failed" if failed else "The work succeeded"
+        caught = (row.get("detail") or {}).get("caught")
+        if caught:
+            what = format_html("{} ({})", what, code(caught))
+        said = format_html("{}: moved {}" if target != source else "{}: {}", what, moved)
+        return ("error" if failed else "success"), said, reason
     how = format_html("automatically ({})", code(name))
-    if row.get("actor") == "timer" and transition is not None and transition.wait is not None:
+    if row.get("actor") == "timer" and transition is not None and (
+            transition.wait is not None or transition.after is not None):
         how = format_html("when the timer of {} fired", code(name))
     text = format_html("Moved {}" if target != source else "Moved: {}", moved)
     return "auto", text, joined("; ", (how, reason))
@@ -286,6 +293,14 @@ def _timer_armed(row, machine, children):
     purpose = detail.get("purpose")
     if purpose == "timeout":
         text = format_html("Time limit set: the work must answer by {}", strong(clock(due)))
+    elif purpose == "after":  # a state timer: actions stay available, staying keeps it
+        here = state_name(machine, row.get("from_state") or _state_of(machine, row))
+        text = format_html("Timer {} set: it fires at {} unless the execution leaves {} "
+                           "first", strong(name), strong(clock(due)), strong(here))
+        written = detail.get("after")
+        return "timer", text, (f"in {wait} ({written})" if written and wait else
+                               f"in {wait}" if wait else "") + "; moves that stay in the "\
+            "state do not restart it"
     else:
         text = format_html("Sleeping until {} ({})", strong(clock(due)), name)
     return "timer", text, f"in {wait}" if wait else ""
@@ -297,8 +312,10 @@ def _retry_scheduled(row, machine, children):
     attempt = detail.get("attempt")
     of = _attempts(machine, row)
     wait = duration(due - row["at"].timestamp()) if due is not None else ""
-    return ("timer", format_html("Will try again at {} (attempt {}{})", strong(clock(due)),
-                                 attempt, of),
+    error_type = detail.get("error_type")  # set when the policy that matched names types
+    after = format_html(" after {}", code(error_type)) if error_type else ""
+    return ("timer", format_html("Will try again at {} (attempt {}{}){}", strong(clock(due)),
+                                 attempt, of, after),
             f"in {wait}" if wait else "")
 
 
@@ -307,11 +324,21 @@ def _timer_fired(row, machine, children):
     name = transition_name(machine, _state_of(machine, row), row.get("transition") or "")
     texts = {"timeout": "The time limit ran out before the work answered",
              "retry": "Time to try again"}
-    return "timer", texts.get(purpose) or format_html("The timer of {} fired", strong(name)), ""
+    interrupted = (row.get("detail") or {}).get("interrupted")
+    why = f"the {_WORK_WORDS.get(interrupted, 'work')} in progress was abandoned" \
+        if interrupted else ""
+    return "timer", texts.get(purpose) or format_html("The timer of {} fired", strong(name)), why
+
+
+_WORK_WORDS = {"call": "call", "machine": "child execution", "trigger": "action sent"}
 
 
 def _timer_canceled(row, machine, children):
     purpose = (row.get("detail") or {}).get("purpose")
+    if purpose == "after":
+        name = transition_name(machine, _state_of(machine, row), row.get("transition") or "")
+        return ("timer", format_html("The timer {} was canceled", strong(name)),
+                "the execution left the state, or ended")
     what = {"timeout": "time limit", "retry": "retry timer"}.get(purpose, "timer")
     return "timer", f"The {what} was canceled", "no longer needed"
 
@@ -319,6 +346,8 @@ def _timer_canceled(row, machine, children):
 def _work_started(row, machine, children):
     detail = row.get("detail") or {}
     kind, attempt = detail.get("kind"), detail.get("attempt") or 1
+    if kind in GROUP_KINDS:
+        return _group_started(row, machine)
     of = _attempts(machine, row)
     tries = f" (attempt {attempt}{of})" if attempt > 1 or of else ""
     name = transition_name(machine, row.get("from_state"), row.get("transition") or "")
@@ -356,6 +385,8 @@ def _work_done(row, machine, children):
     transition = _transition(machine, {"transition": work.get("transition") or row.get(
         "transition"), "from_state": work.get("from_state") or row.get("state")})
     is_async = bool(transition and transition.invoke and transition.invoke.is_async)
+    if work.get("kind") in GROUP_KINDS:
+        return _group_done(row, work, succeeded, message)
     took = f" in {duration(seconds)}" if seconds is not None else ""
     after = f" after {duration(seconds)}" if seconds is not None else ""
     if work.get("kind") == "machine":
@@ -422,15 +453,146 @@ def _canceled(row, machine, children):
 
 
 def _retried(row, machine, children):
-    error = (row.get("detail") or {}).get("error") or {}
+    detail = row.get("detail") or {}
+    error = detail.get("error") or {}
     return ("action", format_html("Retried by {}", strong(who(row.get("actor")))),
-            format_html("it had failed: {}", plain_error(machine, error)) if error else "")
+            _why(detail, format_html("it had failed: {}", plain_error(machine, error))
+                 if error else ""))
 
 
 def _stuck(row, machine, children):
     state = state_name(machine, _state_of(machine, row))
     return ("failed", format_html("Stuck in {}", strong(state)),
             "no transition can be taken and it accepts no actions")
+
+
+# parallel and map ----------------------------------------------------------------------------
+GROUP_KINDS = ("parallel", "map")
+JOIN_WORDS = {"all": "all must finish", "any": "the first to finish is enough"}
+ON_FAILURE_WORDS = {"fail_fast": "the first failure stops the rest",
+                    "collect": "failures are collected while the others run on"}
+
+
+def _branches(kind: str | None, count: int) -> str:
+    noun = "item" if kind == "map" else "branch"
+    return f"{count} {noun}" + ("" if count == 1 else "es" if noun == "branch" else "s")
+
+
+def _joins(detail: dict) -> str:
+    join = detail.get("join", "all")
+    said = JOIN_WORDS.get(join) if isinstance(join, str) else f"{join} must finish"
+    return "; ".join(filter(None, (said, ON_FAILURE_WORDS.get(detail.get("on_failure", "")))))
+
+
+def _group_started(row, machine):
+    """ "Started 3 branches together: identity, sanctions or address" and how they join."""
+    detail = row.get("detail") or {}
+    keys = detail.get("branches") or []
+    name = transition_name(machine, row.get("from_state"), row.get("transition") or "")
+    name = name[:1].upper() + name[1:]
+    cap = detail.get("max_concurrency")
+    if detail.get("kind") == "map":
+        transition = _transition(machine, row)
+        group = transition.invoke.group if transition and transition.invoke else None
+        child = strong(group.machine_id if group else "a machine")
+        at_once = f", {cap} at a time" if cap and cap < len(keys) else ""
+        text = format_html("{}: started {} for each of {}{}", strong(name), child,
+                           _branches("map", len(keys)), at_once)
+    else:
+        text = format_html("{}: started {} together: {}", strong(name),
+                           _branches("parallel", len(keys)),
+                           joined(", ", [strong(key) for key in keys]))
+    return "invoke", text, _joins(detail)
+
+
+def _branch_ended(row, machine, children):
+    """ "identity finished: 2 of 3 branches done" with a link to the child."""
+    detail = row.get("detail") or {}
+    key, total = str(detail.get("branch", "?")), detail.get("total") or 0
+    finished, failed = detail.get("finished", 0), detail.get("failed", 0)
+    child = children.get(f"{(detail.get('token') or '')}/{key}")
+    link = format_html(' <a href="{}">{}</a>', child[1], str(child[0])[:8]) if child else ""
+    kind = _group_kind(machine, row)
+    label = f"item {key}" if kind == "map" else key
+    ok = detail.get("status") == "finished"
+    progress = f"{finished} of {total} done" + (f", {failed} failed" if failed else "")
+    text = format_html("{}{} {}: {}", strong(label), link, "finished" if ok else "failed",
+                       progress)
+    why = (f"returned {brief(row.get('output'))}" if ok else error_message(row.get("error")))
+    started = [f"item {key}" if kind == "map" else str(key)
+               for key in detail.get("started") or ()]
+    if started:
+        why = joined("; ", [why, f"started {', '.join(started)} next"])
+    return ("success" if ok else "error"), text, why
+
+
+def _group_kind(machine: Machine, row: dict) -> str | None:
+    transition = _transition(machine, row)
+    return transition.invoke.kind if transition and transition.invoke else None
+
+
+def _group_done(row, work, succeeded, message):
+    """How the join ended: met (and what it canceled) or failed."""
+    detail = row.get("detail") or {}
+    total = len(work.get("branches") or [])
+    canceled = detail.get("canceled") or []
+    stopped = f"stopped {', '.join(map(str, canceled))}" if canceled else ""
+    if succeeded:
+        return ("success", format_html("The join was met: {} of {} ended",
+                                       total - len(canceled), _branches(work.get("kind"), total)),
+                joined("; ", [stopped, f"output: {brief(row.get('output'))}"]))
+    return "error", SafeString("The join failed"), joined("; ", [message, stopped])
+
+
+def _group_status(machine: Machine, work: dict, here) -> SafeString:
+    """ "Waiting in Checking for Run checks: 1 of 3 branches done, 2 running." """
+    branches = work.get("branches") or []
+    counts = {status: sum(1 for b in branches if b.get("status") == status)
+              for status in ("finished", "failed", "running", "pending")}
+    name = transition_name(machine, work.get("state"), work.get("transition") or "")
+    parts = [f"{counts['finished']} of {_branches(work.get('kind'), len(branches))} done"]
+    parts += [f"{counts[status]} {status}" for status in ("failed", "running", "pending")
+              if counts[status]]
+    return format_html("Waiting in {} for {}: {}.", here, strong(name), ", ".join(parts))
+def _why(detail: dict, *more) -> SafeString:
+    """An operator's reason, then whatever else the row says."""
+    reason = detail.get("reason")
+    return joined(" · ", (f"reason: {reason}" if reason else "", *more))
+
+
+def _context_edited(row, machine, children):
+    detail = row.get("detail") or {}
+    changed = detail.get("changed") or []
+    return ("action", format_html("{} edited the context", strong(who(row.get("actor")))),
+            _why(detail, f"changed: {', '.join(changed)}" if changed else "nothing changed"))
+
+
+def _input_edited(row, machine, children):
+    detail = row.get("detail") or {}
+    given = inputs(row.get("input"))
+    return ("action", format_html("{} edited the start input", strong(who(row.get("actor")))),
+            _why(detail, format_html("input: {}", given) if given else "input: none"))
+
+
+def _dropped(detail: dict) -> str:
+    dropped = detail.get("dropped") or []
+    return f"dropped {' and '.join(dropped)}" if dropped else ""
+
+
+def _moved(row, machine, children):
+    detail = row.get("detail") or {}
+    return ("action", format_html("{} moved it from {} to {}", strong(who(row.get("actor"))),
+                                  strong(state_name(machine, row.get("from_state"))),
+                                  strong(state_name(machine, row.get("to_state")))),
+            _why(detail, _dropped(detail)))
+
+
+def _migrated(row, machine, children):
+    detail = row.get("detail") or {}
+    return ("action", format_html(
+        "{} migrated it from version {} to version {}, in {}", strong(who(row.get("actor"))),
+        detail.get("from_version", "?"), detail.get("to_version", "?"),
+        strong(state_name(machine, row.get("to_state")))), _why(detail, _dropped(detail)))
 
 
 def _unknown(row, machine, children):
@@ -446,6 +608,9 @@ _SENTENCES = {
     engine.WORK_RETRY_SCHEDULED: _retry_scheduled, engine.EXECUTION_FINISHED: _finished,
     engine.EXECUTION_FAILED: _failed, engine.EXECUTION_CANCELED: _canceled,
     engine.EXECUTION_RETRIED: _retried, engine.EXECUTION_STUCK: _stuck,
+    engine.BRANCH_ENDED: _branch_ended,
+    operations.CONTEXT_EDITED: _context_edited, operations.INPUT_EDITED: _input_edited,
+    operations.EXECUTION_MOVED: _moved, operations.EXECUTION_MIGRATED: _migrated,
 }
 
 
@@ -630,7 +795,7 @@ def sentences(rows, machine: Machine, steps: dict[int, int] | None = None,
             row["not_ok"] = row["kind"] == engine.WORK_SUCCEEDED and (
                 following.get("kind") in (engine.WORK_RETRY_SCHEDULED, engine.EXECUTION_FAILED)
                 or (following.get("kind") == engine.TRANSITION_TAKEN
-                    and following.get("branch") == "error"))
+                    and (following.get("branch") or "").startswith("error")))
         if row["kind"] == engine.TRANSITION_TAKEN:
             state = row.get("to_state") or state
             row["state"] = state
@@ -671,7 +836,7 @@ def ending(machine: Machine, row: dict | None) -> SafeString:
     source = row.get("from_state")
     by = transition_name(machine, source, row.get("transition") or "")
     branch = {"success": " after its work succeeded", "error": " after its work failed"}.get(
-        row.get("branch") or "", "")
+        (row.get("branch") or "").split("-")[0], "")
     if (row.get("to_state") or source) == source:
         return format_html("by “{}”{}", by, branch)
     return format_html("from {} by “{}”{}", strong(state_name(machine, source)), by, branch)
@@ -687,7 +852,7 @@ def countdown(due) -> SafeString:
 def status_line(machine: Machine, *, status: str, state: str, timer: dict | None = None,
                 work: dict | None = None, error=None, result=None,
                 child: tuple | None = None, started: bool = True,
-                ended: str | SafeString = "") -> SafeString:
+                ended: str | SafeString = "", timers=()) -> SafeString:
     """ONE sentence saying where the execution is and what it waits for (HTML fragment).
     `child` is (id, url) of the execution a machine invoke waits for; `started` is False
     while an async start waits for a worker; `ended` says how a finished one reached its end
@@ -696,6 +861,26 @@ def status_line(machine: Machine, *, status: str, state: str, timer: dict | None
     found = machine.states.get(state)
     actions = found.action_names if found else ()
     choices = or_list([strong(action_label(machine, state, a)) for a in actions])
+    line = _status_line(machine, status, state, here, actions, choices, timer, work, error,
+                        result, child, started, ended)
+    if timers and status in engine.PAUSED_STATUSES:  # the state's `after` timers
+        line = format_html("{} {}", line, _next_state_timer(machine, state, timers))
+    return line
+
+
+def _next_state_timer(machine: Machine, state: str, timers) -> SafeString:
+    first = min(timers, key=lambda t: t.get("due") or 0)
+    name = transition_name(machine, state, first.get("transition") or "")
+    more = len(timers) - 1
+    others = f" ({more} more timer{'s' if more > 1 else ''} later)" if more else ""
+    return format_html("Its timer “{}” fires at {}{}.", name, countdown(first.get("due")),
+                       others)
+
+
+def _status_line(machine, status, state, here, actions, choices, timer, work, error, result,
+                 child, started, ended) -> SafeString:
+    if status == engine.SLEEPING and not timer:  # only state timers: said by the caller
+        return format_html("Sleeping in {}.", here)
     if status == engine.WAITING:
         if not actions:
             return format_html(
@@ -722,6 +907,8 @@ def status_line(machine: Machine, *, status: str, state: str, timer: dict | None
     if status == engine.INVOKING:
         work = work or {}
         work_row = {"transition": work.get("transition"), "from_state": state}
+        if work.get("kind") in GROUP_KINDS:
+            return _group_status(machine, work, here)
         if work.get("kind") == "machine":
             transition = _transition(machine, work_row)
             machine_id = transition.invoke.machine_id if transition else "child"

@@ -1,7 +1,7 @@
 """The explorer's pages (included at the site root)."""
 from django.urls import path
 
-from explorer.views import executions, machines, preferences, search
+from explorer.views import executions, machines, operations, preferences, search
 
 app_name = "explorer"
 
@@ -23,4 +23,9 @@ urlpatterns = [
          name="trigger"),
     path("executions/<str:execution_id>/cancel/", executions.execution_cancel, name="cancel"),
     path("executions/<str:execution_id>/retry/", executions.execution_retry, name="retry"),
+    path("executions/<str:execution_id>/operate/", operations.operate, name="operate"),
+    path("failures/", operations.failures, name="failures"),
+    path("operations/new/", operations.bulk_new, name="bulk-new"),
+    path("operations/<str:operation_id>/", operations.bulk_detail, name="bulk"),
+    path("machines/<str:machine_id>/migration/", operations.migration, name="migration"),
 ]

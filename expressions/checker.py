@@ -10,10 +10,13 @@ Lines and columns are 1-based, as editors show them.
 from __future__ import annotations
 
 import ast
+import difflib
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 
 from expressions.errors import ExpressionSyntaxError
+from expressions.names import ARITY
 
 MAX_SOURCE_CHARS = 50_000
 
@@ -144,3 +147,103 @@ def _defined_or_used_names(node: ast.AST) -> tuple[str, ...]:
 
 def _has_decorators(node: ast.AST) -> bool:
     return bool(getattr(node, "decorator_list", None))
+
+
+# Names and arity (save time only: docs/language.md "Validation") ---------------------------
+_PROSE = re.compile(r"[A-Za-z][\w ,.!?-]*")  # no quote: the hint quotes it
+
+
+def check_names(source: str, known: frozenset[str]) -> list[ExpressionProblem]:
+    """Names used but bound nowhere (with a did-you-mean), `io`, `output` or `error` where
+    the position does not bind them, and helpers called with the wrong number of
+    arguments. Run when a machine is saved, after `check()` found nothing: an expression
+    stored earlier keeps running as it did."""
+    try:
+        tree = parse(source)
+    except ExpressionSyntaxError:
+        return []
+    bound = _bound_names(tree)
+    problems = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load) \
+                and node.id not in known and node.id not in bound:
+            problems.append(ExpressionProblem(
+                _undefined(node.id, source, known | bound), node.lineno, node.col_offset + 1))
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) \
+                and node.func.id in ARITY and node.func.id not in bound:
+            message = _wrong_arity(node)
+            if message:
+                problems.append(ExpressionProblem(message, node.lineno, node.col_offset + 1))
+    problems.sort(key=lambda p: (p.line or 0, p.column or 0))
+    return problems
+
+
+def prose_hint(source: str) -> str | None:
+    """For source that does not parse: when it reads as plain text, how to write it as text."""
+    text = source.strip()
+    if "\n" in text or " " not in text or not _PROSE.fullmatch(text):
+        return None
+    try:
+        parse(source)
+    except ExpressionSyntaxError:
+        return f"did you mean the text {text!r}? quote it: \"{text!r}\""
+    return None  # it parses: its problem is something else ("import os")
+
+
+def _bound_names(tree: ast.Module) -> set[str]:
+    """Every name the expression binds itself, wherever: assignments, loop and
+    comprehension targets, functions and their arguments, `except ... as`."""
+    bound = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and not isinstance(node.ctx, ast.Load):
+            bound.add(node.id)
+        elif isinstance(node, (ast.FunctionDef, ast.Lambda)):
+            if isinstance(node, ast.FunctionDef):
+                bound.add(node.name)
+            arguments = node.args
+            for arg in (*arguments.posonlyargs, *arguments.args, *arguments.kwonlyargs,
+                        arguments.vararg, arguments.kwarg):
+                if arg is not None:
+                    bound.add(arg.arg)
+        elif isinstance(node, ast.ExceptHandler) and node.name:
+            bound.add(node.name)
+    return bound
+
+
+_ONLY_IN = {
+    "io": ("'io' is only available in 'invoke.call'",
+           "do the IO in an invoke: {invoke: {call: \"io(...)\", success: ...}}"),
+    "output": ("'output' is only bound in an invoke's 'success' branch and 'ok_if'", None),
+    "error": ("'error' is only bound in an invoke's 'error' branch", None),
+}
+
+
+def _undefined(name: str, source: str, choices: frozenset[str] | set[str]) -> str:
+    if name in _ONLY_IN:
+        message, hint = _ONLY_IN[name]
+        return f"{message}{f'; {hint}' if hint else ''}"
+    if source.strip() == name:
+        return (f"name '{name}' is not defined; did you mean the text '{name}'? "
+                f"quote it as \"'{name}'\"")
+    close = difflib.get_close_matches(name, sorted(choices), n=1, cutoff=0.7)
+    return f"name '{name}' is not defined" + (f"; did you mean '{close[0]}'?" if close else
+                                              "; expressions see ctx, input, execution and "
+                                              "the helpers (docs/language.md)")
+
+
+def _wrong_arity(call: ast.Call) -> str | None:
+    if any(isinstance(arg, ast.Starred) for arg in call.args) \
+            or any(keyword.arg is None for keyword in call.keywords):
+        return None  # *args / **kwargs: counted at run time
+    name = call.func.id  # type: ignore[attr-defined]
+    least, most = ARITY[name]
+    given = len(call.args)
+    if given < least and not call.keywords or (most is not None and given > most):
+        if least == most:
+            wanted = f"{least} argument{'s' if least != 1 else ''}"
+        elif most is None:
+            wanted = f"at least {least} argument{'s' if least != 1 else ''}"
+        else:
+            wanted = f"{least} to {most} arguments"
+        return f"{name}() takes {wanted}, not {given}"
+    return None

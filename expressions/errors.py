@@ -40,3 +40,26 @@ class ExpressionError(Exception):
         return {"type": "expression_error", "kind": self.kind, "message": self.message,
                 "path": self.path, "line": self.line, "column": self.column,
                 "exception": self.exception}
+
+
+class Raised(BaseException):
+    """fail(type, message) in an expression: a BaseException, so the expression's own
+    `try/except` cannot swallow a failure the author meant."""
+
+    def __init__(self, error_type: str, message: str):
+        super().__init__(message)
+        self.error_type = error_type
+        self.message = message
+
+
+class RaisedError(ExpressionError):
+    """An expression failed on purpose with fail(type, message): the error has the
+    author's type, which `retry` and `error` branches match (docs/language.md)."""
+
+    def __init__(self, error_type: str, message: str, *, path=None, line=None, column=None):
+        super().__init__(message, kind="raised", path=path, line=line, column=column)
+        self.error_type = error_type
+
+    def to_dict(self) -> dict:
+        return {"type": self.error_type, "message": self.message, "raised": True,
+                "path": self.path, "line": self.line, "column": self.column}

@@ -32,9 +32,11 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
+from expressions import names
 from expressions.checker import bounded_cache, check, parse
-from expressions.errors import ExpressionError, ExpressionSyntaxError
-from machines.definition import Expr
+from expressions.errors import ExpressionError, ExpressionSyntaxError, Raised, RaisedError
+from machines import durations
+from machines.definition import ERROR_TYPE_PATTERN, Expr
 
 # Bounds -------------------------------------------------------------------------------------
 MAX_LENGTH = 1_000_000  # items of one list/tuple/dict, characters of one str/bytes
@@ -116,6 +118,10 @@ def evaluate(expr: Expr, names: dict, *, time_limit: float = 1.0,
         line, column = _where(abort.__traceback__)
         raise ExpressionError(abort.message, kind=abort.kind, path=expr.path, line=line,
                               column=column) from None
+    except Raised as raised:
+        line, column = _where(raised.__traceback__)
+        raise RaisedError(raised.error_type, raised.message, path=expr.path, line=line,
+                          column=column) from None
     except Exception as exc:
         raise _runtime_error(exc, expr.path) from None
     finally:
@@ -1151,6 +1157,62 @@ _SAFE_BUILTINS = {
 }
 assert set(_SAFE_BUILTINS) == set(SAFE_BUILTIN_NAMES)
 
+
+# Everyday helpers added in the language's second edition. Kept apart from _SAFE_BUILTINS:
+# a machine written before them may use these names for its own variables, and still can.
+_ERROR_TYPE_RE = re.compile(ERROR_TYPE_PATTERN)
+MAX_FAIL_MESSAGE = 2_000
+# What isinstance() accepts as a type: the builtins that name JSON types (and set)
+_JSON_TYPES = {"str": str, "int": int, "float": float, "bool": bool, "list": (list, tuple),
+               "dict": dict}
+
+
+def _set(items=()):
+    items = list(items)
+    _guard_items(items)
+    for item in items:
+        _guard_key(item)
+    return set(items)
+
+
+def _reversed(items):
+    if isinstance(items, (dict, set, frozenset)):
+        raise TypeError(f"reversed() takes a list or a str, not {_describe(items)}")
+    return list(reversed(items))
+
+
+def _isinstance(value, kinds):
+    wanted = kinds if isinstance(kinds, (tuple, list)) else (kinds,)
+    if len(wanted) > len(_JSON_TYPES) + 1:  # more than every type there is: a repeated one
+        raise TypeError("isinstance() takes at most one of each type")
+    types: list = []
+    for kind in wanted:
+        found = _TYPE_OF.get(id(kind))
+        if found is None:
+            raise TypeError("isinstance() takes str, int, float, bool, list, dict or set, "
+                            "or a tuple of them")
+        types.extend(found if isinstance(found, tuple) else (found,))
+    return isinstance(value, tuple(types))
+
+
+def _fail(error_type, message=""):
+    if not (isinstance(error_type, str) and _ERROR_TYPE_RE.fullmatch(error_type)):
+        raise TypeError(f"fail() needs an error type such as 'card_declined' (lowercase "
+                        f"letters, digits, '_', '.', '-'), not {error_type!r:.60}")
+    if not isinstance(message, str):
+        raise TypeError(f"fail() needs a message that is a str, not {_describe(message)}")
+    raise Raised(error_type, message[:MAX_FAIL_MESSAGE])
+
+
+_HELPER_BUILTINS = {
+    "set": _charged(_set), "reversed": _charged(_reversed), "isinstance": _isinstance,
+    "add": durations.add, "duration": durations.seconds, "fail": _fail,
+}
+assert set(_SAFE_BUILTINS) | set(_HELPER_BUILTINS) == set(names.BUILTIN_ARITY)
+assert set(EXCEPTION_CLASSES) == names.EXCEPTIONS
+_TYPE_OF = {id(_SAFE_BUILTINS[name]): kind for name, kind in _JSON_TYPES.items()}
+_TYPE_OF[id(_HELPER_BUILTINS["set"])] = (set, frozenset)
+
 _GUARDED_OPERATOR_FUNCTIONS = {
     "add": _charged(_add), "multiply": _charged(_multiply), "power": _charged(_power),
     "left_shift": _charged(_left_shift), "modulo": _charged(_modulo),
@@ -1171,6 +1233,7 @@ _UPDATE_OPERATORS = {
 # Builtins, not globals: a run's globals are then only its names, quick to set up.
 _BUILTINS = {
     **_SAFE_BUILTINS,
+    **_HELPER_BUILTINS,
     **{f"__dm_{name}": cls for name, cls in EXCEPTION_CLASSES.items()},
     **{f"__dm_compare_{name}": guard for name, guard in _GUARDED_COMPARISONS.items()},
     **{f"__dm_operator_{name}": function for name, function in _UPDATE_OPERATORS.items()},
@@ -1187,6 +1250,7 @@ _GLOBALS = {"__builtins__": _BUILTINS}
 # (a guard such as `ctx['n'] < 900`) runs without setting one up.
 _BUDGET_FREE = frozenset(
     {"len", "abs", "bool", "float", "any", "all", "min", "max", "round", "int", "range",
+     "isinstance", "add", "duration", "fail",
      "__dm_key", "__dm_keys", "__dm_format", "__dm_compare_chain"}
     | {f"__dm_{name}" for name in EXCEPTION_CLASSES}
     | {f"__dm_compare_{name}" for name in _GUARDED_COMPARISONS})

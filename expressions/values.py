@@ -235,6 +235,31 @@ def check_history_row(entry: dict, limits: Limits, where: str,
     check_sized(entry, "history row", limits.history_row, where)
 
 
+def check_history_rows(entries: list[dict], limits: Limits,
+                       context: tuple[Any, int] | None = None) -> None:
+    """`check_history_row` for the rows of one step, with ONE json.dumps of them all when
+    together they fit in one row's limit and nothing in them looks suspect (each row is then
+    within bounds); otherwise row by row, to say which row and where."""
+    rest = []
+    for entry in entries:
+        where = f"history[{entry.get('seq')}]"
+        check_timestamp(entry.get("at"), f"{where}.at")
+        detail = entry.get("detail")
+        if isinstance(detail, dict) and detail.get("due") is not None:
+            check_timestamp(detail["due"], f"{where}.detail.due")
+        carries = context is not None and entry.get("context") is context[0]
+        rest.append({**entry, "context": None} if carries else entry)
+    try:
+        text = json.dumps(rest, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    except (ValueError, TypeError, RecursionError):
+        text = None
+    shared = context[1] if context is not None else 0
+    if text is not None and len(text) + shared <= limits.history_row and not _suspect(text):
+        return
+    for entry in entries:
+        check_history_row(entry, limits, f"history[{entry.get('seq')}]", context)
+
+
 def check_timestamp(value: Any, path: str) -> None:
     """Epoch seconds a datetime (and so every page and serializer) can hold."""
     if value is None:

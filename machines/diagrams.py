@@ -30,9 +30,19 @@ from hashlib import sha256
 
 import graphviz
 
-from machines.definition import Branch, Expr, Machine, State, Transition
+from machines.definition import (
+    Branch,
+    Expr,
+    Group,
+    Machine,
+    Schedule,
+    State,
+    Transition,
+    error_branch_name,
+)
 from machines.language import io_operation
 from machines.lru import LRU
+from machines.schedules import explain
 from machines.words import duration
 
 FONT = "Helvetica,Arial,sans-serif"
@@ -104,11 +114,14 @@ class DiagramPath:
     edge_steps: dict[str, tuple[int, ...]] = field(default_factory=dict)  # edge id -> steps
     current: str | None = None
     status: str = "running"
+    # edge id -> times taken, for an edge whose edge_steps hold only its first and last steps
+    edge_times: dict[str, int] = field(default_factory=dict)
 
     def key(self) -> tuple:
         """Everything the drawing shows of the path: part of the cache key."""
         return (tuple(sorted(self.state_visits.items())),
                 tuple(sorted((eid, tuple(steps)) for eid, steps in self.edge_steps.items())),
+                tuple(sorted(self.edge_times.items())),
                 self.current, self.status)
 
 
@@ -117,8 +130,13 @@ class Heat:
     """Where a version's executions are now, which edges they took, how long they stay."""
 
     in_state: dict[str, int] = field(default_factory=dict)  # state -> executions there now
+    failed_in_state: dict[str, int] = field(default_factory=dict)  # of them, failed there
     on_edge: dict[str, int] = field(default_factory=dict)  # edge id -> times taken
     median_stay: dict[str, float] = field(default_factory=dict)  # state -> seconds
+    # What the count on a state means: a migration's impact shows where executions would
+    # go, and then has no edges to weigh.
+    in_state_words: str = "executions here now"
+    weighs_edges: bool = True
 
     @property
     def busiest_edge(self) -> int:
@@ -127,7 +145,9 @@ class Heat:
     def key(self) -> tuple:
         """What the drawing shows of it (stays in words): part of the cache key."""
         return (tuple(sorted(self.in_state.items())), tuple(sorted(self.on_edge.items())),
-                tuple(sorted((name, duration(s)) for name, s in self.median_stay.items())))
+                tuple(sorted((name, duration(s)) for name, s in self.median_stay.items())),
+                tuple(sorted(self.failed_in_state.items())), self.in_state_words,
+                self.weighs_edges)
 
 
 # Marks: extra classes by diagram id (the version diff), each with its look in the SVG.
@@ -157,11 +177,25 @@ def short_code(expr: Expr, limit: int = 30) -> str:
 
 def _delay(transition: Transition) -> str:
     wait = transition.wait
+    if wait.written is not None:  # a duration text: drawn as the author wrote it
+        return f"{CLOCK} {wait.written}"
     if wait.until is not None:
         return f"{CLOCK} until " + short_code(wait.until, 24)
     if not wait.seconds.is_code and isinstance(wait.seconds.literal, (int, float)):
         return f"{CLOCK} " + duration(wait.seconds.literal, exact=True)
     return f"{CLOCK} " + short_code(wait.seconds, 24)
+
+
+def _after(state: State, transition: Transition) -> str:
+    """A state timer as written, and when it restarts: one that stays fires again each time
+    ("every P1D"); one that leaves counts from entering the state ("P3D after entering")."""
+    after = transition.after
+    written = after.written
+    if not any(c.isalpha() for c in written):  # a number of seconds
+        written = duration(after.seconds, exact=True)
+    if (transition.target or state.name) == state.name:
+        return f"{CLOCK} every {written}"
+    return f"{CLOCK} {written} after entering"
 
 
 def _esc(text: str) -> str:
@@ -192,13 +226,15 @@ def _badge(step: int) -> str:
             f'{step_mark(step)}</B></FONT></TD>')
 
 
-def _step_marks(steps: tuple[int, ...]) -> str:
+def _step_marks(steps: tuple[int, ...], times: int | None = None) -> str:
     """A row of badges, one cell per number (plain digits in a filled rounded cell), so
-    dm.js can hide the numbers after the selected step; many: "1 2 … 9 ×9"."""
-    if len(steps) > MANY_STEPS:
+    dm.js can hide the numbers after the selected step; many: "1 2 … 9 ×9". `times`: how
+    often the edge was taken when `steps` holds only its first and last numbers."""
+    times = times or len(steps)
+    if times > MANY_STEPS:
         more = f'<TD><FONT COLOR="{PATH_TEXT}"><B>…</B></FONT></TD>'
         cells = [_badge(steps[0]), _badge(steps[1]), more, _badge(steps[-1]),
-                 f'<TD><FONT COLOR="{PATH_TEXT}"><B>×{len(steps)}</B></FONT></TD>']
+                 f'<TD><FONT COLOR="{PATH_TEXT}"><B>×{times}</B></FONT></TD>']
     else:
         cells = [_badge(s) for s in steps]
     # Empty cells either side take the width the label above leaves, not the badges.
@@ -206,12 +242,12 @@ def _step_marks(steps: tuple[int, ...]) -> str:
             + "".join(cells) + "<TD></TD></TR></TABLE>")
 
 
-def _with_badges(text: list[str], steps: tuple[int, ...]) -> str:
+def _with_badges(text: list[str], steps: tuple[int, ...], times: int | None = None) -> str:
     """An edge label (escaped lines) with the step badges under it, as one HTML-like label
     (a table: a label cannot mix text and a table)."""
     rows = "".join(f"<TR><TD>{line}</TD></TR>" for line in text if line)
     return ('<<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="0" CELLPADDING="0">' + rows
-            + f"<TR><TD>{_step_marks(steps)}</TD></TR></TABLE>>")
+            + f"<TR><TD>{_step_marks(steps, times)}</TD></TR></TABLE>>")
 
 
 def _tooltip(*lines: str | None) -> str:
@@ -250,13 +286,23 @@ class _Build:
 # The heatmap ------------------------------------------------------------------------------
 HEAT_TEXT = "#1E3A8A"  # "×N" beside a used edge
 HEAT_BADGE = "#B45309"  # the count of executions in a state
+RED_BADGE = "#B91C1C"  # how many of them failed there
 
 
-def _heat_badge(count: int) -> str:
-    """An external label: the number of executions in the state, white on amber."""
-    return ('<<TABLE BORDER="0" CELLBORDER="0" CELLPADDING="2" CELLSPACING="0" '
-            f'BGCOLOR="{HEAT_BADGE}" STYLE="rounded"><TR><TD><FONT COLOR="white" '
-            f'POINT-SIZE="10"><B>{count:,}</B></FONT></TD></TR></TABLE>>')
+def _heat_badge(count: int, failed: int = 0) -> str:
+    """An external label: the number of executions in the state, white on amber, and
+    beside it how many of them failed there, white on red."""
+    cells = [(f"{count - failed:,}", HEAT_BADGE)] if count > failed else []
+    if failed:
+        cells.append((f"{failed:,} failed", RED_BADGE))
+    if len(cells) == 1:
+        (text, color), = cells
+        return ('<<TABLE BORDER="0" CELLBORDER="0" CELLPADDING="2" CELLSPACING="0" '
+                f'BGCOLOR="{color}" STYLE="rounded"><TR><TD><FONT COLOR="white" '
+                f'POINT-SIZE="10"><B>{text}</B></FONT></TD></TR></TABLE>>')
+    return ('<<TABLE BORDER="0" CELLBORDER="0" CELLPADDING="2" CELLSPACING="1"><TR>'
+            + "".join(f'<TD BGCOLOR="{color}"><FONT COLOR="white" POINT-SIZE="10"><B>{text}'
+                      '</B></FONT></TD>' for text, color in cells) + '</TR></TABLE>>')
 
 
 def _heat_edge(b: _Build, eid: str, classes: list[str], attrs: dict,
@@ -314,10 +360,11 @@ def _state_node(b: _Build, state: State) -> None:
         attrs |= {"color": LINE_STRONG, "fontcolor": FAINT}
     returns = f"returns {state.returns.brief(80)}" if state.is_terminal and state.returns else None
     here = b.heat.in_state.get(state.name, 0) if b.heat else 0
+    failed = b.heat.failed_in_state.get(state.name, 0) if b.heat else 0
     lines = [label]
     if here:
         classes.append("heat-has")
-        attrs["xlabel"] = _heat_badge(here)
+        attrs["xlabel"] = _heat_badge(here, failed)
     if b.heat and state.name in b.heat.median_stay:
         lines.append(_small(f"median {duration(b.heat.median_stay[state.name])}", MUTED))
     attrs = b.marked(state_id(state.name), classes, attrs, edge=False)
@@ -326,7 +373,8 @@ def _state_node(b: _Build, state: State) -> None:
         tooltip=_tooltip(
             f"{state.display} ({state.name})" if state.label else state.name,
             state.description, returns, f"entered {visits}×" if visits > 1 else None,
-            f"{here:,} executions here now" if here else None,
+            f"{here:,} {b.heat.in_state_words}" if here and b.heat else None,
+            f"{failed:,} of them failed here" if failed else None,
         ),
         **{"class": " ".join(classes)}, **attrs,
     )
@@ -348,10 +396,11 @@ def _edge(b: _Build, tail: str, head: str, eid: str, kind: str, text: list[str],
         attrs = {"color": faded, "fontcolor": faded_font}
     if dashed:
         attrs["style"] = "dashed"
-    if b.heat:
+    if b.heat and b.heat.weighs_edges:
         attrs, text = _heat_edge(b, eid, classes, attrs, text)
     attrs = b.marked(eid, classes, attrs, edge=True)
-    label = ({"label": _with_badges(text, steps)} if steps
+    times = b.path.edge_times.get(eid) if b.path else None
+    label = ({"label": _with_badges(text, steps, times)} if steps
              else {"label": _html(*text)} if text else {})
     b.graph.edge(tail, head, id=graphviz.escape(eid), tooltip=tooltip,
                  **{"class": " ".join(classes)}, **label, **attrs)
@@ -408,14 +457,17 @@ def _branch(b: _Build, helper: str, state: State, t: Transition, which: str,
     if branch is None:
         return
     target = branch.state or state.name
-    _edge(b, helper, b.names[target], edge_id(state.name, t.id, which), which, [text],
+    kind = which.split("-")[0]  # error-1, error-2: error branches by type
+    _edge(b, helper, b.names[target], edge_id(state.name, t.id, which), kind, [text],
           _tooltip(f"{tip} → {target}", f"transition '{t.id}' of {state.name}"))
 
 
 def _invoke(b: _Build, state: State, t: Transition, lines: list[str]) -> None:
     inv = t.invoke
     eid = edge_id(state.name, t.id)
-    if inv.kind == "machine":
+    if inv.group is not None:
+        label, attrs, tip = _group_look(inv.group)
+    elif inv.kind == "machine":
         version = f" v{inv.machine_version}" if inv.machine_version else ""
         label = _html(f"<B>{_esc(inv.machine_id)}</B>",
                       _small(f"machine{version}" + (" · async" if inv.is_async else "")))
@@ -428,8 +480,9 @@ def _invoke(b: _Build, state: State, t: Transition, lines: list[str]) -> None:
     elif inv.kind == "call":
         operation = io_operation(inv.call.source)
         brief = f"io {operation}" if operation else short_code(inv.call, 28)
-        retry = inv.retry and inv.retry.max_attempts > 1
-        label = _html(_esc(brief), _small(f"retry ×{inv.retry.max_attempts}") if retry else "")
+        attempts = max((policy.max_attempts for policy in inv.retries), default=1)
+        typed = " by type" if any(policy.on for policy in inv.retries) else ""
+        label = _html(_esc(brief), _small(f"retry ×{attempts}{typed}") if attempts > 1 else "")
         attrs = {"style": "rounded,filled,dashed", "fillcolor": "#F5F3FF", "color": VIOLET,
                  "fontcolor": "#5B21B6", "fontsize": "10"}
         tip = f"call: {inv.call.brief(200)}" + (f"\nok if {inv.ok_if.brief(120)}" if inv.ok_if
@@ -444,7 +497,56 @@ def _invoke(b: _Build, state: State, t: Transition, lines: list[str]) -> None:
     _edge(b, b.names[state.name], helper, eid, "invoke", lines, _transition_tooltip(state, t),
           "action" if t.on else "")
     _branch(b, helper, state, t, "success", inv.success, "✓ success", "success")
-    _branch(b, helper, state, t, "error", inv.error, "✗ error", "error")
+    for index, branch in enumerate(inv.errors):  # by type, in order: "✗ card_declined"
+        text = ("✗ " + ", ".join(branch.on) if branch.on
+                else "✗ other errors" if index else "✗ error")
+        _branch(b, helper, state, t, error_branch_name(index), branch, text, text[2:])
+
+
+def _schedule_words(schedule: Schedule) -> str:
+    """How a schedule starts executions, as drawn on the start arrow: "◷ At 07:00 on
+    Monday through Friday (Europe/Amsterdam)" or "◷ every 1 h"."""
+    if schedule.cron is not None:
+        return f"{CLOCK} {explain(schedule.cron)} ({schedule.time_zone})"
+    return f"{CLOCK} every {duration(schedule.every or 0, exact=True)}"
+
+
+def _join_words(group: Group) -> str:
+    join = {"all": "all must finish", "any": "first to finish wins"}.get(
+        group.join, f"{group.join} must finish") if isinstance(group.join, str) \
+        else f"{group.join} must finish"
+    return join + (" · fail fast" if group.on_failure == "fail_fast" else " · collect errors")
+
+
+def _group_look(group: Group) -> tuple[str, dict, str]:
+    """One node for the whole parallel/map: a row of branch cells side by side under
+    "run together" (parallel), or a stack of copies of one machine (map)."""
+    cell = ('<TD BGCOLOR="white" COLOR="{c}" STYLE="rounded"><B>{key}</B><BR/>'
+            '<FONT POINT-SIZE="8.5">{machine}</FONT></TD>')
+    if group.kind == "parallel":
+        cells = "".join(cell.format(c=VIOLET, key=_esc(b.key), machine=_esc(
+            b.machine_id + (f" v{b.machine_version}" if b.machine_version else "")))
+            for b in group.branches)
+        head = f"{len(group.branches)} run together"
+        label = (f'<<TABLE BORDER="0" CELLBORDER="1" CELLSPACING="4" CELLPADDING="3">'
+                 f'<TR><TD COLSPAN="{len(group.branches)}" BORDER="0">{_esc(head)}<BR/>'
+                 f'{_small(_join_words(group))}</TD></TR><TR>{cells}</TR></TABLE>>')
+        tip = "runs together: " + ", ".join(
+            f"{b.key} ({b.machine_id})" for b in group.branches)
+        shape = "box"
+    else:
+        assert group.items is not None and group.machine_id is not None
+        cap = f" · {group.max_concurrency} at a time" if group.max_concurrency else ""
+        version = f" v{group.machine_version}" if group.machine_version else ""
+        label = _html(_esc(f"for each of {short_code(group.items, 26)}"),
+                      f"<B>{_esc(group.machine_id + version)}</B>",
+                      _small(_join_words(group) + cap))
+        tip = f"starts {group.machine_id} for each item of {group.items.brief(200)}"
+        shape = "box3d"
+    attrs = {"shape": shape, "style": "rounded,filled", "fillcolor": "#F5F3FF",
+             "color": VIOLET, "fontcolor": "#5B21B6",
+             "peripheries": "2" if group.kind == "parallel" else "1"}
+    return label, attrs, tip + f"\n{_join_words(group)}"
 
 
 def _decision(b: _Build, state: State, t: Transition, lines: list[str]) -> None:
@@ -466,14 +568,20 @@ def _decision(b: _Build, state: State, t: Transition, lines: list[str]) -> None:
 def _transitions(b: _Build, state: State) -> None:
     after_guard = False  # an unguarded automatic transition after a guarded one: "otherwise"
     for t in state.transitions:
-        if t.invoke:
+        if t.invoke and t.after:  # a timer that starts work (a reminder sent)
+            lines = [_esc(t.label or t.id), _esc(_after(state, t))]
+            if t.when:
+                lines.append(_italic("if " + short_code(t.when)))
+            _invoke(b, state, t, lines)
+        elif t.invoke:
             _invoke(b, state, t, _first_lines(t, after_guard, t.id))
         elif t.decision:
             _decision(b, state, t, _first_lines(t, after_guard, t.id))
         else:
             target = t.target or state.name
-            if t.wait:
-                lines = [_esc(t.label) if t.label else "", _esc(_delay(t))]
+            if t.wait or t.after:
+                lines = [_esc(t.label) if t.label else "",
+                         _esc(_delay(t) if t.wait else _after(state, t))]
                 lines += _first_lines(Transition(id=t.id, path=t.path, when=t.when),
                                       after_guard, None)
                 kind = "timer"
@@ -502,8 +610,10 @@ def to_dot(machine: Machine, path: DiagramPath | None = None, *,
                  **{"class": "start" + (" visited" if path else "")})
     for state in machine.states.values():
         _state_node(b, state)
-    _edge(b, "start", b.names[machine.start_at], "edge-start", "start", [],
-          _tooltip(f"starts at {machine.start_at}"))
+    _edge(b, "start", b.names[machine.start_at], "edge-start", "start",
+          [_small(_schedule_words(s)) for s in machine.schedules],
+          _tooltip(f"starts at {machine.start_at}",
+                   *(f"schedule {s.id}: {_schedule_words(s)}" for s in machine.schedules)))
     for state in machine.states.values():
         _transitions(b, state)
     return b.graph.source
@@ -615,7 +725,7 @@ def size(machine: Machine) -> tuple[int, int]:
         for t in state.transitions:
             edges += 1
             if t.invoke:
-                edges += (t.invoke.success is not None) + (t.invoke.error is not None)
+                edges += (t.invoke.success is not None) + len(t.invoke.errors)
             elif t.decision:
                 edges += (t.decision.then is not None) + (t.decision.otherwise is not None)
     return len(machine.states), edges
@@ -873,15 +983,26 @@ def describe(machine: Machine, path: DiagramPath | None = None) -> str:
     states = machine.states
     parts = [f"{machine.display}: {len(states)} states, starting at "
              f"{states[machine.start_at].display}."]
+    if machine.schedules:
+        parts.append("Started on schedules: " + "; ".join(
+            f"{s.id} ({_schedule_words(s)[2:]})" for s in machine.schedules) + ".")
     for state in states.values():
         moves = []
         for t in state.transitions:
             how = f"on {' / '.join(t.on)}" if t.on else "automatically"
+            if t.after:
+                how = f"{_after(state, t)[2:]} (a timer kept while it stays)"
             if t.when:
                 how += f" if {short_code(t.when, 60)}"
             if t.invoke:
                 what = t.invoke.machine_id or t.invoke.action or "a call"
-                targets = [br.state or state.name for br in (t.invoke.success, t.invoke.error)
+                group = t.invoke.group
+                if group is not None:
+                    what = (f"{', '.join(b.key for b in group.branches)} together"
+                            if group.kind == "parallel"
+                            else f"{group.machine_id} for each item") + \
+                        f" ({_join_words(group)})"
+                targets = [br.state or state.name for br in (t.invoke.success, *t.invoke.errors)
                            if br]
                 moves.append(f"{how} invokes {what}, then {' or '.join(targets) or 'stays'}")
             elif t.decision:

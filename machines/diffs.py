@@ -16,10 +16,12 @@ class Diff:
 
     states: dict[str, list[str]] = field(default_factory=dict)  # added/removed/changed
     transitions: dict[str, list[tuple]] = field(default_factory=dict)  # (state, id, words)
+    schedules: dict[str, list[str]] = field(default_factory=dict)  # added/removed/changed ids
 
     @property
     def is_empty(self) -> bool:
-        return not any(self.states.values()) and not any(self.transitions.values())
+        return not any(self.states.values()) and not any(self.transitions.values()) \
+            and not any(self.schedules.values())
 
     def marks(self) -> dict[str, list[str]]:
         """Diagram id -> class, the `marks` of render_svg for the newer version's diagram."""
@@ -76,5 +78,13 @@ def definition_diff(old: Machine, new: Machine) -> Diff:
         "removed": [(*key, words) for key, (_, words) in before.items() if key not in after],
         "changed": [(*key, words) for key, (plain, words) in after.items()
                     if key in before and before[key][0] != plain],
+    }
+    old_schedules = {s.id: s for s in old.schedules}
+    new_schedules = {s.id: s for s in new.schedules}
+    diff.schedules = {
+        "added": [n for n in new_schedules if n not in old_schedules],
+        "removed": [n for n in old_schedules if n not in new_schedules],
+        "changed": [n for n, s in new_schedules.items()
+                    if n in old_schedules and old_schedules[n] != s],
     }
     return diff

@@ -21,49 +21,72 @@ from typing import Any
 
 import yaml
 
-from expressions import checker
-from machines import contracts
+from expressions import checker, names
+from machines import contracts, durations
 from machines.definition import (
     DEFAULT_EXECUTION_MODE,
     DEFAULT_TIMEOUT_SECONDS,
+    ERROR_MATCH_PATTERN,
     EXECUTION_MODES,
+    MAP_MAX_ITEMS,
+    RUNTIME_ERROR_TYPES,
+    After,
     Branch,
     Decision,
     Expr,
+    Group,
+    GroupBranch,
     Invoke,
     Machine,
     Retry,
+    Schedule,
     State,
     Transition,
     Update,
     Wait,
 )
 from machines.lru import LRU
+from machines.schedules import MIN_EVERY_SECONDS, cron_problem, zone_problem
 
 ID_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,99}$"
 _ID_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,99}")
 
 DOCUMENT_KEYS = (
     "id", "version", "title", "description", "start_at", "execution_mode",
-    "timeout_seconds", "context", "states", "input", "inputs", "key", "attributes",
+    "timeout_seconds", "context", "states", "schedules", "input", "inputs", "key",
+    "attributes",
 )
 STATE_KEYS = ("label", "description", "actions", "return")
 TRANSITION_KEYS = (
     "id", "label", "on", "when", "state", "context", "assign", "wait", "invoke",
-    "if", "then", "else",
+    "if", "then", "else", "after",
 )
 INVOKE_KEYS = (
     "call", "machine", "trigger", "input", "async", "success", "error", "ok_if", "retry",
-    "timeout_seconds",
+    "timeout_seconds", "non_retryable", "parallel", "map", "join", "on_failure",
 )
-INVOKE_KINDS = ("call", "machine", "trigger")
+INVOKE_KINDS = ("call", "machine", "trigger", "parallel", "map")
+GROUP_KINDS = ("parallel", "map")
+PARALLEL_BRANCH_KEYS = ("machine", "input")
+MAP_KEYS = ("items", "machine", "input", "max_concurrency")
+JOINS = ("all", "any")
+ON_FAILURE = ("fail_fast", "collect")
+MAX_PARALLEL_BRANCHES = 50
+MAX_CONCURRENCY = 1000
+SCHEDULE_KEYS = ("id", "cron", "every", "time_zone", "input")
+MAX_SCHEDULES = 20
+BRANCH_NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,63}$"
+_BRANCH_NAME_RE = re.compile(BRANCH_NAME_PATTERN)
 BRANCH_KEYS = ("state", "context", "assign")
+ERROR_BRANCH_KEYS = ("on", *BRANCH_KEYS)
 WAIT_KEYS = ("seconds", "until")
-RETRY_KEYS = ("max_attempts", "delay_seconds", "backoff")
+RETRY_KEYS = ("on", "max_attempts", "delay_seconds", "backoff", "max_delay_seconds", "jitter")
+_ERROR_MATCH_RE = re.compile(ERROR_MATCH_PATTERN)
+EXPRESSION_KINDS = ("runtime", "timeout", "resource", "crashed", "result", "syntax")
 MACHINE_REF_KEYS = ("id", "version")
 TRIGGER_KEYS = ("execution", "action", "input")
 # What may stand beside `invoke` / `if` in a transition (docs/language.md, "Allowed combinations").
-WITH_INVOKE = frozenset({"invoke", "on", "when", "id", "label"})
+WITH_INVOKE = frozenset({"invoke", "on", "when", "id", "label", "after"})
 WITH_IF = frozenset({"if", "then", "else", "on", "when", "id", "label"})
 CACHE_SIZE = 256
 # Durations a definition may give (wait.seconds, timeout_seconds): 10 years. Past that a
@@ -157,7 +180,7 @@ def check(source: str | dict, *, machine_exists: Callable[[str], bool] | None = 
         document, source_format = source, "json"
         if not isinstance(document, dict):
             return Checked(None, source_format, (_not_an_object(document),), (), None)
-    validator = _Validator(document, machine_exists)
+    validator = _Validator(document, machine_exists, check_names=True)
     errors, warnings = validator.run()
     machine = None if errors else _construct(document)
     return Checked(document, source_format, tuple(errors), tuple(warnings), machine)
@@ -374,12 +397,32 @@ def _field(path: str) -> str:
     return path.rsplit(".", 1)[-1]
 
 
+# Expression positions that bind more than ctx, input, execution and the helpers, by path.
+# (A construct that binds names of its own adds its positions here.)
+POSITION_NAMES: tuple[tuple[re.Pattern, tuple[str, ...]], ...] = (
+    (re.compile(r"\.invoke\.call$"), ("io",)),
+    (re.compile(r"\.invoke\.(success\.|ok_if$)"), ("output",)),
+    (re.compile(r"\.invoke\.error(\[\d+\])?\."), ("error",)),
+    (re.compile(r"\.invoke\.map\.input$"), ("item", "index")),
+)
+
+
+def names_at(path: str) -> frozenset[str]:
+    """The names an expression at `path` may use."""
+    extra = [name for pattern, bound in POSITION_NAMES if pattern.search(path) for name in bound]
+    return names.available(*extra)
+
+
 class _Validator:
     """Walks a document once, collecting every error and warning with its path."""
 
-    def __init__(self, document: dict, machine_exists: Callable[[str], bool] | None):
+    def __init__(self, document: dict, machine_exists: Callable[[str], bool] | None,
+                 check_names: bool = False):
         self.document = document
         self.machine_exists = machine_exists
+        # Names and arity are checked when a machine is saved (check()), not when a stored
+        # one is built: a version saved before these checks keeps loading and running.
+        self.check_names = check_names
         states = document.get("states")
         self.states = states if isinstance(states, dict) else {}
         self.errors: list[Problem] = []
@@ -484,7 +527,11 @@ class _Validator:
             self.error(path, f"'{_field(path)}' must be {kind} {bounds}, not {_show(value)}")
 
     def _duration(self, value: Any, path: str) -> None:
-        """Seconds greater than 0, at most MAX_DURATION_SECONDS (10 years)."""
+        """Seconds greater than 0, at most MAX_DURATION_SECONDS (10 years); or a duration
+        text (docs/language.md "Durations") of more than 0 seconds."""
+        if isinstance(value, str):
+            self._literal_duration(value, path, above_zero=True)
+            return
         if _is_number(value) and value > MAX_DURATION_SECONDS:
             self.error(path, f"'{_field(path)}' must be at most {MAX_DURATION_SECONDS:,} "
                        f"seconds (10 years), not {_show(value)}")
@@ -514,8 +561,13 @@ class _Validator:
             if not value.strip():
                 self.error(path, "the expression is empty",
                            "write an expression, or null for no value")
-            for problem in checker.check(value):
-                self.error(path, problem.message, line=problem.line, column=problem.column)
+            problems = checker.check(value)
+            for problem in problems:
+                self.error(path, problem.message, checker.prose_hint(value),
+                           line=problem.line, column=problem.column)
+            if self.check_names and not problems:
+                for problem in checker.check_names(value, names_at(path)):
+                    self.error(path, problem.message, line=problem.line, column=problem.column)
         elif object_literal and not isinstance(value, dict):
             self.error(path, f"'{_field(path)}' must be an expression (a string) or an object, "
                        f"not {_kind(value)}")
@@ -563,6 +615,8 @@ class _Validator:
             self._duration(doc["timeout_seconds"], "timeout_seconds")
         if "context" in doc:
             self._expr(doc["context"], "context", object_literal=True)
+        if "schedules" in doc:
+            self._schedules(doc["schedules"])
         has_states = self._require(doc, "states", "", "an object: state name -> state")
         if has_states and self._object(doc["states"], "states", "an object: state name -> state"):
             if not doc["states"]:
@@ -676,6 +730,8 @@ class _Validator:
                 self._branch(t[key], _join(path, key))
         if "wait" in t:
             self._wait(t["wait"], _join(path, "wait"))
+        if "after" in t:
+            self._literal_duration(t["after"], _join(path, "after"))
         if "invoke" in t:
             self._invoke(t["invoke"], _join(path, "invoke"))
 
@@ -687,6 +743,9 @@ class _Validator:
                 if key not in WITH_INVOKE:
                     self.error(_join(path, key), f"'{key}' cannot be used with 'invoke'",
                                "put what happens next in 'invoke.success' / 'invoke.error'")
+            if "after" in t and "on" in t:  # a timer that starts work fires by itself
+                self.error(_join(path, "on"), "'on' cannot be used with 'after'",
+                           "an 'after' timer fires by itself; use another transition")
             return
         if "if" in t:
             for key in known:
@@ -700,6 +759,7 @@ class _Validator:
         if "wait" in t and "on" in t:
             self.error(_join(path, "on"), "'on' cannot be used with 'wait'",
                        "a 'wait' transition fires by itself; use another transition for the action")
+        self._after_combinations(t, path)
         for key in ("then", "else"):
             if key in t:
                 self.error(_join(path, key), f"'{key}' can only be used with 'if'")
@@ -724,7 +784,9 @@ class _Validator:
             self.error(path, "'wait' needs exactly one of 'seconds' or 'until'")
         if "seconds" in value:
             seconds = value["seconds"]
-            if isinstance(seconds, str):
+            if isinstance(seconds, str) and durations.looks_like(seconds):
+                self._literal_duration(seconds, _join(path, "seconds"))
+            elif isinstance(seconds, str):
                 self._expr(seconds, _join(path, "seconds"))
             elif not (_is_number(seconds) and seconds >= 0):
                 self.error(_join(path, "seconds"), "'seconds' must be a number >= 0 or an "
@@ -753,7 +815,8 @@ class _Validator:
         kinds = [key for key in INVOKE_KINDS if key in value]
         if len(kinds) != 1:
             given = f", not {' and '.join(repr(k) for k in kinds)}" if kinds else ""
-            self.error(path, f"'invoke' needs exactly one of 'call', 'machine' or 'trigger'{given}")
+            self.error(path, "'invoke' needs exactly one of 'call', 'machine', 'trigger', "
+                       f"'parallel' or 'map'{given}")
         if "call" in value:
             self._expr(value["call"], _join(path, "call"))
         if "machine" in value:
@@ -764,23 +827,166 @@ class _Validator:
             self._expr(value["input"], _join(path, "input"))
             if kinds and "machine" not in kinds:
                 hint = ("put 'input' inside 'trigger'" if "trigger" in kinds
+                        else "give each branch its own 'input'" if "parallel" in kinds
+                        else "put 'input' inside 'map'" if "map" in kinds
                         else "a 'call' reads ctx and input directly")
                 self.error(_join(path, "input"), "'input' is only used with 'machine'", hint)
         if "async" in value:
             if not isinstance(value["async"], bool):
                 self.error(_join(path, "async"),
                            f"'async' must be true or false, not {_show(value['async'])}")
-            if "call" in kinds:
+            if "call" in kinds or any(kind in GROUP_KINDS for kind in kinds):
                 self.error(_join(path, "async"), "'async' is only used with 'machine' or 'trigger'")
-        for key in ("success", "error"):
-            if key in value:
-                self._branch(value[key], _join(path, key))
+        if "success" in value:
+            self._branch(value["success"], _join(path, "success"))
+        if "error" in value:
+            self._by_type(value["error"], _join(path, "error"), self._error_branch,
+                          "an error branch, or a list of them")
         if "ok_if" in value:
             self._expr(value["ok_if"], _join(path, "ok_if"))
         if "retry" in value:
-            self._retry(value["retry"], _join(path, "retry"))
+            self._by_type(value["retry"], _join(path, "retry"), self._retry,
+                          "a retry policy, or a list of them")
         if "timeout_seconds" in value:
             self._duration(value["timeout_seconds"], _join(path, "timeout_seconds"))
+        if "non_retryable" in value:
+            self._error_types(value["non_retryable"], _join(path, "non_retryable"))
+        self._group(value, path, kinds)
+
+    # schedules ---------------------------------------------------------------------------
+    def _schedules(self, value: Any) -> None:
+        if not isinstance(value, list):
+            self.error("schedules", f"'schedules' must be a list, not {_kind(value)}",
+                       "- {id: nightly, cron: '0 2 * * *', time_zone: Europe/Paris}")
+            return
+        if len(value) > MAX_SCHEDULES:
+            self.error("schedules", f"a machine has at most {MAX_SCHEDULES} schedules, "
+                       f"not {len(value)}")
+        seen: set[str] = set()
+        for index, schedule in enumerate(value):
+            path = f"schedules[{index}]"
+            if not self._object(schedule, path, "an object: {id, cron or every, time_zone, "
+                                "input}"):
+                continue
+            self._unknown_keys(schedule, path, SCHEDULE_KEYS, "a schedule's")
+            name = schedule.get("id")
+            if self._require(schedule, "id", path, "a name for the schedule, e.g. 'nightly'"):
+                if not (isinstance(name, str) and _BRANCH_NAME_RE.fullmatch(name)):
+                    self.error(_join(path, "id"), f"{_show(name)} is not a valid schedule id "
+                               f"(pattern {BRANCH_NAME_PATTERN})")
+                elif name in seen:
+                    self.error(_join(path, "id"), f"duplicate schedule id '{name}'")
+                else:
+                    seen.add(name)
+            self._schedule_timing(schedule, path)
+            if "input" in schedule and not isinstance(schedule["input"], dict):
+                self.error(_join(path, "input"), "'input' must be an object (the start "
+                           f"input, given as it is), not {_kind(schedule['input'])}")
+
+    def _schedule_timing(self, schedule: dict, path: str) -> None:
+        given = [key for key in ("cron", "every") if key in schedule]
+        if len(given) != 1:
+            self.error(path, "a schedule needs exactly one of 'cron' or 'every'",
+                       "cron: '0 9 * * 1-5' (at 09:00 on weekdays) or every: 3600 (seconds)")
+        cron = schedule.get("cron")
+        if "cron" in schedule:
+            hint = "five fields: minute hour day-of-month month day-of-week"
+            if not isinstance(cron, str):
+                self.error(_join(path, "cron"), f"'cron' must be a string, not {_kind(cron)}",
+                           hint)
+            elif problem := cron_problem(cron):
+                self.error(_join(path, "cron"), f"'cron' {_show(cron)}: {problem}", hint)
+        if "every" in schedule:
+            path_every = _join(path, "every")
+            try:
+                every = durations.seconds(schedule["every"])
+            except durations.DurationError as exc:
+                self.error(path_every, f"'every': {exc}")
+            else:
+                if every < MIN_EVERY_SECONDS:
+                    self.error(path_every, f"'every' must be at least {MIN_EVERY_SECONDS} "
+                               f"seconds, not {_show(schedule['every'])}")
+        if "time_zone" in schedule:
+            zone = schedule["time_zone"]
+            problem = (zone_problem(zone) if isinstance(zone, str) and zone
+                       else f"'time_zone' must be a zone name, not {_show(zone)}")
+            if problem:
+                self.error(_join(path, "time_zone"), problem,
+                           "an IANA name such as 'Europe/Amsterdam' or 'UTC'")
+
+    # parallel and map ----------------------------------------------------------------------
+    def _group(self, value: dict, path: str, kinds: list[str]) -> None:
+        """`parallel`/`map` and the keys only they use: `join`, `on_failure`."""
+        grouped = [kind for kind in kinds if kind in GROUP_KINDS]
+        if not grouped:
+            for key in ("join", "on_failure"):
+                if key in value:
+                    self.error(_join(path, key),
+                               f"'{key}' is only used with 'parallel' or 'map'")
+            return
+        if "parallel" in value:
+            self._parallel(value["parallel"], _join(path, "parallel"))
+        if "map" in value:
+            self._map(value["map"], _join(path, "map"))
+        if "join" in value:
+            self._join_rule(value["join"], value.get("parallel"), _join(path, "join"))
+        if "on_failure" in value and value["on_failure"] not in ON_FAILURE:
+            self.error(_join(path, "on_failure"),
+                       f"'on_failure' must be 'fail_fast' or 'collect', not "
+                       f"{_show(value['on_failure'])}")
+
+    def _parallel(self, value: Any, path: str) -> None:
+        if not self._object(value, path, "an object: branch name -> {machine, input}"):
+            return
+        if not value:
+            self.error(path, "'parallel' needs at least one branch",
+                       "name each branch: {identity: {machine: check-identity}}")
+        if len(value) > MAX_PARALLEL_BRANCHES:
+            self.error(path, f"'parallel' has {len(value)} branches; at most "
+                       f"{MAX_PARALLEL_BRANCHES}", "use 'map' for many children of one machine")
+        for name, branch in value.items():
+            branch_path = _join(path, name)
+            if not (isinstance(name, str) and _BRANCH_NAME_RE.fullmatch(name)):
+                self.error(branch_path, f"{_show(name)} is not a valid branch name (pattern "
+                           f"{BRANCH_NAME_PATTERN})", "letters, digits, '_' and '-'")
+            if not self._object(branch, branch_path, "an object: {machine, input}"):
+                continue
+            self._unknown_keys(branch, branch_path, PARALLEL_BRANCH_KEYS, "a branch's")
+            if self._require(branch, "machine", branch_path, "the machine this branch runs"):
+                self._machine_ref(branch["machine"], _join(branch_path, "machine"))
+            if "input" in branch:
+                self._expr(branch["input"], _join(branch_path, "input"))
+
+    def _map(self, value: Any, path: str) -> None:
+        if not self._object(value, path, "an object: {items, machine, input, max_concurrency}"):
+            return
+        self._unknown_keys(value, path, MAP_KEYS, "'map'")
+        if self._require(value, "items", path, "an expression giving the list to map over"):
+            self._expr(value["items"], _join(path, "items"))
+            if not isinstance(value["items"], (str, list)):
+                self.error(_join(path, "items"), "'items' must be an expression or a list, "
+                           f"not {_kind(value['items'])}")
+        if self._require(value, "machine", path, "the machine each item runs"):
+            self._machine_ref(value["machine"], _join(path, "machine"))
+        if "input" in value:
+            self._expr(value["input"], _join(path, "input"))
+        if "max_concurrency" in value:
+            self._number(value["max_concurrency"], _join(path, "max_concurrency"),
+                         low=1, high=MAX_CONCURRENCY, integer=True)
+
+    def _join_rule(self, value: Any, parallel: Any, path: str) -> None:
+        if value in JOINS:
+            return
+        if not isinstance(value, dict) or set(value) != {"at_least"}:
+            self.error(path, f"'join' must be 'all', 'any' or {{at_least: N}}, not "
+                       f"{_show(value)}")
+            return
+        at_least = value["at_least"]
+        self._number(at_least, _join(path, "at_least"), low=1, high=MAP_MAX_ITEMS,
+                     integer=True)
+        if isinstance(parallel, dict) and _is_integer(at_least) and at_least > len(parallel):
+            self.error(_join(path, "at_least"), f"'at_least' is {at_least} but 'parallel' has "
+                       f"only {len(parallel)} branches")
 
     def _machine_ref(self, value: Any, path: str) -> None:
         if isinstance(value, str):
@@ -813,10 +1019,97 @@ class _Validator:
         if self._require(value, "max_attempts", path, "attempts in all, the first one included"):
             self._number(value["max_attempts"], _join(path, "max_attempts"),
                          low=1, high=100, integer=True)
-        if "delay_seconds" in value:
-            self._number(value["delay_seconds"], _join(path, "delay_seconds"), low=0, high=86400)
+        for key in ("delay_seconds", "max_delay_seconds"):
+            if isinstance(value.get(key), str):
+                self._literal_duration(value[key], _join(path, key), most=86400)
+            elif key in value:
+                self._number(value[key], _join(path, key), low=0, high=86400)
         if "backoff" in value:
             self._number(value["backoff"], _join(path, "backoff"), low=1, high=10)
+        if "jitter" in value:
+            self._number(value["jitter"], _join(path, "jitter"), low=0, high=1)
+        if "on" in value:
+            self._error_types(value["on"], _join(path, "on"))
+
+    # Errors by type, timers and durations (docs/language.md) ------------------------------
+    def _by_type(self, value: Any, path: str, check_one: Callable[[Any, str], None],
+                 what: str) -> None:
+        """`retry` and `error`: one object, or a list tried in order, where an item without
+        `on` catches every type and so must come last."""
+        if not isinstance(value, list):
+            check_one(value, path)
+            return
+        if not value:
+            self.error(path, f"'{_field(path)}' must be {what}, not an empty list")
+        for index, item in enumerate(value):
+            item_path = f"{path}[{index}]"
+            check_one(item, item_path)
+            if isinstance(item, dict) and "on" not in item and index < len(value) - 1:
+                self.error(item_path, "this item has no 'on', so it catches every error type "
+                           "and the items after it are never used",
+                           "move it last, or give it 'on: [types]'")
+
+    def _error_branch(self, value: Any, path: str) -> None:
+        if not self._object(value, path, "an object with 'on', 'state', 'context' or 'assign'"):
+            return
+        self._unknown_keys(value, path, ERROR_BRANCH_KEYS, "an error branch")
+        if "on" in value:
+            self._error_types(value["on"], _join(path, "on"))
+        if "state" in value:
+            self._state_ref(value["state"], _join(path, "state"))
+        self._update(value, path)
+
+    def _error_types(self, value: Any, path: str) -> None:
+        """An error type (`timeout`, `card_declined`, `http_status:4xx`, ...) or a non-empty
+        list of them."""
+        items = value if isinstance(value, list) else [value]
+        if not items:
+            self.error(path, f"'{_field(path)}' must be an error type or a non-empty list of "
+                       "them")
+        for index, item in enumerate(items):
+            where = f"{path}[{index}]" if isinstance(value, list) else path
+            if not (isinstance(item, str) and _ERROR_MATCH_RE.fullmatch(item)):
+                self.error(where, f"{_show(item)} is not an error type",
+                           "lowercase letters, digits, '_', '.', '-', e.g. 'timeout', "
+                           "'card_declined', 'http_status:4xx', 'child_failed:card_declined'")
+                continue
+            kind, _, detail = item.partition(":")
+            if kind == "http_status" and detail and not re.fullmatch(r"[1-5][0-9x]{2}", detail):
+                self.error(where, f"'{detail}' is not an HTTP status or class of them",
+                           "write a code (404) or a class (4xx)")
+            elif kind == "expression_error" and detail and detail not in EXPRESSION_KINDS:
+                self.error(where, f"'{detail}' is not how an expression fails",
+                           f"one of: {', '.join(EXPRESSION_KINDS)}")
+            elif detail and kind not in ("http_status", "child_failed", "expression_error"):
+                self.error(where, f"'{kind}:{detail}': only 'http_status', 'child_failed' and "
+                           "'expression_error' take a detail after ':'")
+            close = difflib.get_close_matches(kind, RUNTIME_ERROR_TYPES, n=1, cutoff=0.8)
+            if close and close[0] != kind:
+                self.warn(where, f"error type '{kind}' is not one the runtime gives; did you "
+                          f"mean '{close[0]}'?", "types of your own, raised with fail(), "
+                          "are fine")
+
+    def _after_combinations(self, t: dict, path: str) -> None:
+        if "after" not in t:
+            return
+        for key in ("on", "wait", "if"):
+            if key in t:
+                self.error(_join(path, key), f"'{key}' cannot be used with 'after'",
+                           "an 'after' timer fires by itself; use another transition")
+
+    def _literal_duration(self, value: Any, path: str, *, most: float | None = None,
+                          above_zero: bool = False) -> None:
+        """A duration written as a number of seconds or a text ('P1D', '90s')."""
+        try:
+            seconds = durations.seconds(value)
+        except durations.DurationError as exc:
+            self.error(path, f"'{_field(path)}': {exc}")
+            return
+        if above_zero and seconds <= 0:
+            self.error(path, f"'{_field(path)}' must be more than 0 seconds, not {_show(value)}")
+        if most is not None and seconds > most:
+            self.error(path, f"'{_field(path)}' must be at most {most:g} seconds, "
+                       f"not {_show(value)}")
 
     # Warnings ----------------------------------------------------------------------------
     def _action_lists(self):
@@ -859,8 +1152,9 @@ class _Validator:
                 self.warn(path, f"transition '{t.get('id')}' can never be taken: "
                           f"'{b_id}' (actions[{b_index}]) before it is automatic and unconditional",
                           f"move it above '{b_id}', or give '{b_id}' a 'when'")
-            elif "on" in t and not can_pause:
-                self.warn(path, f"action '{t.get('id')}' can never be taken: the execution never "
+            elif ("on" in t or "after" in t) and not can_pause:
+                self.warn(path, f"{'timer' if 'after' in t else 'action'} '{t.get('id')}' can "
+                          "never be taken: the execution never "
                           f"waits in '{name}' because '{b_id}' (actions[{b_index}]) is automatic "
                           "and unconditional", f"give '{b_id}' a 'when' or a 'wait'")
 
@@ -878,21 +1172,40 @@ class _Validator:
         for _, path, transitions in self._action_lists():
             for index, t in transitions:
                 invoke = t.get("invoke")
-                ref = invoke.get("machine") if isinstance(invoke, dict) else None
-                child_path = f"{path}[{index}].invoke.machine"
-                if isinstance(ref, dict):
-                    ref, child_path = ref.get("id"), child_path + ".id"
-                if (isinstance(ref, str) and _ID_RE.fullmatch(ref)
-                        and ref != self.document.get("id") and not self.machine_exists(ref)):
-                    self.warn(child_path, f"machine '{ref}' does not exist yet",
-                              "save it before an execution reaches this transition")
+                for ref, child_path in _machine_refs(invoke, f"{path}[{index}].invoke"):
+                    self._warn_unknown_machine(ref, child_path)
+
+    def _warn_unknown_machine(self, ref: Any, child_path: str) -> None:
+        assert self.machine_exists is not None
+        if isinstance(ref, dict):
+            ref, child_path = ref.get("id"), child_path + ".id"
+        if (isinstance(ref, str) and _ID_RE.fullmatch(ref)
+                and ref != self.document.get("id") and not self.machine_exists(ref)):
+            self.warn(child_path, f"machine '{ref}' does not exist yet",
+                      "save it before an execution reaches this transition")
+
+
+def _machine_refs(invoke: Any, path: str) -> list[tuple[Any, str]]:
+    """(machine reference, its path) of every child an invoke may start."""
+    if not isinstance(invoke, dict):
+        return []
+    refs = [(invoke["machine"], f"{path}.machine")] if "machine" in invoke else []
+    parallel, mapped = invoke.get("parallel"), invoke.get("map")
+    if isinstance(parallel, dict):
+        refs += [(branch["machine"], f"{path}.parallel.{name}.machine")
+                 for name, branch in parallel.items()
+                 if isinstance(branch, dict) and "machine" in branch]
+    if isinstance(mapped, dict) and "machine" in mapped:
+        refs.append((mapped["machine"], f"{path}.map.machine"))
+    return refs
 
 
 def _targets(t: dict) -> list[str]:
     """Every state a transition can lead to, its outcome branches included."""
     branches = [t.get("then"), t.get("else")]
     if isinstance(t.get("invoke"), dict):
-        branches += [t["invoke"].get("success"), t["invoke"].get("error")]
+        error = t["invoke"].get("error")
+        branches += [t["invoke"].get("success"), *(error if isinstance(error, list) else [error])]
     found = [t.get("state")] + [b.get("state") for b in branches if isinstance(b, dict)]
     return [target for target in found if isinstance(target, str)]
 
@@ -904,7 +1217,7 @@ def _always_takeable(t: dict) -> bool:
 
 def _unconditional(t: dict) -> bool:
     """Taken as soon as the state is entered, so nothing after it is ever tried."""
-    return _always_takeable(t) and "wait" not in t
+    return _always_takeable(t) and "wait" not in t and "after" not in t
 
 
 # Building --------------------------------------------------------------------------------
@@ -918,8 +1231,12 @@ def _construct(document: dict) -> Machine:
         title=doc.get("title"),
         description=doc.get("description"),
         execution_mode=doc.get("execution_mode", DEFAULT_EXECUTION_MODE),
-        timeout_seconds=doc.get("timeout_seconds", DEFAULT_TIMEOUT_SECONDS),
+        timeout_seconds=durations.seconds(doc.get("timeout_seconds", DEFAULT_TIMEOUT_SECONDS)),
         context=_expr_of(doc.get("context", {}), "context"),
+        schedules=tuple(Schedule(id=s["id"], cron=s.get("cron"),
+                                 every=durations.seconds(s["every"]) if "every" in s else None,
+                                 time_zone=s.get("time_zone", "UTC"), input=s.get("input", {}))
+                        for s in doc.get("schedules", ())),
         **_build_contracts(doc),
     )
 
@@ -970,6 +1287,7 @@ def _build_transition(t: dict, path: str) -> Transition:
         then = _build_branch(t["then"], f"{path}.then")
         decision = Decision(_expr_of(t["if"], f"{path}.if"), then, otherwise)
     wait = t.get("wait")
+    after = t.get("after")
     return Transition(
         id=t["id"],
         path=path,
@@ -978,11 +1296,19 @@ def _build_transition(t: dict, path: str) -> Transition:
         when=_optional_expr(t, "when", path),
         target=t.get("state"),
         update=_build_update(t, path),
-        wait=Wait(_optional_expr(wait, "seconds", f"{path}.wait"),
-                  _optional_expr(wait, "until", f"{path}.wait")) if wait is not None else None,
+        wait=_build_wait(wait, f"{path}.wait") if wait is not None else None,
         invoke=_build_invoke(t["invoke"], f"{path}.invoke") if "invoke" in t else None,
         decision=decision,
+        after=After(durations.seconds(after), str(after)) if after is not None else None,
     )
+
+
+def _build_wait(wait: dict, path: str) -> Wait:
+    seconds = wait.get("seconds")
+    if isinstance(seconds, str) and durations.looks_like(seconds):
+        literal = Expr(f"{path}.seconds", literal=durations.seconds(seconds))
+        return Wait(literal, written=seconds)
+    return Wait(_optional_expr(wait, "seconds", path), _optional_expr(wait, "until", path))
 
 
 def _build_update(obj: dict, path: str) -> Update:
@@ -994,7 +1320,22 @@ def _build_update(obj: dict, path: str) -> Update:
 
 
 def _build_branch(branch: dict, path: str) -> Branch:
-    return Branch(state=branch.get("state"), update=_build_update(branch, path))
+    on = branch.get("on", ())
+    return Branch(state=branch.get("state"), update=_build_update(branch, path),
+                  on=(on,) if isinstance(on, str) else tuple(on))
+
+
+def _build_retry(retry: dict) -> Retry:
+    on = retry.get("on", ())
+    values = {key: retry[key] for key in ("max_attempts", "backoff", "jitter") if key in retry}
+    for key in ("delay_seconds", "max_delay_seconds"):
+        if key in retry:
+            values[key] = durations.seconds(retry[key])
+    return Retry(on=(on,) if isinstance(on, str) else tuple(on), **values)
+
+
+def _listed(value: Any) -> list:
+    return value if isinstance(value, list) else [value]
 
 
 def _optional_branch(obj: dict, key: str, path: str) -> Branch | None:
@@ -1022,8 +1363,38 @@ def _build_invoke(invoke: dict, path: str) -> Invoke:
         action=trigger.get("action"),
         is_async=invoke.get("async", False),
         success=_optional_branch(invoke, "success", path),
-        error=_optional_branch(invoke, "error", path),
+        errors=tuple(
+            _build_branch(branch, f"{path}.error" + (f"[{i}]" if isinstance(
+                invoke["error"], list) else ""))
+            for i, branch in enumerate(_listed(invoke.get("error", [])))),
         ok_if=_optional_expr(invoke, "ok_if", path),
-        retry=Retry(**{key: retry[key] for key in RETRY_KEYS if key in retry}) if retry else None,
-        timeout_seconds=invoke.get("timeout_seconds"),
+        retries=tuple(_build_retry(policy) for policy in _listed(retry or [])),
+        timeout_seconds=(durations.seconds(invoke["timeout_seconds"])
+                         if "timeout_seconds" in invoke else None),
+        non_retryable=tuple(_listed(invoke.get("non_retryable", []))),
+        group=_build_group(invoke, path) if kind in GROUP_KINDS else None,
     )
+
+
+def _reference(machine: str | dict) -> tuple[str, int | None]:
+    """(id, version) of a machine reference: an id, or {id, version}."""
+    if isinstance(machine, dict):
+        return machine["id"], machine.get("version")
+    return machine, None
+
+
+def _build_group(invoke: dict, path: str) -> Group:
+    join = invoke.get("join", "all")
+    common = {"join": join["at_least"] if isinstance(join, dict) else join,
+              "on_failure": invoke.get("on_failure", "fail_fast")}
+    if "parallel" in invoke:
+        return Group(kind="parallel", branches=tuple(
+            GroupBranch(name, *_reference(branch["machine"]),
+                        input=_optional_expr(branch, "input", f"{path}.parallel.{name}"))
+            for name, branch in invoke["parallel"].items()), **common)
+    mapped = invoke["map"]
+    machine_id, machine_version = _reference(mapped["machine"])
+    return Group(kind="map", items=_expr_of(mapped["items"], f"{path}.map.items"),
+                 machine_id=machine_id, machine_version=machine_version,
+                 input=_optional_expr(mapped, "input", f"{path}.map"),
+                 max_concurrency=mapped.get("max_concurrency"), **common)

@@ -3,6 +3,8 @@ from django.conf import settings
 from django.db import models
 from django.urls import reverse
 
+from machines.definition import Schedule as Declared
+
 
 class Machine(models.Model):
     """A machine id. Its versions hold everything else; this row anchors listings."""
@@ -64,3 +66,33 @@ class MachineVersion(models.Model):
 
         return load_cached(self.machine_id, self.version, self.content_hash,
                            lambda: self.definition)
+
+
+class Schedule(models.Model):
+    """An entry of the `schedules:` section of a machine's latest version, and when it
+    fires next. Saving a version reconciles these rows (machines.services); the timer loop
+    claims a fire by moving `next_fire_at` on with compare-and-swap
+    (executions.runtime.schedules)."""
+
+    machine = models.ForeignKey(Machine, on_delete=models.CASCADE, related_name="schedules")
+    name = models.CharField(max_length=64)
+    version = models.PositiveIntegerField(help_text="The version that declares it.")
+    timing = models.JSONField(help_text="cron, every and time_zone as declared.")
+    input = models.JSONField(default=dict, help_text="The start input of each execution.")
+    next_fire_at = models.FloatField(db_index=True, help_text="epoch seconds")
+    last_fired_at = models.FloatField(null=True, blank=True, help_text="epoch seconds")
+
+    class Meta:
+        ordering = ["machine_id", "name"]
+        constraints = [
+            models.UniqueConstraint(fields=["machine", "name"], name="unique_schedule_name"),
+        ]
+
+    def __str__(self):
+        return f"{self.machine_id} schedule {self.name}"
+
+    def declared(self):
+        """The schedule as its definition declares it (what machines.schedules times)."""
+        return Declared(id=self.name, cron=self.timing.get("cron"),
+                        every=self.timing.get("every"),
+                        time_zone=self.timing.get("time_zone") or "UTC", input=self.input)

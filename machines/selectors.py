@@ -4,9 +4,12 @@ versions, named for what it returns. A missing version raises
 """
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from django.db.models import Count, Max, OuterRef, Subquery
 
-from machines.models import Machine, MachineVersion
+from machines import schedules
+from machines.models import Machine, MachineVersion, Schedule
 
 
 def latest_versions():
@@ -74,3 +77,33 @@ def previous_version(version: MachineVersion) -> MachineVersion | None:
     return (MachineVersion.objects.filter(machine_id=version.machine_id,
                                           version__lt=version.version)
             .order_by("-version").first())
+
+
+def schedules_of(machine_id: str, runs: int = 3) -> list[dict]:
+    """The machine's schedules, by name: how each is timed, its start input, when it fired
+    last and its next `runs` fire times (aware datetimes in UTC)."""
+    found = []
+    for row in Schedule.objects.filter(machine_id=machine_id).order_by("name"):
+        declared = row.declared()
+        found.append({
+            "id": row.name, "cron": declared.cron, "every": declared.every,
+            "in_words": schedules.explain(declared.cron) if declared.cron else None,
+            "time_zone": declared.time_zone, "input": row.input, "version": row.version,
+            "last_fired_at": _moment(row.last_fired_at),
+            "next_runs": [_moment(at) for at in
+                          schedules.upcoming(declared, row.next_fire_at, runs)],
+        })
+    return found
+
+
+def _moment(epoch: float | None) -> datetime | None:
+    return None if epoch is None else datetime.fromtimestamp(epoch, UTC)
+def state_choices(machine_id: str | None) -> list[tuple[str, str]]:
+    """(name, label) of the states of a machine's latest version, for a state filter; empty
+    for no machine or an unknown one."""
+    if not machine_id:
+        return []
+    version = MachineVersion.objects.filter(machine_id=machine_id).order_by("-version").first()
+    if version is None:
+        return []
+    return [(name, state.display) for name, state in version.parsed().states.items()]

@@ -8,11 +8,13 @@ unique (machine, version) constraint decides who gets which number.
 from __future__ import annotations
 
 import json
+import time
 
 from django.db import IntegrityError, transaction
 
+from machines import schedules
 from machines.language import DefinitionError, canonical_hash, check, parse_text
-from machines.models import Machine, MachineVersion
+from machines.models import Machine, MachineVersion, Schedule
 
 SAVE_ATTEMPTS = 20  # how many racing saves one save can lose before giving up
 
@@ -80,7 +82,34 @@ def _store(document: dict, fields: dict) -> tuple[MachineVersion, bool]:
         stored = MachineVersion.objects.create(
             machine=machine, version=number, definition={**document, "version": number}, **fields
         )
+        reconcile_schedules(machine)
         return stored, True
+
+
+def reconcile_schedules(machine: Machine, now: float | None = None) -> None:
+    """Make the machine's Schedule rows those of its latest version. A schedule whose
+    timing (cron, every, time zone) is unchanged keeps its next fire time; a new or
+    changed one counts from now; one the latest version no longer declares is removed.
+    Runs in the save's transaction, so a version and its schedules are stored together."""
+    now = time.time() if now is None else now
+    latest = machine.latest
+    declared = {s.id: s for s in latest.parsed().schedules}
+    Schedule.objects.filter(machine=machine).exclude(name__in=declared).delete()
+    existing = {row.name: row for row in Schedule.objects.select_for_update()
+                .filter(machine=machine)}
+    for name, schedule in declared.items():
+        row = existing.get(name)
+        if row is None:
+            Schedule.objects.create(machine=machine, name=name, version=latest.version,
+                                    timing=schedule.timing, input=schedule.input,
+                                    next_fire_at=schedules.next_after(schedule, now))
+            continue
+        changed = ["version", "input"]
+        if row.timing != schedule.timing:
+            row.timing, row.next_fire_at = schedule.timing, schedules.next_after(schedule, now)
+            changed += ["timing", "next_fire_at"]
+        row.version, row.input = latest.version, schedule.input
+        row.save(update_fields=changed)
 
 
 def check_source(source: str | dict):

@@ -361,6 +361,20 @@
     setInterval(update, 1000);
   }
 
+  // A machine's heatmap: clicking a state lists the executions in it (the heatmap table's
+  // links do the same without script).
+  function setupStateFilter(section) {
+    section.addEventListener("click", function (event) {
+      var node = event.target.closest("g.node.state[id^='state-']");
+      // (graphviz wraps a node in an <a> for its tooltip; only a real link is left alone)
+      if (!node || event.target.closest("a[href], a[*|href]")) return;
+      var query = new URLSearchParams(window.location.search);
+      query.set("state", node.id.slice("state-".length));
+      query.delete("page");
+      window.location.assign("?" + query.toString() + "#executions-title");
+    });
+  }
+
   function init() {
     restoreScroll();
     sendTimeZone();
@@ -368,6 +382,7 @@
     document.querySelectorAll("[data-diagram]").forEach(setupZoom);
     document.querySelectorAll("[data-steps]").forEach(setupSteps);
     document.querySelectorAll("[data-poll-url][data-poll-version]").forEach(setupPolling);
+    document.querySelectorAll("[data-filter-by-state]").forEach(setupStateFilter);
   }
 
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", init);
@@ -408,8 +423,9 @@
             .querySelectorAll("[data-live-list]")[index];
           if (!fresh) throw new Error("no list in the answer");
           delay = LIST_DELAY;
+          // Not while the reader is in it, nor while rows are selected for an operation.
           if (fresh.innerHTML.trim() !== region.innerHTML.trim() &&
-              !region.contains(document.activeElement)) {
+              !region.contains(document.activeElement) && !region.querySelector("input:checked")) {
             region.replaceChildren.apply(region, Array.from(fresh.childNodes).map(function (node) {
               return document.importNode(node, true);
             }));

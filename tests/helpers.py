@@ -1,5 +1,6 @@
 """Plain helpers the test modules share. Fixtures live in conftest.py; import these with
 `from tests.helpers import ...` (never from another test module)."""
+import json
 import os
 import signal
 import subprocess
@@ -8,6 +9,10 @@ import time
 from pathlib import Path
 
 from django.db import connection
+
+from executions import engine
+from expressions.sandbox import evaluate
+from machines.language import build
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -142,3 +147,78 @@ class Cluster:
                 process.send_signal(sig)
         except ProcessLookupError:
             pass
+
+
+# parallel and map: two machines and a way to drive the engine through them -----------------
+GROUP_NOW = 1_000_000.0
+
+
+def engine_env(now: float = GROUP_NOW) -> engine.Env:
+    return engine.Env(now=now, evaluate=evaluate,
+                      execution={"id": "e1", "machine": "m", "version": 1})
+
+
+def kyc(join="all", on_failure="fail_fast", timeout=None, error_branch=True):
+    invoke = {
+        "parallel": {
+            "identity": {"machine": "check", "input": "{'kind': 'identity', 'who': ctx['who']}"},
+            "sanctions": {"machine": "check", "input": "{'kind': 'sanctions'}"},
+            "address": {"machine": {"id": "check", "version": 2}},
+        },
+        "join": join, "on_failure": on_failure,
+        "success": {"state": "approved", "assign": {"checks": "output"}},
+    }
+    if error_branch:
+        invoke["error"] = {"state": "review", "assign": {"problem": "error"}}
+    if timeout:
+        invoke["timeout_seconds"] = timeout
+    return build({
+        "id": "kyc", "start_at": "checking", "context": "{'who': input['who']}",
+        "states": {
+            "checking": {"actions": [{"id": "run-checks", "invoke": invoke},
+                                     {"id": "note", "on": "note", "assign": {"n": "1"}}]},
+            "approved": {"return": "ctx['checks']"},
+            "review": {"return": "ctx['problem']"},
+        },
+    })
+
+
+def lines(max_concurrency=None, items="ctx['lines']", on_failure="fail_fast", join="all"):
+    mapped = {"items": items, "machine": "price-line",
+              "input": "{'sku': item['sku'], 'position': index}"}
+    if max_concurrency:
+        mapped["max_concurrency"] = max_concurrency
+    return build({
+        "id": "order-pricing", "start_at": "pricing", "context": "{'lines': input}",
+        "states": {
+            "pricing": {"actions": [{"id": "price-each", "invoke": {
+                "map": mapped, "join": join, "on_failure": on_failure,
+                "success": {"state": "priced", "assign": {"prices": "output"}}}}]},
+            "priced": {"return": "sum(p['price'] for p in ctx['prices'] if p)"},
+        },
+    })
+
+
+def starts(result):
+    return [e for e in result.effects if isinstance(e, engine.StartChild)]
+
+
+def cancels(result):
+    return sorted(e.token for e in result.effects if isinstance(e, engine.CancelWork))
+
+
+def json_round_trip(snapshot: engine.Snapshot) -> engine.Snapshot:
+    """What the store does: the snapshot is kept as JSON."""
+    return engine.Snapshot.from_dict(json.loads(json.dumps(snapshot.to_dict())))
+
+
+def begin(machine, input):
+    result = engine.transition(machine, None, engine.Start(input), engine_env())
+    return result, json_round_trip(result.snapshot)
+
+
+def report(machine, snapshot, token, ok=True, output=None, error=None):
+    event = (engine.WorkSucceeded(token, output) if ok
+             else engine.WorkFailed(token, error or {"type": "child_failed", "message": "no"}))
+    result = engine.transition(machine, snapshot, event, engine_env())
+    return result, json_round_trip(result.snapshot)

@@ -296,7 +296,8 @@ class TestTheSite:
         client.force_login(user)
         index = client.get(reverse("admin:index"))
         assert index.status_code == 200
-        assert [app["app_label"] for app in index.context["app_list"]] == ["machines"]
+        assert [app["app_label"] for app in index.context["app_list"]] == [
+            "machines", "executions"]  # executions read-only (view permission)
         assert client.get(ADD).status_code == 200
         response = client.post(ADD, {"source": TICKET, "_save": "1"})
         assert response.status_code == 302

@@ -21,6 +21,7 @@ LAYER_NAMES = ["pure core", "models", "runtime", "services and selectors", "surf
 LAYERS = {
     "expressions": PURE,
     "executions.engine": PURE,
+    "executions.joins": PURE,
     "machines.definition": PURE,
     "machines.contracts": PURE,
     "machines.language": PURE,
@@ -28,6 +29,8 @@ LAYERS = {
     "machines.diffs": PURE,
     "machines.lru": PURE,
     "machines.words": PURE,
+    "machines.schedules": PURE,
+    "machines.durations": PURE,
     "executions.steps": PURE,
     "executions.runtime.pool_child": PURE,  # the evaluation pool's child: pure code only
     "machines.models": MODELS,
@@ -37,6 +40,8 @@ LAYERS = {
     "executions.services": SERVICES,
     "executions.selectors": SERVICES,
     "executions.filters": SERVICES,
+    "executions.operations": SERVICES,
+    "executions.migrating": SERVICES,
     "machines.services": SERVICES,
     "machines.selectors": SERVICES,
     "accounts.roles": SERVICES,
@@ -50,6 +55,7 @@ LAYERS = {
     "executions.management": SURFACE,
     "machines.management": SURFACE,
     "machines.admin": SURFACE,
+    "executions.admin": SURFACE,
     "machines.forms": SURFACE,
     "explorer": SURFACE,
     "workflow_site": SITE,
@@ -67,14 +73,16 @@ LAYERS = {
 SURFACE_EXCEPTIONS = {
     # The admin and DRF's ModelSerializer describe a model: naming it is their interface.
     ("machines.admin", "machines.models"),
+    ("executions.admin", "executions.models"),
     ("executions.api.serializers", "executions.models"),
     ("machines.api.serializers", "machines.models"),
     # The timer loop is a worker process's entry point, like executions.tasks.
     ("executions.management.commands.run_timers", "executions.runtime"),
     ("executions.management.commands.run_timers", "executions.runtime.timers"),
+    ("executions.management.commands.run_timers", "executions.runtime.schedules"),
 }
 # Third-party packages the pure core may use (Django and DRF are not among them).
-PURE_THIRD_PARTY = {"yaml", "graphviz", "jsonschema"}
+PURE_THIRD_PARTY = {"yaml", "graphviz", "cronsim", "jsonschema"}
 PROJECT_TOP = set(PACKAGES)
 
 

@@ -308,7 +308,7 @@ states:
           input: "{'ref': input['ref']}"
           success: {state: done}
           error: {state: refused, assign: {why: "error['type']"}}
-  done: {return: "started"}
+  done: {return: "'started'"}
   refused: {return: "ctx['why']"}
 """
 

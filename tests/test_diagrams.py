@@ -11,7 +11,7 @@ from django.test import RequestFactory
 from django.utils.safestring import mark_safe
 
 from machines import diagrams, language
-from machines.definition import Expr, Machine, State, Transition
+from machines.definition import Expr, Machine, State, Transition, error_branch_name
 from machines.diagrams import DiagramPath, edge_id, render_svg, state_id, step_mark, to_dot
 
 SVG = "{http://www.w3.org/2000/svg}"
@@ -129,8 +129,9 @@ def expected_edges(m):
         for tr in st.transitions:
             ids.add(edge_id(st.name, tr.id))
             if tr.invoke:
-                ids |= {edge_id(st.name, tr.id, b) for b in ("success", "error")
-                        if getattr(tr.invoke, b)}
+                ids |= {edge_id(st.name, tr.id, "success")} if tr.invoke.success else set()
+                ids |= {edge_id(st.name, tr.id, error_branch_name(i))  # one per error type
+                        for i in range(len(tr.invoke.errors))}
             if tr.decision:
                 ids.add(edge_id(st.name, tr.id, "then"))
                 if tr.decision.otherwise:

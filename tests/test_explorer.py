@@ -211,11 +211,17 @@ def test_an_action_not_available_now_is_a_message_not_a_change(operator, started
 
 
 def test_operator_cancels(operator, started):
-    response = operator.post(f"/executions/{started.id}/cancel/", follow=True)
+    unsaid = operator.post(f"/executions/{started.id}/cancel/", follow=True)
+    assert "say why" in unsaid.content.decode()
+    started.refresh_from_db()
+    assert started.status != engine.CANCELED
+    response = operator.post(f"/executions/{started.id}/cancel/", {"reason": "duplicate"},
+                             follow=True)
     assert "was canceled" in response.content.decode()
     started.refresh_from_db()
     assert started.status == engine.CANCELED
-    again = operator.post(f"/executions/{started.id}/cancel/", follow=True)
+    again = operator.post(f"/executions/{started.id}/cancel/", {"reason": "again"},
+                          follow=True)
     assert "Not canceled" in again.content.decode()
 
 

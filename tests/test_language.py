@@ -93,7 +93,7 @@ ERROR_CASES = {
     "unknown key": (
         with_doc(colour="red"), "colour", "unknown key 'colour'",
         "document keys are: id, version, title, description, start_at, execution_mode, "
-        "timeout_seconds, context, states, input, inputs, key, attributes",
+        "timeout_seconds, context, states, schedules, input, inputs, key, attributes",
     ),
     "execution mode": (with_doc(execution_mode="sinc"), "execution_mode",
                        "unknown execution mode 'sinc'", "did you mean 'sync'?"),
@@ -104,7 +104,9 @@ ERROR_CASES = {
     "timeout zero": (with_doc(timeout_seconds=0), "timeout_seconds",
                      "'timeout_seconds' must be a number greater than 0, not 0", None),
     "timeout string": (with_doc(timeout_seconds="5"), "timeout_seconds",
-                       "'timeout_seconds' must be a number greater than 0, not '5'", None),
+                       "'timeout_seconds': '5' is not a duration: write a number of seconds, "
+                       "an ISO-8601 duration (P1D, PT30M, P1DT12H) or a short form (90s, 30m, "
+                       "2h, 2d, 1w, 1h30m)", None),
     "title not text": (with_doc(title=5), "title", "'title' must be a string, not a number", None),
     "context literal not object": (
         with_doc(context=[1]), "context",
@@ -253,10 +255,11 @@ ERROR_CASES = {
                           "'invoke' must be an object with 'call', 'machine' or 'trigger', "
                           "not a string", None),
     "invoke none": (with_invoke(success={}), INV,
-                    "'invoke' needs exactly one of 'call', 'machine' or 'trigger'", None),
+                    "'invoke' needs exactly one of 'call', 'machine', 'trigger', 'parallel' or "
+                    "'map'", None),
     "invoke two": (with_invoke(call=CALL, machine="other"), INV,
-                   "'invoke' needs exactly one of 'call', 'machine' or 'trigger', "
-                   "not 'call' and 'machine'", None),
+                   "'invoke' needs exactly one of 'call', 'machine', 'trigger', 'parallel' or "
+                   "'map', not 'call' and 'machine'", None),
     "invoke unknown key": (with_invoke(call=CALL, okif="True"), f"{INV}.okif",
                            "unknown key 'okif'", "did you mean 'ok_if'?"),
     "machine bad id": (with_invoke(machine="Other"), f"{INV}.machine",
@@ -305,9 +308,12 @@ ERROR_CASES = {
     "success unknown state": (with_invoke(call=CALL, success={"state": "dnoe"}),
                               f"{INV}.success.state", "unknown state 'dnoe'",
                               "did you mean 'done'?"),
-    "error branch not object": (with_invoke(call=CALL, error=[]), f"{INV}.error",
-                                "'error' must be an object with 'state', 'context' or 'assign', "
-                                "not a list", None),
+    "error branch not object": (with_invoke(call=CALL, error="failed"), f"{INV}.error",
+                                "'error' must be an object with 'on', 'state', 'context' or "
+                                "'assign', not a string", None),
+    "error branches empty": (with_invoke(call=CALL, error=[]), f"{INV}.error",
+                             "'error' must be an error branch, or a list of them, not an empty "
+                             "list", None),
     # retry
     "retry not object": (with_invoke(call=CALL, retry=3), f"{INV}.retry",
                          "'retry' must be an object: {max_attempts, delay_seconds, backoff}, "
@@ -597,6 +603,9 @@ def test_the_examples_use_the_whole_language():
         "labelled": all(t.label for m in machines if m.id not in ("order", "shipment")
                         for s in m.states.values() for t in s.transitions),
         "sync mode": any(m.execution_mode == "sync" for m in machines),
+        "parallel": any(i.kind == "parallel" for i in invokes),
+        "map with a cap": any(i.kind == "map" and i.group.max_concurrency for i in invokes),
+        "cron schedule": any(s.cron for m in machines for s in m.schedules),
     }
     assert [name for name, ok in used.items() if not ok] == []
 

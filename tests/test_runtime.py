@@ -520,7 +520,7 @@ states:
           trigger: {execution: "input['to']", action: go}
           success: {state: done}
           error: {state: oops, assign: {why: "error"}}
-  done: {return: "output"}
+  done: {return: "'sent'"}  # (output is bound in success only)
   oops: {return: "ctx['why']"}
 """
 

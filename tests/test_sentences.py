@@ -7,7 +7,7 @@ from html import unescape
 
 import pytest
 
-from executions import engine, services, steps
+from executions import engine, operations, services, steps
 from executions.runtime import timers
 from explorer import presenters, timeline
 from tests.test_runtime_memory import mem  # noqa: F401 - the fixture
@@ -315,8 +315,9 @@ def test_a_sync_child_canceled_is_said_canceled_not_finished(mem, mode):  # noqa
 
 
 def test_every_history_kind_has_been_said_by_these_stories(mem):  # noqa: F811
-    """This story reaches every kind but those said above (finished) and in
-    test_timeline (rejected, stuck; an action received and taken at once is one sentence)."""
+    """This story reaches every kind but those said above (finished), in test_timeline
+    (rejected, stuck; an action received and taken at once is one sentence) and in
+    test_parallel_views (a branch of a parallel or map ended)."""
     world = World(mem, "sync", "sync", url="http://bad.example/")
     world.fire_timers()
     services.cancel(world.child().pk, actor="user:olga")
@@ -327,5 +328,8 @@ def test_every_history_kind_has_been_said_by_these_stories(mem):  # noqa: F811
     world.settle()
     seen = {s.kind for s in world.said()}
     said_elsewhere = {engine.ACTION_REJECTED, engine.EXECUTION_STUCK, engine.ACTION_RECEIVED,
-                      engine.EXECUTION_FINISHED}
+                      engine.EXECUTION_FINISHED, engine.BRANCH_ENDED,
+                      # the operators' rows: tests/test_ops_timeline.py
+                      operations.CONTEXT_EDITED, operations.INPUT_EDITED,
+                      operations.EXECUTION_MOVED, operations.EXECUTION_MIGRATED}
     assert set(timeline._SENTENCES) - said_elsewhere <= seen, set(timeline._SENTENCES) - seen

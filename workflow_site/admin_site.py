@@ -3,7 +3,8 @@
 Who may enter: staff, as in Django, and editors (accounts.roles.can_edit) without being
 staff, so giving someone the `editor` group is all it takes to let them use the machine
 editor. What they see inside is still decided per model by their permissions: an editor
-sees Machines and Machine versions, not users or the queue.
+sees Machines and Machine versions, and Executions read-only (executions/admin.py), not
+users or the queue.
 
 The order: the product's apps first (Machines, Executions), then users and groups, then
 django-q's task tables under one "Queue (operations)" heading at the end, so "Failed

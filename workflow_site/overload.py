@@ -11,6 +11,12 @@ no connection is dropped, every request gets an answer.
 
 A request holds its slot until its answer is built, a `wait` included (bounded by the
 API's MAX_WAIT_SECONDS): as before, when a waiting request held a thread.
+
+Requests also wait before any of this runs: in the worker's queue for a thread. Served by
+workflow_site.gunicorn_worker (bin/serve), a request carries how long it waited there
+(`X-DM-Queued`); one that waited more than MAX_QUEUED_SECONDS is answered 503 at once,
+without taking a slot: serving it would be late anyway, and answering it frees the
+thread for the requests behind it.
 """
 from __future__ import annotations
 
@@ -35,16 +41,25 @@ class ConcurrencyLimitMiddleware:
         self.slots = threading.BoundedSemaphore(limit) if limit > 0 else None  # 0: no limit
         self.queue_seconds = max(0.0, float(given.get("QUEUE_SECONDS", 0.1)))
         self.retry_after = max(1, int(given.get("RETRY_AFTER_SECONDS", 1)))
+        self.max_queued = float(given.get("MAX_QUEUED_SECONDS", 0.1))
 
     def __call__(self, request):
         if self.slots is None or not request.path.startswith(LIMITED_PREFIX):
             return self.get_response(request)
-        if not self.slots.acquire(timeout=self.queue_seconds):
+        if self.queued_too_long(request) or not self.slots.acquire(timeout=self.queue_seconds):
             return self.overloaded(request)
         try:
             return self.get_response(request)
         finally:
             self.slots.release()
+
+    def queued_too_long(self, request) -> bool:
+        """Whether the request waited for a thread longer than MAX_QUEUED_SECONDS (the
+        header workflow_site.gunicorn_worker sets; absent under other servers)."""
+        try:
+            return float(request.META.get("HTTP_X_DM_QUEUED", 0)) > self.max_queued
+        except ValueError:
+            return False
 
     def overloaded(self, request) -> HttpResponse:
         """503 in the API's error shape."""

@@ -299,6 +299,7 @@ DATA_MACHINES = {
         "MAX_CONCURRENT": int(os.environ.get("DM_WEB_MAX_CONCURRENT", 3)),
         "QUEUE_SECONDS": float(os.environ.get("DM_WEB_QUEUE_SECONDS", 0.01)),
         "RETRY_AFTER_SECONDS": int(os.environ.get("DM_WEB_RETRY_AFTER_SECONDS", 2)),
+        "MAX_QUEUED_SECONDS": float(os.environ.get("DM_WEB_MAX_QUEUED_SECONDS", 0.1)),
     },
     # Named IO operations: name -> dotted path of a callable(*args, **kwargs).
     "IO_OPERATIONS": {

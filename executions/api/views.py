@@ -19,6 +19,7 @@ from executions.api import examples
 from executions.api.contract import openapi_document
 from executions.api.pagination import BySeq, NewestFirst
 from executions.api.serializers import (
+    HISTORY_FIELDS,
     CancelSerializer,
     ExecutionSerializer,
     HistoryEntrySerializer,
@@ -26,6 +27,7 @@ from executions.api.serializers import (
     StartSerializer,
     TriggerSerializer,
     capped,
+    history_rows,
     strict,
 )
 from executions.engine import STATUSES
@@ -185,8 +187,11 @@ class HistoryView(AddressedExecution, ErrorShapeMixin, GenericAPIView):
         tags=["executions"],
     )
     def get(self, request, execution_id):
-        page = self.paginate_queryset(selectors.history(execution_id))
-        return self.get_paginated_response(self.get_serializer(page, many=True).data)
+        rows = self.paginate_queryset(
+            selectors.history_unchecked(execution_id).values(*HISTORY_FIELDS))
+        if not rows:
+            selectors.history(execution_id)  # an empty page: 404 unless the execution exists
+        return self.get_paginated_response(history_rows(rows))
 
 
 class TriggerView(AddressedExecution, ErrorShapeMixin, APIView):

@@ -219,16 +219,20 @@ def trigger(execution_id: Any, action: str, *, input: dict,
                    timeout=timeout, idempotency_key=idempotency_key)
 
 
-def cancel(execution_id: Any, *, actor: str = "system", reason: str | None = None) -> Outcome:
-    """Cancel an execution (and the children it invoked synchronously)."""
+def cancel(execution_id: Any, *, actor: str = "system", reason: str | None = None,
+           idempotency_key: str | None = None) -> Outcome:
+    """Cancel an execution (and the children it invoked synchronously). With
+    `idempotency_key`, a repeat (a bulk job resumed) reports the first and applies nothing."""
     return _accept(execution_id, InboxItem.CANCEL, {"reason": reason}, actor, wait=True,
-                   timeout=None, rule=engine.cancel_refused)
+                   timeout=None, rule=engine.cancel_refused, idempotency_key=idempotency_key)
 
 
-def retry(execution_id: Any, *, actor: str = "system") -> Outcome:
-    """Resume a failed execution from where it failed."""
-    return _accept(execution_id, InboxItem.RETRY, {}, actor, wait=True, timeout=None,
-                   rule=engine.retry_refused)
+def retry(execution_id: Any, *, actor: str = "system", reason: str | None = None,
+          idempotency_key: str | None = None) -> Outcome:
+    """Resume a failed execution from where it failed (`idempotency_key` as for cancel)."""
+    payload = {"reason": reason} if reason else {}
+    return _accept(execution_id, InboxItem.RETRY, payload, actor, wait=True, timeout=None,
+                   rule=engine.retry_refused, idempotency_key=idempotency_key)
 
 
 def _accept(execution_id: Any, kind: str, payload: dict, actor: str, *, wait: bool,

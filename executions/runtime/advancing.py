@@ -246,7 +246,7 @@ def event_of(item: InboxItem) -> engine.Event:
     if item.kind == InboxItem.CANCEL:
         return engine.Cancel(actor, payload.get("reason"))
     if item.kind == InboxItem.RETRY:
-        return engine.Retry(actor)
+        return engine.Retry(actor, payload.get("reason"))
     raise ValueError(f"unknown inbox kind {item.kind!r}")
 
 

@@ -46,8 +46,8 @@ def still_wanted(work: Work, execution: Execution) -> bool:
     (again): the store marks it canceled instead."""
     if work.kind not in INVOKE_KINDS:
         return True
-    outstanding = (execution.engine_state or {}).get("work") or {}
-    return execution.status == engine.INVOKING and outstanding.get("token") == work.token
+    outstanding = (execution.engine_state or {}).get("work")
+    return execution.status == engine.INVOKING and engine.waits_for(outstanding, work.token)
 
 
 @dataclass

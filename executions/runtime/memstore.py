@@ -176,6 +176,12 @@ class MemoryStore:
         return [copy.copy(e) for e in self.executions.values()
                 if str(e.parent_id) == str(execution_id) and e.parent_token == token]
 
+    def parent_awaits(self, child: Execution) -> bool:
+        return not any(
+            (work.payload or {}).get("async") for work in self.work.values()
+            if str(work.execution_id) == str(child.parent_id)
+            and work.token == child.parent_token and work.kind == Work.CHILD)
+
     # No process cache: every input takes the locked path
     def remembered(self, execution_id: Any) -> Execution | None:
         return None

@@ -6,6 +6,7 @@ asked for it, outside any transaction. Each result comes back as an inbox item k
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import logging
 import random
@@ -31,6 +32,21 @@ log = logging.getLogger(__name__)
 # done without a result of its own (a child reports back when it ends).
 Result = tuple[bool, Any, dict | None] | None
 
+# The deadline (time.monotonic()) of the sync run performing work in this thread: a child
+# started or an action sent inline runs no longer than the caller has left.
+_inline_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "inline_deadline", default=None)
+
+
+def _internal_seconds() -> float:
+    """How long a child start or an action sent may run inline: INTERNAL_WORK_SECONDS, or
+    less when a sync run's deadline comes first (never 0: the other execution is stored
+    and its start applied even when the caller has no time left)."""
+    deadline = _inline_deadline.get()
+    if deadline is None:
+        return effects.INTERNAL_WORK_SECONDS
+    return max(0.001, min(effects.INTERNAL_WORK_SECONDS, deadline - time.monotonic()))
+
 
 def PERFORM(execution_id: Any, work: Work, deadline: float | None = None) -> bool:
     """The sync-mode work policy (advancing.policy_for): perform the work in this process;
@@ -42,9 +58,13 @@ def PERFORM(execution_id: Any, work: Work, deadline: float | None = None) -> boo
     call goes on; its result is applied by a worker (_perform_in_thread)."""
     if work.kind == Work.CALL and deadline is not None and _threads_may_share(stores.active):
         return _perform_in_thread(execution_id, work, deadline)
-    for other in perform_work(work.pk):
-        if str(other) != str(execution_id):
-            advancing.schedule(other)
+    bound = _inline_deadline.set(deadline)
+    try:
+        for other in perform_work(work.pk):
+            if str(other) != str(execution_id):
+                advancing.schedule(other)
+    finally:
+        _inline_deadline.reset(bound)
     return True
 
 
@@ -196,7 +216,7 @@ def _perform_child(work: Work) -> Result:
             version=payload["version"], idempotency_key=f"child:{work.token}",
             mocks=parent.mocks, actor=f"execution:{parent.pk}",
             parent=accepting.Parent(parent, work.token), wait=False,
-            timeout=effects.INTERNAL_WORK_SECONDS,  # a sync child runs inline this long at most
+            timeout=_internal_seconds(),  # a sync child runs inline this long at most
         )
     except MachineVersion.DoesNotExist:
         version = f" version {payload['version']}" if payload["version"] else ""
@@ -219,7 +239,7 @@ def _perform_send(work: Work) -> Result:
         outcome = accepting.trigger(
             payload["execution"], payload["action"], input=check_object(payload["input"]),
             idempotency_key=f"send:{work.token}", actor=f"execution:{work.execution_id}",
-            wait=not payload["async"], timeout=effects.INTERNAL_WORK_SECONDS)
+            wait=not payload["async"], timeout=_internal_seconds())
     except accepting.NotAvailable as exc:
         target = stores.active.read_execution(payload["execution"])
         return True, {"accepted": False, "status": target.status, "state": target.state,
@@ -233,13 +253,22 @@ def _perform_send(work: Work) -> Result:
 
 
 def _perform_notify(work: Work) -> Result:
+    """A child's end, to the parent invoking it. Not to a parent whose invoke was async: it
+    had its answer, {"execution_id"}, when the child started (even when the child, in sync
+    mode, finished during its own start)."""
     child = work.execution
     payload = work.payload
+    if not stores.active.parent_awaits(child):
+        return None
     ok = payload["status"] == engine.FINISHED
-    error = payload["error"] or {
+    error = {
         "type": f"child_{payload['status']}",
         "message": f"{child.machine_id} execution {child.short_id} {payload['status']}",
     }
+    if payload["error"]:  # the child's own error is the cause: child_failed:<its type>
+        cause = payload["error"]
+        error = {**error, "message": f"{error['message']}: {cause.get('message')}",
+                 "cause": cause}
     if not ok:
         error = {**error, "execution_id": str(child.pk)}
     deliver_result(work, ok=ok, output=payload["output"] if ok else None,

@@ -8,8 +8,9 @@ Each web or worker process owns two small pools of pre-started children, started
 - `io`: one `invoke.call` expression with its `io()` calls, bounded by the call's own
   `timeout_seconds` (wall clock).
 
-A child is a plain `python -m executions.runtime.pool_child` speaking JSON lines over its
-stdin and stdout (exec'd, not forked: it inherits no database connection, no lock, no
+A child is a plain `python -m executions.runtime.pool_child` reading requests (marshal) on
+its stdin and answering JSON lines on its stdout, the only thing read of a child's
+(exec'd, not forked: it inherits no database connection, no lock, no
 thread of this process; file descriptors are closed except its status page). It limits its
 own address space (RLIMIT_AS) and, per call, its CPU time (RLIMIT_CPU, a backstop). This
 process kills it (SIGKILL) and starts another when an expression has run past the time
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
+import marshal
 import mmap
 import os
 import signal
@@ -55,7 +57,11 @@ DEFAULTS = {
 }
 
 
-_encode = json.JSONEncoder(separators=(",", ":")).encode  # ASCII: safe to .encode()
+def _frame(message: dict) -> bytes:
+    """A request as the child reads it: marshal (the child trusts its parent; replies, which
+    the parent does not trust, are JSON), after its length (pool_child.FRAME)."""
+    data = marshal.dumps(message)
+    return pool_child.FRAME.pack(len(data)) + data
 
 
 def _parse_int(digits: str) -> int:
@@ -68,7 +74,19 @@ def _parse_int(digits: str) -> int:
     return sign * 10 ** min(len(digits.lstrip("-")), 100_000)
 
 
-_decode = json.JSONDecoder(parse_int=_parse_int).decode
+_decode_long_ints = json.JSONDecoder(parse_int=_parse_int).decode
+
+
+def _decode(text: str):
+    """A reply: json's own integers (a hook on each integer cost more than the rest of the
+    decoding), and only when one is past CPython's conversion limit (ValueError), again
+    with `_parse_int`."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        raise
+    except ValueError:
+        return _decode_long_ints(text)
 
 
 def config(name: str) -> Any:
@@ -126,7 +144,7 @@ class Worker:
     def request(self, message: dict, *, total: float, per_expression: float | None) -> dict:
         """Send one request and wait for its reply; the watchdog kills the child past its
         bounds (the blocking read then ends)."""
-        data = _encode(message).encode() + b"\n"
+        data = _frame(message)
         self.calls += 1
         self.page[:pool_child.STATUS_HEADER] = bytes(pool_child.STATUS_HEADER)  # idle, event 0
         watchdog.watch(self, time.monotonic() + total, per_expression)

@@ -5,7 +5,9 @@ language, the sandbox) and the standard library, never Django: a child must not 
 open a database connection, and nothing user-written runs in the web or worker process.
 `tests/test_architecture.py` checks that its imports stay in the pure core.
 
-Protocol: one JSON object per line on stdin, one reply per line on stdout.
+Protocol: requests on stdin, each a `marshal`led dict after its length (FRAME): from the
+parent, which the child trusts, and about four times cheaper to read than JSON; one reply
+per line on stdout, JSON (the parent trusts nothing of the child's, and reads only JSON).
 
 - `{"op": "compute", ...}`: one whole engine computation for one execution (the lead event,
   Start or Continue, then the inbox items' events), as `compute()` below. The machine is
@@ -26,6 +28,7 @@ import contextlib
 import gc
 import importlib
 import json
+import marshal
 import mmap
 import os
 import resource
@@ -38,7 +41,7 @@ from typing import Any
 
 from executions import engine
 from expressions import sandbox
-from expressions.errors import ExpressionError
+from expressions.errors import ExpressionError, RaisedError
 from machines.definition import Expr
 from machines.language import build
 
@@ -48,6 +51,7 @@ _HEADER = struct.Struct("<dii")  # started (CLOCK_MONOTONIC s, 0 = idle), event 
 STATUS_HEADER = _HEADER.size
 _MAX_PATH = STATUS_SIZE - _HEADER.size - 8  # the rest: the path, then the IO operation
 MACHINE_CACHE = 64  # machine definitions kept by content key
+FRAME = struct.Struct("<I")  # the length of a request, before it
 
 
 class Status:
@@ -92,8 +96,14 @@ EFFECT_TYPES = {cls.__name__: cls for cls in (
     engine.CancelWork, engine.NotifyParent, engine.ContinueLater)}
 
 
+# Each type's fields, read once (dataclasses.fields() works them out on every call)
+FIELD_NAMES: dict[type, tuple[str, ...]] = {
+    cls: tuple(f.name for f in fields(cls))
+    for cls in (*EVENT_TYPES.values(), *EFFECT_TYPES.values())}
+
+
 def event_data(event: engine.Event) -> dict:
-    data = {f.name: getattr(event, f.name) for f in fields(event)}
+    data = {name: getattr(event, name) for name in FIELD_NAMES[type(event)]}
     data["type"] = type(event).__name__
     return data
 
@@ -108,7 +118,7 @@ def expr_data(expr: Expr) -> dict:
 
 
 def effect_data(effect: engine.Effect) -> dict:
-    data = {f.name: getattr(effect, f.name) for f in fields(effect)}
+    data = {name: getattr(effect, name) for name in FIELD_NAMES[type(effect)]}
     if isinstance(effect, engine.CallIO):
         data["call"] = expr_data(effect.call)
     data["type"] = type(effect).__name__
@@ -304,8 +314,9 @@ class Child:
             with (self.resolve(hook)(request["time_limit"]) if hook
                   else contextlib.nullcontext()):
                 output = evaluate(expr, bound)
-        except ExpressionError as exc:
-            return {"ok": False, "error": failures[-1] if failures else exc.to_dict()}
+        except ExpressionError as exc:  # fail(type, ...) wins over an io() failure caught
+            raised = isinstance(exc, RaisedError) or not failures
+            return {"ok": False, "error": exc.to_dict() if raised else failures[-1]}
         return {"ok": True, "output": output}
 
     def operation(self, registry: dict, name: str):
@@ -346,6 +357,19 @@ def _encode_all_ints(encode, reply: dict) -> str:
 
 
 # The loop --------------------------------------------------------------------------------
+def _requests(stdin):
+    """The requests of the parent, until it closes the pipe."""
+    while True:
+        head = stdin.read(FRAME.size)
+        if len(head) < FRAME.size:
+            return
+        (size,) = FRAME.unpack(head)
+        data = stdin.read(size)
+        if len(data) < size:
+            return
+        yield marshal.loads(data)
+
+
 def _limit(memory_bytes: int) -> None:
     if memory_bytes > 0:
         resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
@@ -379,12 +403,10 @@ def main() -> None:
     stdout = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
     sys.stdout = sys.stderr
-    stdin = sys.stdin.buffer
     encode = json.JSONEncoder(allow_nan=False, separators=(",", ":")).encode  # ASCII out
     cpu = _CpuBackstop()
     gc.freeze()  # what was imported stays unscanned by the collector
-    for line in stdin:
-        request = json.loads(line)
+    for request in _requests(sys.stdin.buffer):
         cpu.allow(float(request.get("cpu_seconds", 60)))
         try:
             op = request["op"]

@@ -34,6 +34,7 @@ ADVANCE_TASK = "executions.tasks.advance_task"
 ADVANCE_MANY_TASK = "executions.tasks.advance_many_task"
 WORK_TASK = "executions.tasks.work_task"
 START_TASK = "executions.tasks.start_task"
+BULK_TASK = "executions.operations.bulk_job"  # a service: the job acts through them
 
 
 @functools.cache
@@ -181,3 +182,9 @@ def clear_starter_pending(queue: str) -> None:
     """No starter task is pending any more: the one clearing it looks for executions to
     start once more after this."""
     StarterMarker.objects.filter(queue=queue).update(pending_since=None)
+
+
+def enqueue_bulk(operation_id: Any) -> None:
+    """Run (or resume) a bulk operation's job (executions/operations.py)."""
+    async_task(BULK_TASK, str(operation_id), broker=_broker(),
+               task_name=f"bulk operation {operation_id}")

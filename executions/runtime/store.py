@@ -74,6 +74,7 @@ class Store(Protocol):
     def execution_mode(self, execution_id: Any) -> str: ...
     def executions_not_started(self, after: Any, limit: int) -> list[Execution]: ...
     def children(self, execution_id: Any, token: str) -> list[Execution]: ...
+    def parent_awaits(self, child: Execution) -> bool: ...
 
     # The process cache of executions it persisted last (the interactive fast path)
     def remembered(self, execution_id: Any) -> Execution | None: ...
@@ -179,15 +180,26 @@ def mark_processed(items: list[InboxItem], now: datetime) -> None:
 
 # What may be stored: every store calls these before it writes anything ------------------
 def limits() -> Limits:
-    """The size bounds of settings.DATA_MACHINES (README: configuration)."""
+    """The size bounds of settings.DATA_MACHINES (README: configuration), worked out again
+    only when the setting is another object (settings are not changed in place; tests
+    replace them)."""
+    global _limits
     config = settings.DATA_MACHINES
+    known = _limits
+    if known is not None and known[0] is config:
+        return known[1]
     default = Limits()
-    return Limits(
+    bounds = Limits(
         input=config.get("MAX_INPUT_CHARS", default.input),
         context=config.get("MAX_CONTEXT_CHARS", default.context),
         history_row=config.get("MAX_HISTORY_ROW_CHARS", default.history_row),
         error_text=config.get("MAX_ERROR_CHARS", default.error_text),
     )
+    _limits = (config, bounds)
+    return bounds
+
+
+_limits: tuple[dict, Limits] | None = None
 
 
 def checked_step(execution: Execution, step: Step) -> Step:
@@ -206,9 +218,8 @@ def checked_step(execution: Execution, step: Step) -> Step:
     for entry in step.history:
         _bound_errors(entry, bounds)
     try:
-        context = (snapshot.context, _check_snapshot(snapshot, bounds))
-        for entry in step.history:
-            values.check_history_row(entry, bounds, f"history[{entry.get('seq')}]", context)
+        values.check_history_rows(step.history, bounds,
+                                  (snapshot.context, _check_snapshot(snapshot, bounds)))
     except InvalidValue as problem:
         return failed_step(execution, step, problem)
     return step

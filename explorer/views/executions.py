@@ -60,14 +60,19 @@ def _found(view):
 
 @viewer
 def execution_list(request):
-    filters = ExecutionFilter(request.GET or None, queryset=selectors.executions())
-    page = selectors.execution_page(filters.qs,
-                                    request.GET.get("page"), PAGE_SIZE)
+    filters = ExecutionFilter(request.GET or None, queryset=selectors.executions(),
+                              page_parameters=("sort",))
+    sort = request.GET.get("sort") or "newest"
+    bad_sort = sort not in selectors.SORTS
+    page = selectors.execution_page(filters.qs, request.GET.get("page"), PAGE_SIZE,
+                                    "newest" if bad_sort else sort)
     columns = contracts.attribute_columns(_machine_of(request.GET.get("machine")))
     return render(request, "explorer/executions.html", {
         "filters": filters, "page": page,
         "rows": contracts.with_attributes(presenters.execution_rows(page), columns),
-        "attribute_columns": columns, "machines": machines.machine_ids(),
+        "attribute_columns": columns,
+        "machines": machines.machine_ids(), "sorts": list(selectors.SORTS), "sort": sort,
+        "bad_sort": bad_sort, "states": machines.state_choices(request.GET.get("machine")),
         "query": query_without_page(request), **page_context(request),
     })
 
@@ -90,6 +95,7 @@ def execution_detail(request, execution):
 
 def _execution_page(request, execution, *, action_form=None, bound=None, status=200):
     shown = presenters.execution_page(execution, asked_from=request.GET.get("from"),
+                                      asked_to=request.GET.get("to"),
                                       can_act=can_operate(request.user))
     generated = contracts.action_forms(shown["machine"], shown["actions"], bound)
     with_form = {item["name"] for item in generated}
@@ -157,6 +163,9 @@ def execution_trigger(request, execution):
 def execution_cancel(request, execution):
     form = CancelForm(request.POST)
     reason = form.cleaned_data.get("reason") if form.is_valid() else None
+    if not reason:  # a cancel is confirmed with its reason (explorer:operate asks for both)
+        messages.error(request, "Not canceled: say why (the reason is required).")
+        return redirect(execution.get_absolute_url())
     try:
         services.cancel(execution.pk, actor=actor_of(request.user), reason=reason or None)
     except services.NotAvailable as exc:

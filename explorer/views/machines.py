@@ -6,6 +6,7 @@ from django.http import Http404, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
+from executions import migrating
 from executions import selectors as executions
 from executions.filters import ExecutionFilter
 from explorer import presenters
@@ -37,10 +38,12 @@ def machine_detail(request, machine_id, version=None):
     compare = _compare(request, machine_id, all_versions)
     if compare:
         old, new, diff = compare
-        drawing = presenters.diff_diagram(new.parsed(), diff)
+        impact = migrating.plan(machine_id, old.version, new.version)
+        drawing = presenters.impact_diagram(new.parsed(), diff, impact)
         heat = None
         shown = new
     else:
+        impact = None
         heat = presenters.heat(machine_version)
         drawing = presenters.heat_diagram(machine_version.parsed(), heat)
         shown = machine_version
@@ -55,10 +58,13 @@ def machine_detail(request, machine_id, version=None):
         "is_latest": shown.version == all_versions[0]["version"],
         **drawing, "diagram_text": diagrams.describe(shown_machine),
         "heat": heat, "heat_rows": presenters.heat_rows(shown_machine, heat) if heat else [],
-        "compare": compare, "compare_value": request.GET.get("compare", ""),
+        "compare": compare, "impact": impact,
+        "compare_value": request.GET.get("compare", ""),
         "filters": filters, "page": page, "rows": presenters.execution_rows(page),
+        "states": [(name, state.display) for name, state in shown_machine.states.items()],
         "status_counts": list(executions.counts_by_status(machine_id).get(machine_id, {}).items()),
         "query": query_without_page(request),
+        "schedules": presenters.schedule_rows(machines.schedules_of(machine_id)),
         **page_context(request),
     })
 

@@ -1,5 +1,6 @@
 """What the machines API answers (and the shape of a validation result)."""
 from django.urls import reverse
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from api.links import page_url
@@ -30,6 +31,33 @@ class MachineVersionSerializer(serializers.ModelSerializer):
 
     def get_url(self, version) -> str | None:
         return page_url(version)
+
+
+class ScheduleSerializer(serializers.Serializer):
+    id = serializers.CharField(help_text="The schedule's name in `schedules:`.")
+    cron = serializers.CharField(allow_null=True, help_text="The cron expression, or null.")
+    in_words = serializers.CharField(allow_null=True,
+                                     help_text="The cron expression in words, or null.")
+    every = serializers.FloatField(allow_null=True, help_text="Seconds between starts, or null.")
+    time_zone = serializers.CharField(help_text="The IANA zone `cron` is read in.")
+    input = serializers.JSONField(help_text="The start input of each execution.")
+    version = serializers.IntegerField(help_text="The version that declares it.")
+    last_fired_at = serializers.DateTimeField(allow_null=True)
+    next_runs = serializers.ListField(child=serializers.DateTimeField(),
+                                      help_text="The next fire times, soonest first.")
+
+
+class MachineDetailSerializer(MachineVersionSerializer):
+    """The latest version, with the schedules it runs on (given in the context)."""
+
+    schedules = serializers.SerializerMethodField()
+
+    class Meta(MachineVersionSerializer.Meta):
+        fields = MachineVersionSerializer.Meta.fields + ["schedules"]
+
+    @extend_schema_field(ScheduleSerializer(many=True))
+    def get_schedules(self, version) -> list[dict]:
+        return ScheduleSerializer(self.context.get("schedules", []), many=True).data
 
 
 class SavedVersionSerializer(MachineVersionSerializer):

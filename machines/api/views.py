@@ -24,6 +24,7 @@ from executions import selectors as executions
 from machines import diagrams, selectors
 from machines.api import examples
 from machines.api.serializers import (
+    MachineDetailSerializer,
     MachineSummarySerializer,
     MachineVersionSerializer,
     SavedVersionSerializer,
@@ -129,11 +130,14 @@ class MachineDetailView(ErrorShapeMixin, APIView):
 
     @extend_schema(summary="The latest version of a machine",
                    description="Its id, version, title, description, definition, source "
-                               "as written, and who saved it when.",
-                   responses={200: MachineVersionSerializer, **NOT_FOUND, **COMMON_ERRORS},
+                               "as written, who saved it when, and its schedules with "
+                               "their next run times.",
+                   responses={200: MachineDetailSerializer, **NOT_FOUND, **COMMON_ERRORS},
                    examples=[examples.VERSION_EXAMPLE], tags=["machines"])
     def get(self, request, machine_id):
-        return Response(MachineVersionSerializer(selectors.get_version(machine_id)).data)
+        version = selectors.get_version(machine_id)
+        return Response(MachineDetailSerializer(version, context={
+            "schedules": selectors.schedules_of(machine_id)}).data)
 
 
 class MachineVersionListView(ErrorShapeMixin, APIView):

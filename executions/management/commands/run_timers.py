@@ -1,4 +1,5 @@
-"""The timer loop: fires due timers through django-q2 and sweeps up after dead processes.
+"""The timer loop: fires due timers through django-q2, starts the executions schedules ask
+for (about once a second), and sweeps up after dead processes.
 
 django-q2's own schedules are checked only every ~30 s; machine timers need sub-second
 precision, so they live in our Timer table and this loop hands due ones to the workers.
@@ -19,9 +20,13 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 from django.db import DatabaseError, InterfaceError, OperationalError, close_old_connections
 
-from executions.runtime import timers
+from executions import operations
+from executions.runtime import schedules, timers
 
 SWEEP_EVERY_SECONDS = 5.0
+# Schedules fire on whole minutes (cron) or every minute at most: a look each second is
+# soon enough, and spares the database a query per 50 ms round.
+SCHEDULES_EVERY_SECONDS = 1.0
 FIRST_BACKOFF_SECONDS = 0.05
 MAX_BACKOFF_SECONDS = 5.0
 
@@ -81,6 +86,12 @@ class Attempts:
         return True, result
 
 
+def sweep() -> None:
+    """What dead processes left: the runtime's unfinished work, and bulk jobs that stopped."""
+    timers.sweep()
+    operations.resume_stalled()
+
+
 def pause(seconds, stopping, sleep=time.sleep) -> bool:
     """Sleep in slices so a stop request is seen quickly; False when asked to stop."""
     waited = 0.0
@@ -108,7 +119,8 @@ def retrying(function, what, *, stopping=lambda: False, sleep=time.sleep,
 
 
 class Command(BaseCommand):
-    help = "Run the timer loop beside the qcluster: fire due timers, sweep unfinished work."
+    help = ("Run the timer loop beside the qcluster: fire due timers, start scheduled "
+            "executions, sweep unfinished work.")
 
     def add_arguments(self, parser):
         parser.add_argument("--once", action="store_true", help="fire what is due, sweep, exit")
@@ -121,8 +133,9 @@ class Command(BaseCommand):
 
         if once:  # a one-off run reports its error instead of waiting it out
             fired = timers.fire_due_timers()
-            timers.sweep()
-            self.stdout.write(f"fired {fired} timer(s)")
+            started = schedules.fire_due_schedules()
+            sweep()
+            self.stdout.write(f"fired {fired} timer(s) and {started} schedule(s)")
             return
 
         def stop_requested():
@@ -132,13 +145,18 @@ class Command(BaseCommand):
         firing = Attempts("firing due timers")
         sweeping = Attempts("sweeping unfinished work")
         reading = Attempts("reading the next timer")
-        next_sweep = 0.0
+        scheduling = Attempts("starting scheduled executions")
+        next_sweep = next_schedules = 0.0
         self.stdout.write(f"timer loop: polling every {poll:g} s")
         while not stopping:
             close_old_connections()
             ok, fired = firing.run(timers.fire_due_timers)
+            if time.monotonic() >= next_schedules:
+                scheduled, _ = scheduling.run(schedules.fire_due_schedules)
+                next_schedules = time.monotonic() + (SCHEDULES_EVERY_SECONDS if scheduled
+                                                     else scheduling.pause)
             if time.monotonic() >= next_sweep:
-                swept, _ = sweeping.run(timers.sweep)
+                swept, _ = sweeping.run(sweep)
                 next_sweep = time.monotonic() + (SWEEP_EVERY_SECONDS if swept
                                                  else sweeping.pause)
             if not ok:

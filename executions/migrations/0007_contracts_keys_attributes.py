@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('executions', '0005_fewer_indexes'),
+        ('executions', '0006_ops_bulk_operations'),
         ('machines', '0001_initial'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
