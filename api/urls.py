@@ -77,11 +77,39 @@ def docs(request, *args, **kwargs):
     return _docs(request, *args, **kwargs)
 
 
+class ExecutionReferenceConverter:
+    """A full execution id or a short one (a prefix of at least 4 hex digits): the view
+    resolves it (executions.api.views.AddressedExecution)."""
+
+    regex = r"[0-9a-fA-F][0-9a-fA-F-]{3,35}"
+
+    def to_python(self, value):
+        return value
+
+    def to_url(self, value):
+        return str(value)
+
+
+class KeyConverter:
+    """A business key: any text without '/' up to 200 characters (the column's size)."""
+
+    regex = r"[^/]{1,200}"
+
+    def to_python(self, value):
+        return value
+
+    def to_url(self, value):
+        return value
+
+
 register_converter(MachineIdConverter, "machine")
 register_converter(VersionConverter, "version")
+register_converter(ExecutionReferenceConverter, "execution")
+register_converter(KeyConverter, "key")
 
 VERSION = "machines/<machine:machine_id>/versions/<version:version>/"
-EXECUTION = "executions/<uuid:execution_id>/"
+EXECUTION = "executions/<execution:execution_id>/"
+BY_KEY = "machines/<machine:machine_id>/keys/<key:key>/"
 
 urlpatterns = [
     path("schema/", SchemaView.as_view(), name="schema"),
@@ -116,5 +144,12 @@ urlpatterns = [
          name="migration"),
     path(EXECUTION + "diagram.svg", executions.ExecutionDiagramView.as_view(),
          name="execution-svg"),
+    path("machines/<machine:machine_id>/openapi.json", executions.MachineOpenAPIView.as_view(),
+         name="machine-openapi"),
+    path(BY_KEY, executions.ExecutionDetailView.as_view(), name="execution-by-key"),
+    path(BY_KEY + "history/", executions.HistoryView.as_view(), name="history-by-key"),
+    path(BY_KEY + "actions/", executions.TriggerView.as_view(), name="trigger-by-key"),
+    path(BY_KEY + "cancel/", executions.CancelView.as_view(), name="cancel-by-key"),
+    path(BY_KEY + "retry/", executions.RetryView.as_view(), name="retry-by-key"),
     re_path(r"^", not_found),  # everything else, newlines in the path included
 ]

@@ -20,6 +20,7 @@ from executions import joins
 from expressions.errors import ExpressionError
 from expressions.names import HELPER_ARITY
 from machines import durations
+from machines.contracts import attribute_value
 from machines.definition import (
     MAP_MAX_ITEMS,
     Decision,
@@ -282,6 +283,23 @@ def transition(machine: Machine, snapshot: Snapshot | None, event: Event, env: E
     except _Failed as failure:
         run.fail(failure.error)
     return run.result()
+
+
+def attributes(machine: Machine, snapshot: Snapshot, env: Env) -> dict:
+    """The machine's searchable attributes computed from the snapshot's context (after a
+    step): name -> value as stored (machines.contracts.attribute_value), None when the
+    expression fails or gives a value of another type; an attribute never fails a step."""
+    names = {"ctx": snapshot.context, "input": snapshot.input,
+             "execution": {**env.execution, "state": snapshot.state},
+             **helpers(env.now, env.seed)}
+    found = {}
+    for attribute in machine.attributes:
+        try:
+            value = env.evaluate(attribute.value, names)
+        except ExpressionError:
+            value = None
+        found[attribute.name] = attribute_value(attribute.type, value)
+    return found
 
 
 def available_actions(machine: Machine, snapshot: Snapshot) -> tuple[str, ...]:
@@ -613,17 +631,43 @@ class _Run:
         if from_queue:
             taken["detail"] = {"queued": True}
         self.receipt = None if from_queue else {"action": name, "input": input_}
+        before = self.mark()
         try:
             if name in available:
                 for candidate in state.transitions:
                     if (name in candidate.on and self.passes(candidate)
                             and self.take(candidate, False, **taken)):
                         return
-        except _Failed:
-            self.acknowledge()
-            raise
+        except _Failed as failure:
+            self.reject_failed(name, input_, available, failure.error, before, from_queue)
+            return
         reason = self.why_not(name, state, available)
         detail: dict[str, Any] = {"reason": reason, "available_actions": list(available)}
+        if from_queue:
+            detail["queued"] = True
+        entry = self.record(ACTION_REJECTED, action=name, input=input_, detail=detail)
+        if not from_queue:
+            raise _Rejected(reason, entry)
+
+    def mark(self) -> tuple:
+        """What taking an action may change before one of its expressions fails."""
+        return (self.seq, len(self.history), len(self.effects), self.timer, self.status,
+                list(self.timers), self.work)
+
+    def reject_failed(self, name: str, input_, available: tuple, error: dict, before: tuple,
+                      from_queue: bool) -> None:
+        """An expression of the action's transition failed: the action is rejected with the
+        error and the execution stays as it was (docs/language.md, "An action never fails
+        an execution"). Automatic transitions, timers and results still fail it."""
+        self.seq, history, effects, self.timer, self.status, self.timers, self.work = before
+        self.receipt = None
+        del self.history[history:], self.effects[effects:]
+        where = f" (at {error['path']})" if error.get("path") else ""
+        exception = f"{error['exception']}: " if error.get("exception") else ""
+        reason = (f"'{name}' was rejected: transition '{error.get('transition')}' failed: "
+                  f"{exception}{error.get('message')}{where}")
+        detail: dict[str, Any] = {"reason": reason, "available_actions": list(available),
+                                  "error": error}
         if from_queue:
             detail["queued"] = True
         entry = self.record(ACTION_REJECTED, action=name, input=input_, detail=detail)

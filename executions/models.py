@@ -50,6 +50,12 @@ class Execution(models.Model):
     )
     parent_token = models.CharField(max_length=200, blank=True)
     idempotency_key = models.CharField(max_length=200, null=True, blank=True)
+    # The machine's business key (machines/contracts.py), and whether it is unique among
+    # the executions not finished or canceled ("unfinished") or for all time ("always").
+    business_key = models.CharField(max_length=200, null=True, blank=True)
+    key_scope = models.CharField(max_length=10, blank=True)
+    attributes = models.JSONField(default=dict, blank=True,
+                                  help_text="the searchable attributes, as last computed")
     mocks = models.JSONField(default=dict, blank=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
@@ -68,6 +74,13 @@ class Execution(models.Model):
                 condition=Q(idempotency_key__isnull=False),
                 name="unique_execution_idempotency_key",
             ),
+            # A start with a key in use returns that execution (runtime/accepting.py).
+            models.UniqueConstraint(
+                fields=["machine", "business_key"],
+                condition=Q(business_key__isnull=False) & (
+                    Q(key_scope="always") | ~Q(status__in=list(engine.TERMINAL_STATUSES))),
+                name="unique_execution_business_key",
+            ),
         ]
         indexes = [
             models.Index(fields=["machine", "status"]),
@@ -78,6 +91,10 @@ class Execution(models.Model):
             # Only executions a worker has not started yet: the batch start of
             # async-throughput mode reads them (executions/runtime/sqlstore.py).
             models.Index(fields=["id"], condition=Q(version=0), name="execution_not_started"),
+            # Addressing by key (any status) and the explorer's search box.
+            models.Index(fields=["business_key", "machine"],
+                         condition=Q(business_key__isnull=False),
+                         name="execution_business_key"),
         ]
 
     def __str__(self):
@@ -105,6 +122,39 @@ class Execution(models.Model):
 
     def available_actions(self):
         return engine.actions_in(self.machine_version.parsed(), self.status, self.state)
+
+
+class ExecutionAttribute(models.Model):
+    """One searchable attribute of an execution (machines/contracts.py), in the column of its
+    type, so that a filter is an indexed comparison. Rewritten by the step that changes it."""
+
+    COLUMNS = {"string": "text", "number": "number", "boolean": "boolean",
+               "timestamp": "moment"}  # the column of each attribute type
+
+    execution = models.ForeignKey(Execution, on_delete=models.CASCADE,
+                                  related_name="attribute_rows", db_index=False)
+    machine = models.ForeignKey(Machine, on_delete=models.CASCADE, related_name="+",
+                                db_index=False)
+    name = models.CharField(max_length=40)
+    text = models.CharField(max_length=200, null=True, blank=True)
+    number = models.FloatField(null=True, blank=True)
+    boolean = models.BooleanField(null=True, blank=True)
+    moment = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["execution", "name"], name="unique_attribute"),
+        ]
+        indexes = [
+            models.Index(fields=["machine", "name", "text"], name="attribute_text"),
+            models.Index(fields=["machine", "name", "number"], name="attribute_number"),
+            models.Index(fields=["machine", "name", "moment"], name="attribute_moment"),
+            models.Index(fields=["machine", "name", "boolean"], name="attribute_boolean"),
+            models.Index(fields=["text"], name="attribute_any_text"),  # the search box
+        ]
+
+    def __str__(self):
+        return f"{self.execution_id} {self.name}"
 
 
 class HistoryEntry(models.Model):

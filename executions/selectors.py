@@ -17,7 +17,7 @@ from django.db.models.functions import RowNumber
 from django.utils import timezone
 
 from executions import engine
-from executions.models import Execution, HistoryEntry
+from executions.models import Execution, ExecutionAttribute, HistoryEntry
 from executions.steps import STEP_KINDS
 from machines.definition import Machine
 
@@ -86,8 +86,82 @@ def executions_by_short_id(prefix: str, limit: int = 2) -> list[Execution]:
             return list(Execution.objects.filter(pk=uuid.UUID(prefix)))
         except ValueError:
             return []
+    digits = prefix.replace("-", "")
+    if len(digits) > 32:
+        return []
+    # A range on the primary key (its index on both databases), not a LIKE on its text.
+    first, last = uuid.UUID(digits.ljust(32, "0")), uuid.UUID(digits.ljust(32, "f"))
     return list(Execution.objects.select_related("machine_version")
-                .filter(id__startswith=prefix)[:limit])
+                .filter(pk__gte=first, pk__lte=last).order_by("pk")[:limit])
+
+
+class AmbiguousId(ValueError):
+    """A short id that several executions' ids start with; `candidates` lists them."""
+
+    def __init__(self, prefix: str, candidates: list[Execution]):
+        super().__init__(f"{prefix!r} is the start of the ids of {len(candidates)} or more "
+                         "executions; give more of the id")
+        self.prefix = prefix
+        self.candidates = candidates
+
+
+AMBIGUOUS_SHOWN = 10
+
+
+def execution_id_of(reference: str) -> uuid.UUID:
+    """The id of the execution a full id or a short id (a unique prefix of one, as shown
+    everywhere) stands for: one query on the primary key for a short one, none for a full
+    one. DoesNotExist when none matches, AmbiguousId when several do."""
+    text = str(reference).strip().lower()
+    if len(text) == 36 or len(text) == 32:
+        return _execution_key(text)
+    found = executions_by_short_id(text, limit=AMBIGUOUS_SHOWN)
+    if not found:
+        raise Execution.DoesNotExist(f"no execution with an id starting with {reference!r}")
+    if len(found) > 1:
+        raise AmbiguousId(text, found)
+    return found[0].pk
+
+
+def execution_id_by_key(machine_id: str, key: str) -> uuid.UUID:
+    """The execution of a machine with this business key: the one not finished or canceled
+    when there is one (at most one: the key is unique among those), else the newest."""
+    found = (Execution.objects.filter(business_key__isnull=False, business_key=key,
+                                      machine_id=machine_id)
+             .order_by(Case(When(status__in=engine.TERMINAL_STATUSES, then=1), default=0),
+                       "-created_at")
+             .values_list("pk", flat=True).first())
+    if found is None:
+        raise Execution.DoesNotExist(f"no execution of {machine_id!r} with the key {key!r}")
+    return found
+
+
+SEARCH_LIMIT = 50
+
+
+def search(text: str, limit: int = SEARCH_LIMIT) -> list[tuple[Execution, str]]:
+    """Executions that `text` names, each with how: its id or short id ("id"), its business
+    key ("key"), or the value of a text attribute ("<name>"); newest first. Each lookup is
+    on an index: the primary key's range, the key's, the attribute texts'."""
+    text = text.strip()
+    if not text or len(text) > 200:
+        return []
+    found: dict = {}
+    if len(text) >= 4:
+        for match in executions_by_short_id(text, limit):
+            found.setdefault(match.pk, (match, "id"))
+    for match in (Execution.objects.select_related("machine_version")
+                  .filter(business_key__isnull=False, business_key=text)
+                  .order_by()[:limit]):  # unordered: the key's index, not created_at's
+        found.setdefault(match.pk, (match, "key"))
+    named = dict(ExecutionAttribute.objects.filter(text=text)
+                 .values_list("execution_id", "name")[:limit])
+    if named:
+        for match in (Execution.objects.select_related("machine_version")
+                      .filter(pk__in=list(named)).order_by("-created_at")):
+            found.setdefault(match.pk, (match, named[match.pk]))
+    ordered = sorted(found.values(), key=lambda pair: pair[0].created_at, reverse=True)
+    return ordered[:limit]
 
 
 def execution_status(execution_id) -> dict:

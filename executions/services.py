@@ -24,7 +24,20 @@ __all__ = ["InvalidRequest", "NotAvailable", "Outcome", "cancel", "retry", "star
 
 class InvalidRequest(InvalidValue):
     """The request itself is wrong (e.g. input that is not a JSON object); `path` says where
-    in it."""
+    in it, `problems` every (path, message) when there are several (an input schema)."""
+
+    def __init__(self, message: str, path: str = "",
+                 problems: list[tuple[str, str]] | None = None):
+        super().__init__(message, path)
+        self.problems = problems or [(path, message)]
+
+
+def _matching(call):
+    """The runtime's refusal of an input that breaks its schema, as an InvalidRequest."""
+    try:
+        return call()
+    except accepting.InvalidInput as exc:
+        raise InvalidRequest(exc.message, exc.path, exc.problems) from None
 
 
 def _checked(value: Any, what: str) -> dict:
@@ -61,9 +74,9 @@ def start(machine_id: str, *, input: dict | None = None, version: int | None = N
     if mocks is not None:
         _checked(mocks, "mocks")
     _checked_text(idempotency_key, "idempotency_key")
-    return accepting.start(machine_id, input=checked, version=version,
-                           idempotency_key=idempotency_key, mocks=mocks, mode=mode,
-                           actor=actor, user=user, wait=wait, timeout=timeout)
+    return _matching(lambda: accepting.start(
+        machine_id, input=checked, version=version, idempotency_key=idempotency_key,
+        mocks=mocks, mode=mode, actor=actor, user=user, wait=wait, timeout=timeout))
 
 
 def trigger(execution_id: Any, action: str, *, input: dict | None = None,
@@ -74,9 +87,9 @@ def trigger(execution_id: Any, action: str, *, input: dict | None = None,
     checked = _checked(input, "input")
     _checked_text(action, "action", required=True)
     _checked_text(idempotency_key, "idempotency_key")
-    return accepting.trigger(execution_id, action, input=checked,
-                             idempotency_key=idempotency_key, actor=actor, wait=wait,
-                             timeout=timeout)
+    return _matching(lambda: accepting.trigger(
+        execution_id, action, input=checked, idempotency_key=idempotency_key, actor=actor,
+        wait=wait, timeout=timeout))
 
 
 def cancel(execution_id: Any, *, actor: str = "system", reason: str | None = None) -> Outcome:

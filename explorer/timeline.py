@@ -232,9 +232,12 @@ def _received(row, machine, children):
 def _rejected(row, machine, children):
     detail = row.get("detail") or {}
     label = humanize(row.get("action") or "")
+    why = detail.get("reason") or "it is not available now"
+    if isinstance(detail.get("error"), dict):  # its own transition failed: nothing changed
+        why = format_html("its transition failed, so nothing changed: {}",
+                          plain_error(machine, detail["error"]))
     return ("rejected", format_html("{}’s {} was rejected", strong(who(row.get("actor"))),
-                                    strong(label)),
-            detail.get("reason") or "it is not available now")
+                                    strong(label)), why)
 
 
 def _taken(row, machine, children):

@@ -1,7 +1,7 @@
 """The explorer's pages (included at the site root)."""
 from django.urls import path
 
-from explorer.views import executions, machines, operations, preferences
+from explorer.views import executions, machines, operations, preferences, search
 
 app_name = "explorer"
 
@@ -14,6 +14,7 @@ urlpatterns = [
     path("machines/<str:machine_id>/v/<int:version>/thumbnail.svg", machines.machine_thumbnail,
          name="machine-thumbnail"),
     path("time-zone/", preferences.time_zone, name="time-zone"),
+    path("search/", search.search, name="search"),
     path("executions/", executions.execution_list, name="executions"),
     path("executions/<str:execution_id>/", executions.execution_detail, name="execution"),
     path("executions/<str:execution_id>/status.json", executions.execution_status,

@@ -228,6 +228,25 @@ class State:
 
 
 @dataclass(frozen=True)
+class Key:
+    """The business key (machines/contracts.py): a path into the start input, unique per
+    machine among the executions not finished or canceled ("unfinished"), or "always"."""
+
+    path: tuple[str | int, ...]  # ("order", "id") for input['order']['id']
+    source: str
+    unique: str = "unfinished"
+
+
+@dataclass(frozen=True)
+class Attribute:
+    """A searchable attribute: computed from the context after each step."""
+
+    name: str
+    type: str  # string | number | boolean | timestamp
+    value: Expr
+
+
+@dataclass(frozen=True)
 class Schedule:
     """An entry of `schedules:`: start an execution with `input` on a cron expression (in
     `time_zone`) or every `every` seconds (machines/schedules.py computes the times)."""
@@ -255,6 +274,12 @@ class Machine:
     execution_mode: str = DEFAULT_EXECUTION_MODE
     timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS
     context: Expr = field(default_factory=lambda: Expr(path="context", literal={}))
+    # Contracts (machines/contracts.py): JSON Schemas of the start input and of each declared
+    # action's input, the business key, the searchable attributes.
+    input_schema: dict | None = None
+    action_inputs: dict[str, dict] = field(default_factory=dict)
+    key: Key | None = None
+    attributes: tuple[Attribute, ...] = ()
     schedules: tuple[Schedule, ...] = ()
 
     @property

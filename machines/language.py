@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import functools
 import hashlib
 import json
 import math
@@ -21,7 +22,7 @@ from typing import Any
 import yaml
 
 from expressions import checker, names
-from machines import durations
+from machines import contracts, durations
 from machines.definition import (
     DEFAULT_EXECUTION_MODE,
     DEFAULT_TIMEOUT_SECONDS,
@@ -52,7 +53,8 @@ _ID_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,99}")
 
 DOCUMENT_KEYS = (
     "id", "version", "title", "description", "start_at", "execution_mode",
-    "timeout_seconds", "context", "states", "schedules",
+    "timeout_seconds", "context", "states", "schedules", "input", "inputs", "key",
+    "attributes",
 )
 STATE_KEYS = ("label", "description", "actions", "return")
 TRANSITION_KEYS = (
@@ -429,6 +431,7 @@ class _Validator:
     def run(self) -> tuple[list[Problem], list[Problem]]:
         self._json_values(self.document)
         self._document(self.document)
+        self._contracts(self.document)
         self._warn_unreachable()
         for name, _, transitions in self._action_lists():
             self._warn_shadowed(name, transitions)
@@ -623,6 +626,47 @@ class _Validator:
                 self._state(name, state, _join("states", name))
         if self._require(doc, "start_at", "", "the name of the first state"):
             self._state_ref(doc["start_at"], "start_at")
+
+    def _contracts(self, doc: dict) -> None:
+        """`input`, `inputs`, `key` and `attributes` (machines/contracts.py)."""
+        checks: list[Callable[[], object]] = []
+        if "input" in doc:
+            checks.append(functools.partial(contracts.input_schema, doc["input"], "input"))
+        if "inputs" in doc and self._object(doc["inputs"], "inputs",
+                                            "an object: action -> input"):
+            actions = self._action_names()
+            for name, spec in doc["inputs"].items():
+                where = _join("inputs", name)
+                if name not in actions:
+                    hint = _did_you_mean(name, actions) or (
+                        "actions: " + (", ".join(sorted(actions)) or "none"))
+                    self.error(where, f"no transition takes the action '{name}'", hint)
+                checks.append(functools.partial(contracts.input_schema, spec, where))
+        if "key" in doc:
+            checks.append(functools.partial(contracts.key_of, doc["key"], "key"))
+        if "attributes" in doc:
+            checks.append(functools.partial(self._attributes, doc["attributes"]))
+        for run in checks:
+            try:
+                run()
+            except contracts.ContractError as exc:
+                for path, message, advice in exc.problems:
+                    self.error(path, message, advice)
+
+    def _attributes(self, spec: Any) -> None:
+        for name, _, value in contracts.attributes_of(spec, "attributes"):
+            self._expr(value, f"attributes.{name}" + (
+                ".value" if isinstance(spec[name], dict) else ""))
+
+    def _action_names(self) -> set[str]:
+        names: set[str] = set()
+        for _, _, transitions in self._action_lists():
+            for _, t in transitions:
+                on = t.get("on")
+                names.update([on] if isinstance(on, str) else
+                             [n for n in on if isinstance(n, str)] if isinstance(on, list)
+                             else [])
+        return names
 
     def _state(self, name: Any, state: Any, path: str) -> None:
         if isinstance(name, str) and not name.strip():
@@ -1193,7 +1237,27 @@ def _construct(document: dict) -> Machine:
                                  every=durations.seconds(s["every"]) if "every" in s else None,
                                  time_zone=s.get("time_zone", "UTC"), input=s.get("input", {}))
                         for s in doc.get("schedules", ())),
+        **_build_contracts(doc),
     )
+
+
+def _build_contracts(doc: dict) -> dict:
+    """The Machine fields of `input`, `inputs`, `key` and `attributes` (a valid document)."""
+    built: dict[str, Any] = {}
+    if "input" in doc:
+        built["input_schema"] = contracts.input_schema(doc["input"], "input")
+    if "inputs" in doc:
+        built["action_inputs"] = {name: contracts.input_schema(spec, f"inputs.{name}")
+                                  for name, spec in doc["inputs"].items()}
+    if "key" in doc:
+        built["key"] = contracts.key_of(doc["key"], "key")
+    if "attributes" in doc:
+        built["attributes"] = tuple(
+            contracts.Attribute(name, kind, _expr_of(
+                value, f"attributes.{name}" + (".value" if isinstance(doc["attributes"][name],
+                                                                     dict) else "")))
+            for name, kind, value in contracts.attributes_of(doc["attributes"], "attributes"))
+    return built
 
 
 def _expr_of(value: Any, path: str) -> Expr:

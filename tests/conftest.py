@@ -101,3 +101,14 @@ def _cluster_name():
     from django.conf import settings
 
     return settings.Q_CLUSTER["name"]
+
+
+@pytest.fixture(autouse=True)
+def forget_cached_latest_versions():
+    """Each test's database starts empty, but a start caches the latest version of each
+    machine in the process (executions/runtime/accepting.py): forget them after each test,
+    so that a machine id another test saved with other content is read again."""
+    yield
+    from executions.runtime import store
+
+    store.active.latest_versions.clear()

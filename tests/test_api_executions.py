@@ -15,8 +15,12 @@ start_at: s
 states:
   s:
     actions:
-      - {id: go, on: go, assign: {x: "input['needed']"}, state: t}
-  t: {return: "ctx['x']"}
+      - {id: go, on: go, assign: {given: "input"}, state: t}
+  t:
+    actions:
+      # Automatic: its failure fails the execution (an action's own would only reject it).
+      - {id: check, assign: {x: "ctx['given']['needed']"}, state: u}
+  u: {return: "ctx['x']"}
 """
 CALLER = """
 id: caller
@@ -353,7 +357,10 @@ def test_retry_resumes_a_failed_execution_and_refuses_others(api, save_machine):
     failed = act(operator, execution_id, "go", input={}, wait=True).json()
     assert failed["status"] == "failed" and failed["error"]["type"] == "expression_error"
     retried = operator.post(f"/api/executions/{execution_id}/retry/")
-    assert retried.status_code == 200 and retried.json()["status"] == "waiting"
+    # Resumed where it failed: the same transition, and nothing fixed its context.
+    assert retried.status_code == 200 and retried.json()["status"] == "failed"
+    assert retried.json()["state"] == "t"
+    operator.post(f"/api/executions/{execution_id}/cancel/")
     assert_error(operator.post(f"/api/executions/{execution_id}/retry/"), 409, "not_available")
     assert_error(operator.post(f"/api/executions/{execution_id}/retry/", {"x": 1},
                                format="json"), 400)

@@ -23,6 +23,7 @@ LAYERS = {
     "executions.engine": PURE,
     "executions.joins": PURE,
     "machines.definition": PURE,
+    "machines.contracts": PURE,
     "machines.language": PURE,
     "machines.diagrams": PURE,
     "machines.diffs": PURE,
@@ -81,7 +82,7 @@ SURFACE_EXCEPTIONS = {
     ("executions.management.commands.run_timers", "executions.runtime.schedules"),
 }
 # Third-party packages the pure core may use (Django and DRF are not among them).
-PURE_THIRD_PARTY = {"yaml", "graphviz", "cronsim"}
+PURE_THIRD_PARTY = {"yaml", "graphviz", "cronsim", "jsonschema"}
 PROJECT_TOP = set(PACKAGES)
 
 

@@ -70,8 +70,11 @@ context: {{x: 0}}
 states:
   ready:
     actions:
-      - id: go
-        on: go
+      - {{id: go, on: go, state: attacking}}
+  attacking:
+    actions:
+      # Automatic: its failure fails the execution (an action's own would only reject it).
+      - id: run
         state: done
         assign:
           x: |
@@ -140,8 +143,8 @@ def test_an_attack_fails_its_execution_and_nothing_else(http, name):
     error = execution["error"]
     assert error["type"] == "expression_error"
     assert error["kind"] in kinds, error
-    assert error["path"] == "states.ready.actions[0].assign.x"
-    assert error["state"] == "ready"
+    assert error["path"] == "states.attacking.actions[0].assign.x"
+    assert error["state"] == "attacking"
     history = http.get(f"/api/executions/{victim['id']}/history/").json()
     entries = history["results"] if isinstance(history, dict) else history
     assert entries[-1]["kind"] == "execution_failed"

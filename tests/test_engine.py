@@ -680,9 +680,9 @@ states:
       - {id: go, on: go, state: a, context: "[1, 2]"}
 """)
     s = start(m).snapshot
-    r = step(m, s, E.Action("go"))
-    assert r.snapshot.status == "failed" and r.snapshot.context == {}
-    assert r.snapshot.error["message"].startswith("context is not a JSON object")
+    r = step(m, s, E.Action("go"))  # an action's own failure rejects it (issue 13)
+    assert r.snapshot.status == "waiting" and r.snapshot.context == {}
+    assert "context is not a JSON object" in r.rejected
     assert start(machine("{id: x, start_at: a, context: '5', states: {a: {return: 1}}}")
                  ).snapshot.error["message"].startswith("context is not a JSON object")
 
@@ -804,7 +804,7 @@ def test_cancel_while_waiting_to_retry_cancels_only_the_timer():
     assert r.effects == (E.CancelTimer(s.timer["token"]), E.NotifyParent("canceled"))
 
 
-def test_an_expression_error_in_a_queued_action_fails_the_execution():
+def test_an_expression_error_in_a_queued_action_rejects_it_and_the_execution_goes_on():
     m = machine("""
 id: q
 start_at: a
@@ -817,8 +817,10 @@ states:
     s = step(m, start(m).snapshot, E.Action("go")).snapshot
     s = step(m, s, E.Action("boom", {})).snapshot
     r = step(m, s, E.WorkSucceeded(s.work["token"], 1))
-    assert r.snapshot.status == "failed" and r.snapshot.error["transition"] == "boom"
-    assert r.snapshot.error["exception"] == "KeyError"
+    assert r.snapshot.status == "waiting" and r.snapshot.state == "a"
+    rejected = [e for e in r.history if e["kind"] == "action_rejected"]
+    assert rejected[-1]["detail"]["error"]["exception"] == "KeyError"
+    assert rejected[-1]["detail"]["queued"] is True
 
 
 def test_guards_of_a_pause_do_not_leak_into_a_queued_action_applied_after_it():

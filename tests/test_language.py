@@ -93,7 +93,7 @@ ERROR_CASES = {
     "unknown key": (
         with_doc(colour="red"), "colour", "unknown key 'colour'",
         "document keys are: id, version, title, description, start_at, execution_mode, "
-        "timeout_seconds, context, states, schedules",
+        "timeout_seconds, context, states, schedules, input, inputs, key, attributes",
     ),
     "execution mode": (with_doc(execution_mode="sinc"), "execution_mode",
                        "unknown execution mode 'sinc'", "did you mean 'sync'?"),

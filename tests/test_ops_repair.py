@@ -18,7 +18,12 @@ states:
     actions:
       - {id: set, on: set, assign: {amount: "input['amount']"}}
       - {id: check, on: check, state: checking}
-      - {id: approve, on: approve, assign: {small: "input['amount'] <= 100"}, state: approved}
+      # An action whose work fails fails the execution in a step the action started (its
+      # own expressions failing would only reject it): the step whose input can be edited.
+      - id: approve
+        on: approve
+        invoke: {call: "input['amount'] <= 100",
+                 success: {state: approved, assign: {small: "output"}}}
       - {id: hold, on: hold, state: held}
   checking:
     actions:
@@ -100,7 +105,8 @@ def test_retry_the_failed_action_step_with_edited_input(refund):
                               actor=OPERATOR).execution
     assert failed.status == engine.FAILED
     again = operations.request("retry", input={"amount": 70})
-    assert operations.preview(execution.pk, again).after_state == "approved"
+    # The dry run performs no work: the action's work starts again, where it failed.
+    assert operations.preview(execution.pk, again).after_state == "refund-requested"
     outcome = operations.perform(execution.pk, again, actor=OPERATOR, reason="typo in amount")
     assert (outcome.execution.status, outcome.execution.state) == (engine.WAITING, "approved")
     received = HistoryEntry.objects.filter(execution=execution,

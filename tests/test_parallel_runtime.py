@@ -53,7 +53,11 @@ states:
   waiting:
     actions:
       - {id: priced, on: priced, state: done, assign: {price: "input['price']"}}
-      - {id: broken, on: broken, state: done, assign: {price: "1 / 0"}}
+      # Its automatic step fails the branch (an action's own failure would only reject it).
+      - {id: broken, on: broken, state: breaking}
+  breaking:
+    actions:
+      - {id: divide, state: done, assign: {price: "1 / 0"}}
   done: {return: "ctx['price']"}
 """
 

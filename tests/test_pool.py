@@ -224,7 +224,9 @@ states:
 mem = memory_store  # the in-memory store fixture (tests/test_runtime_memory.py)
 
 
-def test_a_killed_child_fails_the_event_it_was_on_and_keeps_the_ones_before(mem):
+def test_a_killed_child_rejects_the_action_it_was_on_and_keeps_the_ones_before(mem):
+    """The action's own expression ran past its limit: the action is rejected with that
+    error and the execution stays (an action never fails an execution by itself)."""
     from executions import services
     from executions.runtime import advancing, store
 
@@ -234,18 +236,17 @@ def test_a_killed_child_fails_the_event_it_was_on_and_keeps_the_ones_before(mem)
     for action in ("ok", "boom", "ok"):
         services.trigger(execution.pk, action)
     advanced = advancing.advance(execution.pk)  # one computation for the three items
-    assert advanced.applied == 2  # the first applied, the second failed the execution
+    assert advanced.applied == 2  # the first applied, the second rejected
     execution = store.active.read_execution(execution.pk)
-    assert (execution.status, execution.context) == (engine.FAILED, {"n": 1})
-    assert execution.error["kind"] == "timeout"
-    assert execution.error["path"] == "states.open.actions[1].assign.n"
-    assert "stopped" in execution.error["message"]
-    rows = mem.history_of(execution.pk)
-    assert [row["kind"] for row in rows][-2:] == [engine.ACTION_RECEIVED,
-                                                  engine.EXECUTION_FAILED]
+    assert (execution.status, execution.context) == (engine.WAITING, {"n": 1})
+    rejected = mem.history_of(execution.pk)[-1]
+    assert rejected["kind"] == engine.ACTION_REJECTED and rejected["action"] == "boom"
+    error = rejected["detail"]["error"]
+    assert error["kind"] == "timeout" and "stopped" in error["message"]
+    assert error["path"] == "states.open.actions[1].assign.n"
     assert execution.has_pending  # the third waits for the next advance
     assert advancing.advance(execution.pk).applied == 1
-    assert mem.history_of(execution.pk)[-1]["kind"] == engine.ACTION_REJECTED
+    assert store.active.read_execution(execution.pk).context == {"n": 2}
 
 
 def test_values_that_cannot_be_sent_back_fail_the_execution_not_the_process():

@@ -431,8 +431,12 @@ start_at: s
 states:
   s:
     actions:
-      - {id: go, on: go, assign: {x: "input['needed']"}, state: t}
-  t: {return: "ctx['x']"}
+      - {id: go, on: go, assign: {given: "input"}, state: t}
+  t:
+    actions:
+      # Automatic: its failure fails the execution (an action's own would only reject it).
+      - {id: check, assign: {x: "ctx['given']['needed']"}, state: u}
+  u: {return: "ctx['x']"}
 """)
     execution = services.start("fragile").execution
     services.trigger(execution.pk, "go", input={}, wait=True)
@@ -440,13 +444,13 @@ states:
     assert execution.status == engine.FAILED
     assert execution.error["type"] == "expression_error"
     assert "needed" in execution.error["message"]
-    assert execution.state == "s"
+    assert execution.state == "t"
 
-    services.retry(execution.pk, actor="ops")
+    services.retry(execution.pk, actor="ops")  # resumes where it failed: fails there again
     execution.refresh_from_db()
-    assert execution.status == engine.WAITING and execution.error is None
+    assert execution.status == engine.FAILED and execution.state == "t"
     with pytest.raises(services.NotAvailable):
-        services.retry(execution.pk)
+        services.retry(services.start("fragile").execution.pk)  # waiting: not failed
 
     services.cancel(execution.pk, actor="ops")
     execution.refresh_from_db()

@@ -32,8 +32,12 @@ start_at: s
 states:
   s:
     actions:
-      - {id: go, on: go, assign: {x: "input['needed']"}, state: t}
-  t: {return: "ctx['x']"}
+      - {id: go, on: go, assign: {given: "input"}, state: t}
+  t:
+    actions:
+      # Automatic: its failure fails the execution (an action's own would only reject it).
+      - {id: check, assign: {x: "ctx['given']['needed']"}, state: u}
+  u: {return: "ctx['x']"}
 """
 
 CALLER = """
@@ -244,13 +248,15 @@ def test_cancel_and_retry_follow_the_engine_rules(mem):
     execution = services.start("fragile").execution
     services.trigger(execution.pk, "go", input={}, wait=True)
     mem.refresh(execution)
-    assert execution.status == engine.FAILED and execution.state == "s"
+    assert execution.status == engine.FAILED and execution.state == "t"
 
-    services.retry(execution.pk, actor="ops")
+    services.retry(execution.pk, actor="ops")  # resumes where it failed: fails there again
     mem.refresh(execution)
-    assert execution.status == engine.WAITING and execution.error is None
+    assert execution.status == engine.FAILED and execution.state == "t"
+    assert engine.EXECUTION_RETRIED in kinds(mem, execution)
+    waiting = services.start("fragile").execution
     with pytest.raises(services.NotAvailable) as refused:
-        services.retry(execution.pk)
+        services.retry(waiting.pk)
     assert refused.value.reason == engine.retry_refused(engine.WAITING)
 
     services.cancel(execution.pk, actor="ops", reason="enough")

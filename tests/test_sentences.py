@@ -45,6 +45,12 @@ states:
       - {{id: too-many-attempts, wait: {{seconds: 60}}, state: late}}
       - {{id: add, on: add, label: Add item, state: picked,
           assign: {{sku: "input['sku']"}}}}
+      - {{id: check, on: check, label: Check stock, state: checking,
+          assign: {{given: "input"}}}}
+  checking:
+    label: Checking
+    actions:
+      - {{id: count, label: Count stock, state: picked, assign: {{sku: "ctx['given']['sku']"}}}}
   late:
     label: Late
     actions:
@@ -235,15 +241,24 @@ def test_a_failed_execution_says_what_was_missing_and_is_not_running(world):
     if not world.is_async:
         services.trigger(world.child().pk, "close", actor="user:bob", wait=True)
         world.settle()
-    services.trigger(world.execution.pk, "add", input={"qty": 2}, actor="user:bob", wait=True)
+    # An action whose own expression fails is rejected; the execution stays (issue 13).
+    with pytest.raises(services.NotAvailable) as rejected:
+        services.trigger(world.execution.pk, "add", input={"qty": 2}, actor="user:bob",
+                         wait=True)
+    assert "KeyError: 'sku'" in rejected.value.reason
+    world.settle()
+    assert world.execution.status == engine.SLEEPING and world.execution.state == "waiting"
+    # An automatic transition's failure still fails it.
+    services.trigger(world.execution.pk, "check", input={"qty": 2}, actor="user:bob",
+                     wait=True)
     world.settle()
     assert world.execution.status == engine.FAILED
     check_all(world)
-    plain = ("The update of sku in “Add item” needs sku in the input, but the input had no "
-             "sku. The expression: input['sku']")
-    assert world.status_line() == f"Failed in Waiting: {plain}"
-    assert sentences_of(world, engine.EXECUTION_FAILED) == [f"Failed in Waiting — {plain}"]
-    assert "'sku'" not in world.status_line().replace("input['sku']", "")
+    plain = ("The update of sku in “Count stock” needs sku in ctx['given'], which had no "
+             "sku. The expression: ctx['given']['sku']")
+    assert world.status_line() == f"Failed in Checking: {plain}"
+    assert sentences_of(world, engine.EXECUTION_FAILED) == [f"Failed in Checking — {plain}"]
+    assert "'sku'" not in world.status_line().replace("['sku']", "")
     assert presenters.running_for(world.execution).startswith("failed after ")
 
     services.retry(world.execution.pk, actor="user:olga")
@@ -254,7 +269,7 @@ def test_a_failed_execution_says_what_was_missing_and_is_not_running(world):
     world.settle()
     assert sentences_of(world, engine.EXECUTION_CANCELED) == [
         "Canceled by olga — reason: customer left"]
-    assert world.status_line() == "Canceled in Waiting."
+    assert world.status_line() == "Canceled in Checking."
     assert presenters.running_for(world.execution).startswith("canceled after ")
 
 
@@ -307,7 +322,7 @@ def test_every_history_kind_has_been_said_by_these_stories(mem):  # noqa: F811
     world.fire_timers()
     services.cancel(world.child().pk, actor="user:olga")
     world.settle()
-    services.trigger(world.execution.pk, "add", input={}, actor="user:bob", wait=True)
+    services.trigger(world.execution.pk, "check", input={}, actor="user:bob", wait=True)
     services.retry(world.execution.pk, actor="user:olga")
     services.cancel(world.execution.pk, actor="user:olga")
     world.settle()

@@ -2,7 +2,7 @@
 NotAvailable -> 409 with `available_actions`, InvalidRequest -> 400."""
 from api import registry as errors
 from api.registry import problem
-from executions import services
+from executions import selectors, services
 
 
 def not_available(exc: services.NotAvailable):
@@ -13,10 +13,21 @@ def not_available(exc: services.NotAvailable):
 
 
 def invalid_request(exc: services.InvalidRequest):
-    """Where in the body the value was wrong: `input.items[1]`, `action`, ..."""
-    return str(exc), [problem(exc.path, exc.message)] if exc.path else [], {}
+    """Where in the body the value was wrong: `input.items[1]`, `action`, ...; every
+    mismatch of an input with its schema."""
+    return str(exc), [problem(path, message) for path, message in exc.problems if path], {}
+
+
+def ambiguous_id(exc: selectors.AmbiguousId):
+    """The executions a short id could mean, to choose from."""
+    candidates = [{"id": str(found.pk), "machine": found.machine_id, "status": found.status,
+                   "state": found.state, "created_at": found.created_at.isoformat()}
+                  for found in exc.candidates]
+    return str(exc), [problem("id", f"{found['id']} ({found['machine']}, {found['status']})")
+                      for found in candidates], {"candidates": candidates}
 
 
 def register() -> None:
+    errors.register(selectors.AmbiguousId, 400, "ambiguous_id", describe=ambiguous_id)
     errors.register(services.NotAvailable, 409, "not_available", describe=not_available)
     errors.register(services.InvalidRequest, 400, "invalid_request", describe=invalid_request)

@@ -29,13 +29,16 @@ class ExecutionSerializer(serializers.ModelSerializer):
     api_url = serializers.SerializerMethodField()
     history_url = serializers.SerializerMethodField()
     diagram_url = serializers.SerializerMethodField()
+    key = serializers.CharField(source="business_key", allow_null=True,
+                                help_text="The business key its machine declares.")
+    attributes = serializers.JSONField(help_text="The searchable attributes, by name.")
 
     class Meta:
         model = Execution
         fields = ["id", "machine", "version", "mode", "status", "state", "context", "input",
                   "result", "error", "available_actions", "parent", "children", "actor",
                   "idempotency_key", "created_at", "updated_at", "finished_at", "url",
-                  "api_url", "history_url", "diagram_url"]
+                  "api_url", "history_url", "diagram_url", "key", "attributes"]
 
     def to_representation(self, execution):
         # Rows stored before every value was checked may hold text no JSON answer can
@@ -114,6 +117,8 @@ def represent(execution) -> dict:
         "api_url": _url_of("api:execution", pk),
         "history_url": _url_of("api:execution-history", pk),
         "diagram_url": _url_of("api:execution-svg", pk),
+        "key": _text(execution.business_key),
+        "attributes": execution.attributes,
     }
 
 

@@ -16,6 +16,7 @@ from api.schema import BODY_ERRORS, COMMON_ERRORS, SVG_EXAMPLE, SVG_RESPONSE, er
 from api.views import DiagramView, ErrorShapeMixin
 from executions import selectors, services, steps
 from executions.api import examples
+from executions.api.contract import openapi_document
 from executions.api.pagination import BySeq, NewestFirst
 from executions.api.serializers import (
     HISTORY_FIELDS,
@@ -32,6 +33,7 @@ from executions.api.serializers import (
 from executions.engine import STATUSES
 from executions.filters import MACHINE_ID, MAX_VERSION, ExecutionFilter
 from machines import diagrams
+from machines import selectors as machine_selectors
 
 NOT_FOUND = {404: error_response("No such execution (or machine).")}
 # The filters as the schema shows them: what django-filter's schema cannot tell (a pattern,
@@ -63,11 +65,27 @@ class ExecutionFilters(DjangoFilterBackend):
 
     def filter_queryset(self, request, queryset, view):
         params = request.query_params
-        blank = {name: ["This field may not be blank."] for name in ExecutionFilter.base_filters
-                 if name in params and not params[name].strip()}
+        blank = {name: ["This field may not be blank."] for name in params
+                 if (name in ExecutionFilter.base_filters or name.startswith("attr."))
+                 and not params[name].strip()}
         if blank:
             raise exceptions.ValidationError(blank)
         return super().filter_queryset(request, queryset, view)
+
+
+class AddressedExecution:
+    """Views of one execution, addressed by its id, a short id (a unique prefix of one), or
+    its machine and business key (`/api/machines/<machine>/keys/<key>/...`): the handler
+    gets the full id. An ambiguous short id is a 400 listing the candidates."""
+
+    def initial(self, request, *args, **kwargs):
+        super().initial(request, *args, **kwargs)
+        if "key" in self.kwargs:
+            found = selectors.execution_id_by_key(self.kwargs.pop("machine_id"),
+                                                  self.kwargs.pop("key"))
+        else:
+            found = selectors.execution_id_of(self.kwargs.pop("execution_id"))
+        self.kwargs["execution_id"] = found  # the dict the handler is called with
 
 
 class StartView(ErrorShapeMixin, APIView):
@@ -126,7 +144,10 @@ class ExecutionListView(ErrorShapeMixin, GenericAPIView):
     @extend_schema(
         summary="List executions, newest first",
         description="Cursor-paginated (`next`/`previous` links; `page_size` up to 500). "
-                    "Invalid filter values give 400.",
+                    "Invalid filter values give 400, and so does a parameter that is no "
+                    "filter. With `machine`, its searchable attributes filter as "
+                    "`attr.<name>` and `attr.<name>__gt|gte|lt|lte` "
+                    "(`/api/machines/{machine}/openapi.json` lists them).",
         parameters=[*FILTER_PARAMETERS, OpenApiParameter(
             "page_size", int, description="Items per page (default 50).")],
         responses={200: ExecutionSerializer(many=True), 400: error_response("Invalid filter."),
@@ -139,7 +160,7 @@ class ExecutionListView(ErrorShapeMixin, GenericAPIView):
         return self.get_paginated_response(self.get_serializer(page, many=True).data)
 
 
-class ExecutionDetailView(ErrorShapeMixin, APIView):
+class ExecutionDetailView(AddressedExecution, ErrorShapeMixin, APIView):
     permission_classes = [CanView]
 
     @extend_schema(summary="One execution",
@@ -151,7 +172,7 @@ class ExecutionDetailView(ErrorShapeMixin, APIView):
         return answer(request, selectors.execution(execution_id))
 
 
-class HistoryView(ErrorShapeMixin, GenericAPIView):
+class HistoryView(AddressedExecution, ErrorShapeMixin, GenericAPIView):
     permission_classes = [CanView]
     serializer_class = HistoryEntrySerializer
     pagination_class = BySeq
@@ -173,7 +194,7 @@ class HistoryView(ErrorShapeMixin, GenericAPIView):
         return self.get_paginated_response(history_rows(rows))
 
 
-class TriggerView(ErrorShapeMixin, APIView):
+class TriggerView(AddressedExecution, ErrorShapeMixin, APIView):
     permission_classes = [ReadOrOperate]
 
     @extend_schema(
@@ -202,7 +223,7 @@ class TriggerView(ErrorShapeMixin, APIView):
                       else 202)
 
 
-class CancelView(ErrorShapeMixin, APIView):
+class CancelView(AddressedExecution, ErrorShapeMixin, APIView):
     permission_classes = [ReadOrOperate]
 
     @extend_schema(
@@ -221,7 +242,7 @@ class CancelView(ErrorShapeMixin, APIView):
         return answer(request, outcome.execution)
 
 
-class RetryView(ErrorShapeMixin, APIView):
+class RetryView(AddressedExecution, ErrorShapeMixin, APIView):
     permission_classes = [ReadOrOperate]
 
     @extend_schema(
@@ -240,7 +261,7 @@ class RetryView(ErrorShapeMixin, APIView):
         return answer(request, outcome.execution)
 
 
-class ExecutionDiagramView(DiagramView):
+class ExecutionDiagramView(AddressedExecution, DiagramView):
     @extend_schema(summary="The diagram with this execution's path",
                    description="States visited, transitions taken (numbered in order), the "
                                "current state marked with the status.",
@@ -256,3 +277,18 @@ class ExecutionDiagramView(DiagramView):
         except diagrams.DiagramUnavailable as exc:
             exc.description = diagrams.describe(machine, path)  # 422 diagram_too_large
             raise
+
+
+class MachineOpenAPIView(ErrorShapeMixin, APIView):
+    permission_classes = [CanView]
+
+    @extend_schema(summary="The machine's own OpenAPI document",
+                   description="OpenAPI 3.1 for starting the machine and triggering each of "
+                               "its actions, with the input schemas its latest version "
+                               "declares (and its business key and attribute filters).",
+                   responses={200: OpenApiResponse(description="An OpenAPI document."),
+                              **NOT_FOUND, **COMMON_ERRORS},
+                   tags=["machines"])
+    def get(self, request, machine_id):
+        version = machine_selectors.get_version(machine_id)
+        return Response(openapi_document(version.parsed(), version.version))

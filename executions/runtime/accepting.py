@@ -31,8 +31,56 @@ from executions.runtime import advancing, queue
 from executions.runtime import store as stores
 from executions.runtime.advancing import Advanced
 from executions.runtime.store import Conflict, Duplicate
+from expressions.values import InvalidValue
+from machines import contracts
+from machines.definition import Machine
 
 POLL_SECONDS = 0.01
+MAX_PROBLEMS = 20
+
+
+class InvalidInput(InvalidValue):
+    """The input does not match the machine's schema for it (or holds no business key);
+    `problems` lists (path, message) of each mismatch. Nothing was stored."""
+
+    def __init__(self, problems: list[tuple[str, str]]):
+        path, message = problems[0]
+        summary = f"{message} (at {path})" if len(problems) == 1 else (
+            f"{len(problems)} problems: " + "; ".join(f"{p}: {m}" for p, m in problems))
+        super().__init__(summary, path)
+        self.problems = problems
+
+
+def matching_input(schema: dict | None, value: dict, what: str) -> dict:
+    """The input checked against its schema (machines/contracts.py), with the defaults of
+    missing fields filled in; InvalidInput names every mismatch, paths from `what`."""
+    if schema is None:
+        return value
+    found = contracts.problems(schema, value, MAX_PROBLEMS)
+    if found:
+        raise InvalidInput([(f"{what}.{path}" if path else what, message)
+                            for path, message in found])
+    return contracts.with_defaults(schema, value)
+
+
+def _business_key(definition: Machine, value: dict) -> str | None:
+    if definition.key is None:
+        return None
+    try:
+        return contracts.key_value(definition.key, value)
+    except contracts.KeyUnavailable as exc:
+        where = "input" + "".join(f"[{part}]" if isinstance(part, int) else f".{part}"
+                                  for part in definition.key.path)
+        raise InvalidInput([(where, str(exc))]) from None
+
+
+def _checked_action(execution: Execution, payload: dict) -> dict:
+    """An action's payload with its input checked against the schema its machine version
+    declares for the action (none declared: any object)."""
+    schema = execution.machine_version.parsed().action_inputs.get(payload["action"])
+    if schema is None:
+        return payload
+    return {**payload, "input": matching_input(schema, payload["input"], "input")}
 
 
 class NotAvailable(Exception):
@@ -83,14 +131,24 @@ def start(machine_id: str, *, input: dict, version: int | None = None,
         if version is None:
             store.latest_versions[machine_id] = machine_version
         definition = machine_version.parsed()
+        try:
+            start_input = matching_input(definition.input_schema, input, "input")
+            business_key = _business_key(definition, start_input)
+        except InvalidInput:
+            if cached is None:
+                raise
+            cached = None  # judged by the version cached: judge by the latest for sure
+            continue
         execution_mode = mode or definition.execution_mode
         inline = execution_mode == "sync" or wait
         execution = Execution(
             machine_id=machine_version.machine_id, machine_version=machine_version,
             execution_mode=execution_mode, status=engine.RUNNING, state=definition.start_at,
-            input=input, parent=parent.execution if parent else None,
+            input=start_input, parent=parent.execution if parent else None,
             parent_token=parent.token if parent else "",
             idempotency_key=idempotency_key, mocks=mocks or {}, created_by=user, actor=actor,
+            business_key=business_key,
+            key_scope=definition.key.unique if definition.key is not None else "",
         )
         # A transaction only when needed: to apply the start with the row, to enqueue its
         # own task with it (a broker in this database), or as a savepoint in the caller's
@@ -113,15 +171,32 @@ def start(machine_id: str, *, input: dict, version: int | None = None,
                 else:
                     advancing.schedule(execution.pk, execution_mode)
         except Duplicate:
-            assert idempotency_key is not None
-            return Outcome(store.started_with_key(machine_version.machine_id, idempotency_key),
-                           created=False)
+            earlier = _started_earlier(machine_version.machine_id, idempotency_key,
+                                       business_key)
+            if earlier is None:
+                continue  # the key's holder finished meanwhile: the key is free again
+            return Outcome(earlier, created=False)
         break
     if not inline:
         return Outcome(execution, settled=False)
     store.remember(advanced.execution)
     settled = _continue(advanced, timeout)
     return Outcome(_fresh(execution, advanced), settled=settled)
+
+
+def _started_earlier(machine_id: str, idempotency_key: str | None,
+                     business_key: str | None) -> Execution | None:
+    """The execution a refused INSERT collided with: the one started with the same
+    idempotency key, else the one holding the business key (None: it no longer does)."""
+    store = stores.active
+    if idempotency_key is not None:
+        try:
+            return store.started_with_key(machine_id, idempotency_key)
+        except Execution.DoesNotExist:
+            if business_key is None:
+                raise
+    assert business_key is not None
+    return store.holding_key(machine_id, business_key)
 
 
 # Inputs for a started execution ----------------------------------------------------------
@@ -180,6 +255,8 @@ def _accept(execution_id: Any, kind: str, payload: dict, actor: str, *, wait: bo
         if earlier is not None:
             return _report_earlier(execution, earlier, wait=wait, timeout=timeout)
         _check_rule(execution, rule)
+        if kind == InboxItem.ACTION:
+            payload = _checked_action(execution, payload)
         item = InboxItem(execution=execution, kind=kind, payload=payload, actor=actor,
                          idempotency_key=idempotency_key)
         try:
@@ -242,6 +319,8 @@ def _apply_on_remembered(execution_id: Any, kind: str, payload: dict, actor: str
         return None
     if not (wait or execution.execution_mode == "sync"):
         return None
+    if kind == InboxItem.ACTION:
+        payload = _checked_action(execution, payload)
     item = InboxItem(execution=execution, kind=kind, payload=payload, actor=actor)
     try:  # the engine (and the expressions) run before the transaction opens
         step = advancing.compute_or_refuse(execution, [item])

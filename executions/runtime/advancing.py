@@ -152,6 +152,7 @@ def _compute(execution: Execution, items: list[InboxItem], *, refuse: bool) -> S
     step = Step(engine.Snapshot.from_dict(data["snapshot"]))
     step.history = data["history"]
     step.effects = [pool_child.effect_from(effect) for effect in data["effects"]]
+    step.attributes = data.get("attributes")
     results = data["results"]
     offset = sum(result["history"] for result in results[:len(lead)])
     for index, item in enumerate(items, start=len(lead)):

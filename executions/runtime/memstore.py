@@ -120,12 +120,23 @@ class MemoryStore:
                                    and e.idempotency_key == key
                                    for e in self.executions.values()):
             raise Duplicate()
+        if execution.business_key is not None and self.holding_key(
+                execution.machine_id, execution.business_key) is not None:
+            raise Duplicate()
         now = timezone.now()
         execution.created_at = execution.created_at or now
         execution.updated_at = now
         execution._state.adding = False
         self.executions[str(execution.pk)] = copy.copy(execution)
         return True
+
+    def holding_key(self, machine_id: str, business_key: str) -> Execution | None:
+        for execution in self.executions.values():
+            if (execution.machine_id == machine_id and execution.business_key == business_key
+                    and (execution.key_scope == "always"
+                         or execution.status not in engine.TERMINAL_STATUSES)):
+                return copy.copy(execution)
+        return None
 
     def started_with_key(self, machine_id: str, idempotency_key: str) -> Execution:
         for execution in self.executions.values():

@@ -226,6 +226,10 @@ def _perform_child(work: Work) -> Result:
         return False, None, {"type": "invalid_input", "message": str(exc)}
     if payload["async"]:
         return True, {"execution_id": str(outcome.execution.pk)}, None
+    if outcome.execution.parent_token != work.token:  # its business key was held already
+        return False, None, {"type": "key_in_use", "message": (
+            f"the business key {outcome.execution.business_key!r} of {payload['machine']!r} "
+            f"is held by execution {outcome.execution.pk}, which this one did not start")}
     return None  # the child reports back when it finishes, fails or is canceled
 
 

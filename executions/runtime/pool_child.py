@@ -165,6 +165,8 @@ def compute(machine, snapshot: engine.Snapshot | None, events: list[engine.Event
     data = {"snapshot": snapshot.to_dict() if snapshot is not None else None,
             "history": history, "effects": [effect_data(e) for e in effects],
             "results": results}
+    if machine.attributes and history and snapshot is not None:
+        data["attributes"] = engine.attributes(machine, snapshot, env)
     share_contexts(data)
     return data
 

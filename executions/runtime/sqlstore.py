@@ -12,7 +12,7 @@ import copy
 import functools
 import uuid
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.db import DEFAULT_DB_ALIAS, IntegrityError, connection, connections, transaction
@@ -20,7 +20,14 @@ from django.db.models import DateTimeField, F, JSONField
 from django.utils import timezone
 
 from executions import engine
-from executions.models import Execution, HistoryEntry, InboxItem, Timer, Work
+from executions.models import (
+    Execution,
+    ExecutionAttribute,
+    HistoryEntry,
+    InboxItem,
+    Timer,
+    Work,
+)
 from executions.runtime import effects
 from executions.runtime.store import (
     Conflict,
@@ -152,6 +159,20 @@ def read_execution(execution_id, *, lock=False) -> Execution:
     if not found:
         raise Execution.DoesNotExist(f"no execution {execution_id}")
     return found[0]
+
+
+# The execution whose business key a new start of the machine cannot take: one not finished
+# or canceled, or one whose key is unique for all time. `IS NOT NULL` spelled out: it is the
+# condition of the key's partial index, which is what lets SQLite's planner take it.
+HOLDING_KEY = (
+    "e.{business_key} IS NOT NULL AND e.{business_key} = %s AND e.{machine_id} = %s"
+    " AND (e.{key_scope} = 'always' OR e.{status} NOT IN ("
+    + ", ".join(f"'{status}'" for status in engine.TERMINAL_STATUSES) + ")) LIMIT 1"
+)
+
+
+def holding_key(machine_id, business_key) -> list[Execution]:
+    return _executions(HOLDING_KEY, [business_key, machine_id])
 
 
 NOT_STARTED = (
@@ -419,12 +440,16 @@ class SqlStore:
         try:
             return insert_execution(execution, if_latest=if_latest)
         except IntegrityError as exc:
-            if execution.idempotency_key is None:
+            if execution.idempotency_key is None and execution.business_key is None:
                 raise
             raise Duplicate() from exc
 
     def started_with_key(self, machine_id: str, idempotency_key: str) -> Execution:
         return Execution.objects.get(machine_id=machine_id, idempotency_key=idempotency_key)
+
+    def holding_key(self, machine_id: str, business_key: str) -> Execution | None:
+        found = holding_key(machine_id, business_key)
+        return found[0] if found else None
 
     def read_execution(self, execution_id: Any, *, lock: bool = False) -> Execution:
         return read_execution(execution_id, lock=lock)
@@ -488,9 +513,14 @@ class SqlStore:
         assert step.snapshot is not None
         now = timezone.now()
         columns = snapshot_columns(step.snapshot, now)
+        attributes = _changed_attributes(execution, step)
+        if attributes is not None:
+            columns["attributes"] = attributes
         if not compare_and_swap(execution, columns, nothing_pending=only_if_inbox_empty):
             raise Conflict()
         swapped(execution, columns)
+        if attributes is not None:
+            _write_attributes([execution])
         if step.history:
             insert(HistoryEntry, [history_row(execution, entry) for entry in step.history])
         _save_processed(step.processed, now)
@@ -506,6 +536,10 @@ class SqlStore:
         steps = [(execution, checked_step(execution, step)) for execution, step in steps]
         changes = [(execution, snapshot_columns(step.snapshot, now))
                    for execution, step in steps if step.snapshot is not None]
+        if any(step.attributes is not None for _, step in steps):  # one set of columns
+            for (execution, step), (_, columns) in zip(steps, changes, strict=True):
+                columns["attributes"] = (step.attributes if step.attributes is not None
+                                         else execution.attributes)
         rows = {execution.pk: [history_row(execution, entry) for entry in step.history]
                 for execution, step in steps}
         swap = compare_and_swap_many(changes)
@@ -526,6 +560,8 @@ class SqlStore:
                 work = _write_rows(execution, step.effects) if step.effects else []
                 started.append((execution, step, work))
             _save_processed(processed, now)
+            _write_attributes([execution for execution, step, _ in started
+                               if step.attributes])
         return started
 
     # Timers
@@ -620,6 +656,35 @@ class SqlStore:
         Work.objects.filter(pk__in=given_up, status__in=(Work.RUNNING, Work.PENDING)).update(
             status=Work.CANCELED)
         return Stale(stale_inbox | stale_runs, waiting, pending)
+
+
+def _changed_attributes(execution: Execution, step: Step) -> dict | None:
+    """The attributes a step computed when they differ from the stored ones, else None."""
+    if step.attributes is None or step.attributes == execution.attributes:
+        return None
+    return step.attributes
+
+
+def _write_attributes(executions: list[Execution]) -> None:
+    """The attribute rows of these executions as their `attributes` now say (rewritten:
+    a step that changes one changes few), each value in the column of its declared type."""
+    if not executions:
+        return
+    ExecutionAttribute.objects.filter(execution_id__in=[e.pk for e in executions]).delete()
+    rows = []
+    for execution in executions:
+        types = {a.name: a.type for a in execution.machine_version.parsed().attributes}
+        for name, value in execution.attributes.items():
+            if value is None or name not in types:
+                continue
+            row = {"execution_id": execution.pk, "machine_id": execution.machine_id,
+                   "name": name, "text": None, "number": None, "boolean": None, "moment": None}
+            column = ExecutionAttribute.COLUMNS[types[name]]
+            row[column] = (datetime.fromtimestamp(value, tz=UTC) if column == "moment"
+                           else value)
+            rows.append(row)
+    if rows:
+        insert(ExecutionAttribute, rows)
 
 
 def _save_processed(items: list[InboxItem], now) -> None:

@@ -29,7 +29,7 @@ class Conflict(Exception):
 
 
 class Duplicate(Exception):
-    """An execution with the same idempotency key exists already."""
+    """An execution with the same idempotency key (or business key) exists already."""
 
 
 @dataclass
@@ -40,6 +40,7 @@ class Step:
     history: list[dict] = field(default_factory=list)
     effects: list[engine.Effect] = field(default_factory=list)
     processed: list[InboxItem] = field(default_factory=list)  # consumed, with their outcome
+    attributes: dict | None = None  # the searchable attributes after it (None: unchanged)
 
     @property
     def changed(self) -> bool:
@@ -67,6 +68,7 @@ class Store(Protocol):
                         ) -> MachineVersion: ...
     def insert_execution(self, execution: Execution, *, if_latest: bool) -> bool: ...
     def started_with_key(self, machine_id: str, idempotency_key: str) -> Execution: ...
+    def holding_key(self, machine_id: str, business_key: str) -> Execution | None: ...
     def read_execution(self, execution_id: Any, *, lock: bool = False) -> Execution: ...
     def refresh(self, execution: Execution) -> None: ...
     def execution_mode(self, execution_id: Any) -> str: ...

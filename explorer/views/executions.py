@@ -13,8 +13,9 @@ from django.template.loader import render_to_string
 from accounts.roles import actor_of, can_operate
 from executions import selectors, services
 from executions.filters import ExecutionFilter
-from explorer import presenters, timeline
+from explorer import contracts, presenters, timeline
 from explorer.forms import ActionForm, CancelForm
+from explorer.views import search
 from explorer.views.access import operator, page_context, query_without_page, viewer
 from expressions.values import printable
 from machines import selectors as machines
@@ -33,29 +34,57 @@ def render(request, template: str, context: dict, status: int = 200) -> HttpResp
 
 
 def _found(view):
-    """404 for an execution id that is unknown or not an id at all."""
+    """404 for an execution id that is unknown or not an id at all. A short id (a unique
+    prefix) opens its execution: a page redirects to the full id, an action is taken; one
+    that several ids start with lists them to choose from."""
     @wraps(view)
     def wrapped(request, execution_id, *args, **kwargs):
         try:
             return view(request, selectors.execution(execution_id), *args, **kwargs)
         except ObjectDoesNotExist:
+            pass
+        try:
+            full = selectors.execution_id_of(execution_id)
+            if str(full) == str(execution_id).strip().lower():  # a full id: it does not exist
+                raise Http404("No such execution")
+        except ObjectDoesNotExist:
             raise Http404("No such execution") from None
+        except selectors.AmbiguousId as exc:
+            return search.choices(request, execution_id,
+                                  [(found, "id") for found in exc.candidates], status=300)
+        if request.method == "GET":
+            return redirect(request.get_full_path().replace(execution_id, str(full), 1))
+        return view(request, selectors.execution(full), *args, **kwargs)
     return wrapped
 
 
 @viewer
 def execution_list(request):
-    filters = ExecutionFilter(request.GET or None, queryset=selectors.executions())
+    filters = ExecutionFilter(request.GET or None, queryset=selectors.executions(),
+                              page_parameters=("sort",))
     sort = request.GET.get("sort") or "newest"
     bad_sort = sort not in selectors.SORTS
     page = selectors.execution_page(filters.qs, request.GET.get("page"), PAGE_SIZE,
                                     "newest" if bad_sort else sort)
+    columns = contracts.attribute_columns(_machine_of(request.GET.get("machine")))
     return render(request, "explorer/executions.html", {
-        "filters": filters, "page": page, "rows": presenters.execution_rows(page),
+        "filters": filters, "page": page,
+        "rows": contracts.with_attributes(presenters.execution_rows(page), columns),
+        "attribute_columns": columns,
         "machines": machines.machine_ids(), "sorts": list(selectors.SORTS), "sort": sort,
         "bad_sort": bad_sort, "states": machines.state_choices(request.GET.get("machine")),
         "query": query_without_page(request), **page_context(request),
     })
+
+
+def _machine_of(machine_id: str | None):
+    """The latest definition of the machine a list is filtered to (None: any machine)."""
+    if not machine_id:
+        return None
+    try:
+        return machines.get_version(machine_id).parsed()
+    except ObjectDoesNotExist:
+        return None
 
 
 @viewer
@@ -64,12 +93,22 @@ def execution_detail(request, execution):
     return _execution_page(request, execution)
 
 
-def _execution_page(request, execution, *, action_form=None, status=200):
+def _execution_page(request, execution, *, action_form=None, bound=None, status=200):
     shown = presenters.execution_page(execution, asked_from=request.GET.get("from"),
                                       asked_to=request.GET.get("to"),
                                       can_act=can_operate(request.user))
+    generated = contracts.action_forms(shown["machine"], shown["actions"], bound)
+    with_form = {item["name"] for item in generated}
+    one_click = [(n, label) for n, label in shown["actions"] if n not in with_form]
+    declared = shown["machine"].action_inputs
+    # The JSON box for the actions that declare no input: each posts through its button's
+    # form (`action-N`, N counting the one-click buttons).
+    json_actions = [(n, label, index) for index, (n, label) in enumerate(one_click, 1)
+                    if n not in declared]
     return render(request, "explorer/execution.html",
-                  {**shown, "action_form": action_form, **page_context(request)},
+                  {**shown, "action_form": action_form, "action_forms": generated,
+                   "one_click": one_click, "json_actions": json_actions,
+                   **page_context(request)},
                   status=status)
 
 
@@ -85,12 +124,16 @@ def execution_status(request, execution):
 @operator
 @_found
 def execution_trigger(request, execution):
-    form = ActionForm(request.POST)
-    if not form.is_valid():
-        messages.error(request, "Nothing was sent: the input needs fixing (see below).")
-        return _execution_page(request, execution, action_form=form, status=400)
-    action, given = form.cleaned_data["action"], form.cleaned_data["input"]
     machine = execution.machine_version.parsed()
+    generated = contracts.bound_form(machine, request.POST.get("action", ""), request.POST)
+    form = ActionForm(request.POST if generated is None else
+                      {"action": request.POST.get("action"), "input": "{}"})
+    if not form.is_valid() or (generated is not None and not generated.is_valid()):
+        messages.error(request, "Nothing was sent: the input needs fixing (see below).")
+        return _execution_page(request, execution, action_form=form, status=400,
+                               bound=(request.POST.get("action"), generated))
+    action = form.cleaned_data["action"]
+    given = form.cleaned_data["input"] if generated is None else contracts.input_of(generated)
     label = timeline.action_label(machine, execution.state, action)
     try:
         outcome = services.trigger(execution.pk, action, input=given,
@@ -99,7 +142,15 @@ def execution_trigger(request, execution):
     except services.NotAvailable as exc:
         messages.error(request, f"“{label}” was not applied: {exc.reason}")
     except services.InvalidRequest as exc:
-        messages.error(request, f"“{label}” was not sent: {exc}")
+        if generated is None:
+            messages.error(request, f"“{label}” was not sent: {exc}")
+        else:  # the schema's word on the form's fields, shown beside them
+            for path, message in exc.problems:
+                name = path.removeprefix("input").lstrip(".").split(".")[0].split("[")[0]
+                generated.add_error(name if name in generated.fields else None, message)
+            messages.error(request, f"“{label}” was not sent: the input needs fixing.")
+            return _execution_page(request, execution, action_form=form, status=400,
+                                   bound=(action, generated))
     else:
         done = outcome.execution
         messages.success(request, f"“{label}” was applied: the execution is now "

@@ -49,7 +49,8 @@ def machine_detail(request, machine_id, version=None):
         shown = machine_version
     shown_machine = shown.parsed()
 
-    filters = ExecutionFilter(request.GET or None, queryset=executions.executions(machine_id))
+    filters = ExecutionFilter(request.GET or None, queryset=executions.executions(machine_id),
+                              page_parameters=("compare", "from", "to"))
     page = executions.execution_page(filters.qs,
                                      request.GET.get("page"), PAGE_SIZE)
     return render(request, "explorer/machine.html", {

@@ -125,7 +125,8 @@ def _query(filters: dict) -> str:
 def bulk_new(request):
     """The selection is the page's query (the list's filters); the form picks the operation.
     POST: the dry run, stored; then its page."""
-    filters = ExecutionFilter(request.GET, queryset=selectors.executions())
+    filters = ExecutionFilter(request.GET, queryset=selectors.executions(),
+                              page_parameters=("ids", "operation", "sort"))
     if "ids" in request.GET:  # the rows ticked in a list
         selection: dict = {"ids": request.GET.getlist("ids")}
         count = len(selection["ids"])

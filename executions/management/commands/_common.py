@@ -1,6 +1,7 @@
 """Helpers shared by the execution commands: JSON arguments and a plain-text view."""
 import json
 
+from django.core.exceptions import ObjectDoesNotExist
 from django.core.management.base import CommandError
 
 from executions import selectors, services
@@ -17,8 +18,21 @@ def json_object(text, what="--input"):
     return value
 
 
-def find_execution(prefix):
-    """An execution by full id or unique prefix of its id (as shown by show_execution)."""
+def add_execution_arguments(parser):
+    """`execution`, and `--machine` to read it as that machine's business key instead."""
+    parser.add_argument("execution", help="execution id (or a unique prefix); with "
+                                          "--machine, the execution's business key")
+    parser.add_argument("--machine", help="the machine whose business key `execution` is")
+
+
+def find_execution(prefix, machine=None):
+    """An execution by full id or unique prefix of its id (as shown by show_execution), or
+    by its machine's business key."""
+    if machine is not None:
+        try:
+            return selectors.execution(selectors.execution_id_by_key(machine, prefix))
+        except ObjectDoesNotExist:
+            raise CommandError(f"no execution of {machine!r} with the key {prefix!r}") from None
     found = selectors.executions_by_short_id(prefix)
     if not found:
         raise CommandError(f"no execution {prefix!r}")

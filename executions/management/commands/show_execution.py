@@ -3,7 +3,11 @@ import json
 from django.core.management.base import BaseCommand
 
 from executions import selectors
-from executions.management.commands._common import describe, find_execution
+from executions.management.commands._common import (
+    add_execution_arguments,
+    describe,
+    find_execution,
+)
 
 
 class Command(BaseCommand):
@@ -13,10 +17,10 @@ class Command(BaseCommand):
     requires_system_checks: list[str] = []
 
     def add_arguments(self, parser):
-        parser.add_argument("execution", help="execution id (or a unique prefix)")
+        add_execution_arguments(parser)
 
     def handle(self, *args, execution, **options):
-        found = find_execution(execution)
+        found = find_execution(execution, options.get("machine"))
         describe(found, self.stdout)
         self.stdout.write("")
         self.stdout.write(f"{'seq':>4}  {'at':<12}  {'kind':<22}  {'actor':<14}  what")

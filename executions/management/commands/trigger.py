@@ -2,6 +2,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from executions import services
 from executions.management.commands._common import (
+    add_execution_arguments,
     describe,
     find_execution,
     json_object,
@@ -16,14 +17,14 @@ class Command(BaseCommand):
     requires_system_checks: list[str] = []
 
     def add_arguments(self, parser):
-        parser.add_argument("execution", help="execution id (or a unique prefix)")
+        add_execution_arguments(parser)
         parser.add_argument("action", help="action name")
         parser.add_argument("--input", default="{}", help="action input as a JSON object")
         parser.add_argument("--wait", type=float, default=10,
                             help="seconds to wait for the next pause (default 10)")
 
     def handle(self, *args, execution, action, input, wait, **options):
-        found = find_execution(execution)
+        found = find_execution(execution, options.get("machine"))
         try:
             outcome = services.trigger(found.pk, action, input=json_object(input), actor="cli",
                                      wait=True, timeout=wait)
