@@ -39,7 +39,7 @@ class Checkpointer:
         self.thread.start()
 
     def _run(self) -> None:
-        connection = sqlite3.connect(self.path, check_same_thread=False)
+        connection = sqlite3.connect(self.path)
         try:
             while not self.stopped.wait(self.interval):
                 try:
