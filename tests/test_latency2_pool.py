@@ -6,8 +6,32 @@ import time
 import pytest
 
 from executions import engine
-from executions.runtime import pool
-from tests.test_pool import LIMIT, RUNAWAY, machine, run
+from executions.runtime import pool, pool_child
+
+LIMIT = 1.0  # the expression time limit used here
+RUNAWAY = """n = 0
+while True:
+    try:
+        while True:
+            n += 1
+    finally:
+        continue"""  # the sandbox's stop signal is swallowed: only the parent's kill ends it
+
+
+def machine(context="{'n': 1}"):
+    return f"prestart-test:{context}", {
+        "id": "prestart-test", "start_at": "a", "context": context,
+        "states": {"a": {"actions": [{"id": "go", "on": "go", "state": "a"}]}}}
+
+
+def run(key_document, events):
+    key, document = key_document
+    return pool.compute(
+        machine_key=key, document=lambda: document, snapshot=None, lead=1, refuse=False,
+        events=[pool_child.event_data(event) for event in events],
+        env={"now": 1000.0, "seed": 7, "step_limit": 1000, "max_steps": None,
+             "execution": {"id": "e1", "machine": "prestart-test", "version": 1}},
+        time_limit=LIMIT, max_result_bytes=262144)
 
 
 @pytest.fixture(autouse=True)

@@ -58,3 +58,30 @@ def test_postgresql_is_left_alone(web_process):
         pytest.skip("PostgreSQL only")
     connection.ensure_connection()
     assert wal._checkpointers == {}
+
+
+def test_a_web_process_loads_its_views_freezes_them_and_checkpoints_in_a_thread(tmp_path):
+    """What importing workflow_site.wsgi (as gunicorn does) leaves in its process."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.helpers import ROOT
+
+    script = (
+        "import gc, sys\n"
+        "import workflow_site.wsgi\n"
+        "from django.db import connection\n"
+        "from workflow_site import wal\n"
+        "assert 'executions.api.views' in sys.modules\n"
+        "assert gc.get_freeze_count() > 10000, gc.get_freeze_count()\n"
+        "with connection.cursor() as cursor:\n"
+        "    cursor.execute('PRAGMA wal_autocheckpoint')\n"
+        "    assert cursor.fetchone()[0] == wal.BACKSTOP_PAGES\n"
+        "assert [c.thread.is_alive() for c in wal._checkpointers.values()] == [True]\n"
+        "print('ok')\n")
+    env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path}/web.sqlite3",
+           "DJANGO_SETTINGS_MODULE": "workflow_site.settings"}
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
