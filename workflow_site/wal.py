@@ -9,7 +9,9 @@ BACKSTOP_PAGES (should this thread stall), and one daemon thread per process run
 PASSIVE checkpoint on its own connection every INTERVAL seconds. A passive checkpoint
 never waits for a lock and never blocks a reader or a writer; the sqlite3 module releases
 the GIL while it copies. Durability is unchanged: a commit is in the log when it returns.
-Other processes (workers, the timer loop, commands) keep SQLite's default.
+Other processes (workers, the timer loop, commands) keep SQLite's default. Several web
+workers each run one: a passive checkpoint that finds another one running only says so
+(its row's `busy`), it raises nothing.
 """
 from __future__ import annotations
 
