@@ -64,13 +64,13 @@ def _server_urlpatterns():
 if os.environ.get("DM_BENCH_SERVER"):  # imported by gunicorn
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "workflow_site.settings")
     os.environ.setdefault("DJANGO_SECRET_KEY", "bench-only-" + "k" * 40)  # throwaway data
+    import django
     from django.conf import settings as _settings
 
+    django.setup()
     _settings.ROOT_URLCONF = __name__
-    from django.core.wsgi import get_wsgi_application
-
-    application = get_wsgi_application()
-    urlpatterns = _server_urlpatterns()
+    urlpatterns = _server_urlpatterns()  # before the WSGI module loads the URLconf
+    from workflow_site.wsgi import application  # noqa: F401 (as served: GC freeze, WAL)
 
 
 # The client side -----------------------------------------------------------------------------

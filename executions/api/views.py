@@ -12,6 +12,7 @@ from rest_framework.views import APIView
 from accounts.api_permissions import CanView, ReadOrOperate
 from accounts.roles import actor_of, can_edit, can_override_mode
 from api.links import machine_link
+from api.renderers import PrintableJSONRenderer
 from api.schema import BODY_ERRORS, COMMON_ERRORS, SVG_EXAMPLE, SVG_RESPONSE, error_response
 from api.views import DiagramView, ErrorShapeMixin
 from executions import selectors, services, steps
@@ -176,6 +177,9 @@ class HistoryView(AddressedExecution, ErrorShapeMixin, GenericAPIView):
     permission_classes = [CanView]
     serializer_class = HistoryEntrySerializer
     pagination_class = BySeq
+    # JSON only: history_rows leaves the escaping to this renderer; the browsable API
+    # answered a browser 500 here (its filter form wants a queryset this view never builds).
+    renderer_classes = [PrintableJSONRenderer]
 
     @extend_schema(
         summary="An execution's history, in order",

@@ -113,7 +113,7 @@ class _Dead(Exception):
 class Worker:
     """One child process and its status page."""
 
-    def __init__(self, memory_bytes: int):
+    def __init__(self, memory_bytes: int, *, confirm: bool = True):
         self.memory_bytes = memory_bytes
         self.status_fd = os.memfd_create("dm-pool-status", os.MFD_CLOEXEC)
         os.ftruncate(self.status_fd, STATUS_SIZE)
@@ -133,6 +133,13 @@ class Worker:
         self.machines: set[str] = set()  # machine keys this child was sent
         self.killed_by_us = False
         self.calls = 0
+        self.confirmed = False
+        if confirm:
+            self.confirm()
+
+    def confirm(self) -> None:
+        """Wait for the child's answer to a first ping: it has started and set its limits
+        (it sets them before it reads any request)."""
         try:  # a child that cannot start is the deployment's problem, not an execution's
             self.request({"op": "ping"}, total=START_TIMEOUT, per_expression=None)
         except (_Dead, Failure):
@@ -140,6 +147,7 @@ class Worker:
             self.close()
             raise RuntimeError(f"the evaluation pool could not start a child (exit status "
                                f"{code}); its error output is in this process's log") from None
+        self.confirmed = True
 
     def request(self, message: dict, *, total: float, per_expression: float | None) -> dict:
         """Send one request and wait for its reply; the watchdog kills the child past its
@@ -308,19 +316,55 @@ class Pool:
         with self.ready:
             while not self.idle and self.count >= self.size:
                 self.ready.wait()
-            if self.idle:
-                return self.idle.pop()
-            self.count += 1
+            worker = self.idle.pop() if self.idle else None
+            if worker is None:
+                self.count += 1
+        if worker is not None:
+            if not worker.confirmed:  # started ahead by prestart()
+                self._confirm(worker)
+            return worker
         try:
             worker = Worker(self.memory_bytes)
         except BaseException:
-            with self.ready:
-                self.count -= 1
-                self.ready.notify()
+            self._lost()
             raise
         self.started += 1
         self.workers.add(worker)
         return worker
+
+    def prestart(self) -> None:
+        """Start one child now without waiting for it, when none is idle and there is room:
+        a process about to compute (a command) overlaps the child's start (its imports, tens
+        of ms) with its own set-up. The first `acquire` waits for the child's first answer,
+        as for any child; one that cannot start fails there."""
+        with self.ready:
+            if self.idle or self.count >= self.size:
+                return
+            self.count += 1
+        try:
+            worker = Worker(self.memory_bytes, confirm=False)
+        except BaseException:
+            self._lost()
+            raise
+        self.started += 1
+        self.workers.add(worker)
+        with self.ready:
+            self.idle.append(worker)
+            self.ready.notify()
+
+    def _confirm(self, worker: Worker) -> None:
+        try:
+            worker.confirm()  # closes the child when it fails
+        except BaseException:
+            self.workers.discard(worker)
+            self._lost()
+            raise
+
+    def _lost(self) -> None:
+        """A child that was counted will not serve: make room for another."""
+        with self.ready:
+            self.count -= 1
+            self.ready.notify()
 
     def release(self, worker: Worker, *, broken: bool = False) -> None:
         if broken:
@@ -388,6 +432,11 @@ def get(kind: str) -> Pool:
                 size = config("POOL_SIZE" if kind == "compute" else "IO_POOL_SIZE")
                 pool = _pools[kind] = Pool(int(size), int(config("POOL_MEMORY_MB")) * 2**20)
     return pool
+
+
+def prestart(kind: str = "compute") -> None:
+    """Start a child of this process's `kind` pool now (Pool.prestart)."""
+    get(kind).prestart()
 
 
 def shutdown() -> None:
