@@ -93,12 +93,16 @@ def trigger(execution_id: Any, action: str, *, input: dict | None = None,
 
 
 def cancel(execution_id: Any, *, actor: str = "system", reason: str | None = None) -> Outcome:
-    """Cancel an execution (and the children it invoked synchronously)."""
-    if reason is not None and not isinstance(reason, str):
+    """Cancel an execution (and the children it invoked synchronously). A cancel cannot be
+    undone, so whoever asks for one says why: the reason is required and goes to history."""
+    if reason is None or (isinstance(reason, str) and not reason.strip()):
+        raise InvalidRequest("Say why the execution is canceled: a reason is required.",
+                             "reason")
+    if not isinstance(reason, str):
         raise InvalidRequest("The reason must be a string.", "reason")
     try:
         check_value(reason, "reason")
-        if reason is not None and len(reason) > limits().error_text:
+        if len(reason) > limits().error_text:
             raise InvalidValue(f"The reason is longer than {limits().error_text:,} "
                                "characters.", "reason")
     except InvalidValue as exc:

@@ -344,10 +344,29 @@ def test_cancel_then_cancel_again_is_409(api, cart):
     response = operator.post(f"/api/executions/{execution_id}/cancel/",
                              {"reason": "customer called"}, format="json")
     assert response.status_code == 200 and response.json()["status"] == "canceled"
-    assert_error(operator.post(f"/api/executions/{execution_id}/cancel/"), 409,
-                 "not_available")
+    assert_error(operator.post(f"/api/executions/{execution_id}/cancel/",
+                               {"reason": "again"}, format="json"), 409, "not_available")
     assert_error(api("viewer").post(f"/api/executions/{execution_id}/cancel/"), 403)
-    assert_error(operator.post(f"/api/executions/{uuid.uuid4()}/cancel/"), 404)
+    assert_error(operator.post(f"/api/executions/{uuid.uuid4()}/cancel/", {"reason": "x"},
+                               format="json"), 404)
+
+
+def test_a_cancel_says_why_or_is_refused_and_nothing_changes(api, cart):
+    operator = api("operator")
+    execution_id = start(operator).json()["id"]
+    for body in (None, {}, {"reason": ""}, {"reason": "   "}, {"reason": 3}):
+        refused = operator.post(f"/api/executions/{execution_id}/cancel/", body, format="json")
+        assert refused.status_code == 400, (body, refused.content)
+        assert "reason" in refused.content.decode()
+    execution = Execution.objects.get(pk=execution_id)
+    assert execution.status != engine.CANCELED
+    assert not execution.history.filter(kind=engine.EXECUTION_CANCELED).exists()
+    said = operator.post(f"/api/executions/{execution_id}/cancel/",
+                         {"reason": "the customer called"}, format="json")
+    assert said.status_code == 200 and said.json()["status"] == "canceled"
+    row = execution.history.get(kind=engine.EXECUTION_CANCELED)
+    assert row.detail == {"reason": "the customer called"} and "operator" in row.actor, \
+        (row.actor, row.detail)
 
 
 def test_retry_resumes_a_failed_execution_and_refuses_others(api, save_machine):
@@ -360,7 +379,7 @@ def test_retry_resumes_a_failed_execution_and_refuses_others(api, save_machine):
     # Resumed where it failed: the same transition, and nothing fixed its context.
     assert retried.status_code == 200 and retried.json()["status"] == "failed"
     assert retried.json()["state"] == "t"
-    operator.post(f"/api/executions/{execution_id}/cancel/")
+    operator.post(f"/api/executions/{execution_id}/cancel/", {"reason": "test"}, format="json")
     assert_error(operator.post(f"/api/executions/{execution_id}/retry/"), 409, "not_available")
     assert_error(operator.post(f"/api/executions/{execution_id}/retry/", {"x": 1},
                                format="json"), 400)
@@ -426,7 +445,7 @@ def test_the_fast_representation_equals_drf_s(api, cart, save_machine):
     child = Execution.objects.get(parent_id=parent["id"])
     assert spawned.json()["children"] == [str(child.pk)]
     finished = start(client, input={"customer": "c-2"}).json()
-    cancel(finished["id"], actor="test")
+    cancel(finished["id"], actor="test", reason="test")
     for execution in Execution.objects.select_related("machine_version"):
         serializer = ExecutionSerializer(execution)
         assert serializer.data == serializer.generic_representation(execution)

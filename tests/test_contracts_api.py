@@ -155,7 +155,8 @@ def test_a_key_unique_among_unfinished_executions_is_free_again_once_finished(
 
 def test_a_key_unique_for_all_time_keeps_returning_the_finished_execution(operator, refund):
     first = start(operator, input=refund_input("R-2"), wait=True).json()
-    operator.post(f"/api/executions/{first['id']}/cancel/", {}, format="json")
+    operator.post(f"/api/executions/{first['id']}/cancel/", {"reason": "test"},
+                  format="json")
     again = start(operator, input=refund_input("R-2"), wait=True)
     assert again.status_code == 200 and again.json()["id"] == first["id"]
     assert again.json()["status"] == "canceled"

@@ -31,7 +31,15 @@ def test_show_trigger_and_cancel_by_machine_and_key(refund):
     with pytest.raises(CommandError, match="no execution of 'refund' with the key 'R-404'"):
         run("show_execution", "R-404", "--machine", "refund")
     with pytest.raises(CommandError, match="already canceled"):
+        run("cancel_execution", refund.short_id, "--reason", "again")
+
+
+def test_a_cancel_from_the_command_line_says_why(refund):
+    with pytest.raises(CommandError, match="--reason"):
         run("cancel_execution", refund.short_id)
+    with pytest.raises(CommandError, match="a reason is required"):
+        run("cancel_execution", refund.short_id, "--reason", " ")
+    assert Execution.objects.get(pk=refund.pk).status != "canceled"
 
 
 def test_commands_refuse_input_that_breaks_the_schema(refund):

@@ -315,7 +315,7 @@ states:
 def test_machine_list_counts_executions_by_status_in_one_query(viewer, save_machine, review):
     services.start("review")
     execution = services.start("review").execution
-    services.cancel(execution.id)
+    services.cancel(execution.id, reason="test")
 
     def queries():
         with CaptureQueriesContext(connection) as captured:

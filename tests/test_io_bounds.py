@@ -544,7 +544,7 @@ def test_work_of_an_execution_that_moved_on_is_canceled_not_performed(runtime, c
     execution, work = started_call(runtime)
     if claimed:
         assert runtime.store.claim_work(work.pk) is not None
-    services.cancel(execution.pk, actor="test")
+    services.cancel(execution.pk, actor="test", reason="test")
     assert runtime.execution(execution.pk).status == engine.CANCELED
     runtime.claimed_long_ago(work.pk, 3600)
     assert timers.sweep(stale_after=0)["work"] == 0

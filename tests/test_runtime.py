@@ -452,11 +452,11 @@ states:
     with pytest.raises(services.NotAvailable):
         services.retry(services.start("fragile").execution.pk)  # waiting: not failed
 
-    services.cancel(execution.pk, actor="ops")
+    services.cancel(execution.pk, actor="ops", reason="test")
     execution.refresh_from_db()
     assert execution.status == engine.CANCELED
     with pytest.raises(services.NotAvailable):
-        services.cancel(execution.pk)
+        services.cancel(execution.pk, reason="again")
     kinds = list(execution.history.order_by("seq").values_list("kind", flat=True))
     assert engine.EXECUTION_RETRIED in kinds and kinds[-1] == engine.EXECUTION_CANCELED
     gap_free(execution)

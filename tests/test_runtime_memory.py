@@ -263,7 +263,7 @@ def test_cancel_and_retry_follow_the_engine_rules(mem):
     mem.refresh(execution)
     assert execution.status == engine.CANCELED
     with pytest.raises(services.NotAvailable) as refused:
-        services.cancel(execution.pk)
+        services.cancel(execution.pk, reason="again")
     assert refused.value.reason == engine.cancel_refused(engine.CANCELED)
     assert kinds(mem, execution)[-1] == engine.EXECUTION_CANCELED
     gap_free(mem, execution)

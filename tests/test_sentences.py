@@ -320,11 +320,11 @@ def test_every_history_kind_has_been_said_by_these_stories(mem):  # noqa: F811
     test_parallel_views (a branch of a parallel or map ended)."""
     world = World(mem, "sync", "sync", url="http://bad.example/")
     world.fire_timers()
-    services.cancel(world.child().pk, actor="user:olga")
+    services.cancel(world.child().pk, actor="user:olga", reason="not needed")
     world.settle()
     services.trigger(world.execution.pk, "check", input={}, actor="user:bob", wait=True)
     services.retry(world.execution.pk, actor="user:olga")
-    services.cancel(world.execution.pk, actor="user:olga")
+    services.cancel(world.execution.pk, actor="user:olga", reason="done with it")
     world.settle()
     seen = {s.kind for s in world.said()}
     said_elsewhere = {engine.ACTION_REJECTED, engine.EXECUTION_STUCK, engine.ACTION_RECEIVED,

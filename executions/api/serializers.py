@@ -242,7 +242,8 @@ class NoBodySerializer(serializers.Serializer):
 
 
 class CancelSerializer(serializers.Serializer):
-    reason = TextField(required=False, max_length=1000)
+    reason = TextField(max_length=1000, help_text="Why it is canceled (required; kept in "
+                       "history).")
 
 
 def strict(serializer_class, data):

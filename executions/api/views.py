@@ -233,7 +233,8 @@ class CancelView(AddressedExecution, ErrorShapeMixin, APIView):
     @extend_schema(
         summary="Cancel an execution",
         description="Children it invoked synchronously are canceled too. 409 when it has "
-                    "already finished or been canceled. Body optional: `{\"reason\": …}`.",
+                    "already finished or been canceled. The body says why: `{\"reason\": …}` "
+                    "(required, kept in history; 400 without it).",
         request=CancelSerializer,
         responses={200: ExecutionSerializer, **CONFLICT, **NOT_FOUND, **BODY_ERRORS,
                    **COMMON_ERRORS},

@@ -167,7 +167,7 @@ def execution_cancel(request, execution):
         messages.error(request, "Not canceled: say why (the reason is required).")
         return redirect(execution.get_absolute_url())
     try:
-        services.cancel(execution.pk, actor=actor_of(request.user), reason=reason or None)
+        services.cancel(execution.pk, actor=actor_of(request.user), reason=reason)
     except services.NotAvailable as exc:
         messages.error(request, f"Not canceled: {exc.reason}")
     else:

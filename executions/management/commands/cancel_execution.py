@@ -17,7 +17,7 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         add_execution_arguments(parser)
-        parser.add_argument("--reason", help="why, for the history")
+        parser.add_argument("--reason", required=True, help="why (required, kept in history)")
 
     def handle(self, *args, execution, reason, **options):
         found = find_execution(execution, options.get("machine"))
