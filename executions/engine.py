@@ -53,6 +53,9 @@ EXECUTION_FINISHED, EXECUTION_FAILED = "execution_finished", "execution_failed"
 EXECUTION_CANCELED, EXECUTION_RETRIED = "execution_canceled", "execution_retried"
 EXECUTION_STUCK = "execution_stuck"
 BRANCH_ENDED = "branch_ended"  # one child of a parallel/map invoke finished, failed or ended
+# A rejected action's reason quotes its expression's error; a KeyError can name a key of
+# megabytes, and the reason is both answered (409) and stored: its message is cut here.
+REJECTION_MESSAGE_LIMIT = 2000
 
 
 # Snapshot --------------------------------------------------------------------------------
@@ -664,8 +667,12 @@ class _Run:
         del self.history[history:], self.effects[effects:]
         where = f" (at {error['path']})" if error.get("path") else ""
         exception = f"{error['exception']}: " if error.get("exception") else ""
+        message = str(error.get("message"))
+        if len(message) > REJECTION_MESSAGE_LIMIT:  # the reason is answered and stored
+            message = (message[:REJECTION_MESSAGE_LIMIT]
+                       + f"… [cut: {len(message):,} characters]")
         reason = (f"'{name}' was rejected: transition '{error.get('transition')}' failed: "
-                  f"{exception}{error.get('message')}{where}")
+                  f"{exception}{message}{where}")
         detail: dict[str, Any] = {"reason": reason, "available_actions": list(available),
                                   "error": error}
         if from_queue:

@@ -232,15 +232,33 @@ def test_an_io_output_that_cannot_be_stored_fails_the_call_not_the_service(api,
 
 
 def test_a_huge_error_text_is_cut_with_a_note(api, save_machine):
-    save_machine(ASSIGNING.replace("EXPR", "{}[\"y\" * 900000]"))  # a KeyError naming it
+    huge = "{}[\"y\" * 900000]"  # a KeyError naming it
+    save_machine(ASSIGNING.replace("EXPR", "1").replace(
+        "state: s}\n      - {id: ok", "state: b}\n      - {id: ok") + f"""
+  b:
+    actions:
+      - {{id: auto, assign: {{x: '{huge}'}}, state: s}}
+""")
     operator = api("operator")
     execution_id = start(operator, "maker").json()["id"]
     body = act(operator, execution_id, "go").json()
-    assert body["status"] == "failed"
+    assert body["status"] == "failed", body
     message = body["error"]["message"]
     assert len(message) < 10_200 and "[cut: " in message, message[-200:]
     for row in HistoryEntry.objects.filter(execution_id=execution_id):
         assert len(json.dumps(row.error or {})) < 12_000
+    assert_everything_answers(api, execution_id)
+
+
+def test_a_rejected_action_with_a_huge_error_text_is_answered_and_stored_cut(api,
+                                                                              save_machine):
+    save_machine(ASSIGNING.replace("EXPR", "{}[\"y\" * 900000]"))
+    operator = api("operator")
+    execution_id = start(operator, "maker").json()["id"]
+    refused = act(operator, execution_id, "go")
+    assert refused.status_code == 409 and len(refused.content) < 20_000, len(refused.content)
+    assert "[cut: " in refused.json()["detail"]
+    assert Execution.objects.get(pk=execution_id).status == "waiting"
     assert_everything_answers(api, execution_id)
 
 
