@@ -133,6 +133,18 @@ def test_the_execution_page_shows_the_branches_done(client, make_user, save_mach
     assert machine_page.status_code == 200 and b"for each of" in machine_page.content
 
 
+def test_the_api_lists_a_groups_children(client, make_user, save_machine):
+    save_machine(LINE)
+    save_machine(ORDER)
+    client.force_login(make_user("olga", "operator"))
+    execution = services.start("order-pricing", input={"lines": ["a", "b", "c"]},
+                               actor="test", wait=True).execution
+    listed = client.get(f"/api/executions/{execution.pk}/").json()["children"]
+    assert sorted(listed) == sorted(str(pk) for pk in
+                                    execution.children.values_list("pk", flat=True))
+    assert len(listed) == 2  # max_concurrency: 2 started, the third waits its turn
+
+
 def test_parsing_the_examples_gives_groups():
     machine = build(parse_text(ORDER)[0])
     group = machine.states["pricing"].transitions[0].invoke.group

@@ -83,7 +83,8 @@ def _when(value):
 def represent(execution) -> dict:
     """ExecutionSerializer's fields without building a serializer per execution: building
     its 22 fields (copied from the model's) took longer than the action it answers for.
-    The children are read only for a machine that can start any (an `invoke: machine`):
+    The children are read only for a machine that can start any (`invoke: machine`,
+    `parallel` or `map`):
     no other execution has children, and it answers without a query."""
     pk = execution.pk
     machine = execution.machine_version.parsed()
@@ -140,8 +141,12 @@ def _url_of(name: str, pk) -> str | None:
     return None if template is None else template.replace(_SOME_ID, str(pk))
 
 
+CHILD_STARTING_INVOKES = ("machine", "parallel", "map")  # each child is an execution
+
+
 def _starts_children(machine) -> bool:
-    return any(transition.invoke is not None and transition.invoke.kind == "machine"
+    return any(transition.invoke is not None
+               and transition.invoke.kind in CHILD_STARTING_INVOKES
                for state in machine.states.values() for transition in state.transitions)
 
 
