@@ -84,8 +84,8 @@ def represent(execution) -> dict:
     """ExecutionSerializer's fields without building a serializer per execution: building
     its 22 fields (copied from the model's) took longer than the action it answers for.
     The children are read only for a machine that can start any (`invoke: machine`,
-    `parallel` or `map`):
-    no other execution has children, and it answers without a query."""
+    `parallel` or `map`): no other execution has children, and it answers without a
+    query."""
     pk = execution.pk
     machine = execution.machine_version.parsed()
     if _starts_children(machine):
