@@ -19,14 +19,14 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-POSTGRES_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/test")
+sys.path.insert(0, str(ROOT))
+from bench import children  # noqa: E402
 
 REFUND = """
 id: bench-refund
@@ -142,26 +142,11 @@ def bench_migrate(count):
 
 # Parent side -----------------------------------------------------------------------------
 def run_child(label, database_url, argv):
-    env = {**os.environ, "DATABASE_URL": database_url}
-    out = subprocess.run([sys.executable, __file__, "--child", *argv], env=env, cwd=ROOT,
-                         capture_output=True, text=True)
-    for line in out.stdout.splitlines():
-        if line.startswith("RESULTS "):
-            return json.loads(line[len("RESULTS "):])
-    raise RuntimeError(f"{label} benchmark failed:\n{out.stdout[-2000:]}\n{out.stderr[-4000:]}")
+    return children.run_child(__file__, label, database_url, argv, ROOT)
 
 
 def postgres_bench_url():
-    import psycopg
-
-    try:
-        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=3) as conn:
-            conn.execute("DROP DATABASE IF EXISTS dm_bench_ops WITH (FORCE)")
-            conn.execute("CREATE DATABASE dm_bench_ops")
-    except psycopg.Error as exc:
-        print(f"(PostgreSQL not reachable: {exc}; SQLite only)")
-        return None
-    return POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + "/dm_bench_ops"
+    return children.fresh_postgres_database("dm_bench_ops")
 
 
 def table(label, count, r):

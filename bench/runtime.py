@@ -27,7 +27,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-POSTGRES_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/test")
+sys.path.insert(0, str(ROOT))
+from bench import children  # noqa: E402
+
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/14")
 BENCH_DATABASE = os.environ.get("BENCH_DATABASE", "dm_bench")
 
@@ -359,26 +361,11 @@ def _timer_lateness(count):
 
 # Parent side: one child per database, then the table --------------------------------------
 def run_child(label, database_url, argv):
-    env = {**os.environ, "DATABASE_URL": database_url}
-    out = subprocess.run([sys.executable, __file__, "--child", *argv], env=env, cwd=ROOT,
-                         capture_output=True, text=True)
-    for line in out.stdout.splitlines():
-        if line.startswith("RESULTS "):
-            return json.loads(line[len("RESULTS "):])
-    raise RuntimeError(f"{label} benchmark failed:\n{out.stdout[-2000:]}\n{out.stderr[-4000:]}")
+    return children.run_child(__file__, label, database_url, argv, ROOT)
 
 
 def postgres_bench_url():
-    import psycopg
-
-    try:
-        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=3) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{BENCH_DATABASE}" WITH (FORCE)')
-            conn.execute(f'CREATE DATABASE "{BENCH_DATABASE}"')
-    except psycopg.Error as exc:
-        print(f"(PostgreSQL not reachable: {exc}; SQLite only)")
-        return None
-    return POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + "/" + BENCH_DATABASE
+    return children.fresh_postgres_database(BENCH_DATABASE)
 
 
 def table(label, r):
