@@ -107,7 +107,8 @@ def input_of(form: forms.Form) -> dict:
 # Searchable attributes in the list -------------------------------------------------------
 def attribute_columns(machine: Machine | None) -> list[dict]:
     """The attributes a list of one machine's executions shows as columns and filters on:
-    {name, type, filters: [(parameter, label)]} (comparisons for numbers and times)."""
+    {name, type, filters: [(parameter, label)], choices} (comparisons for numbers and
+    times; a boolean is chosen from a list, since a text box would take any word)."""
     if machine is None:
         return []
     columns = []
@@ -117,7 +118,9 @@ def attribute_columns(machine: Machine | None) -> list[dict]:
             filters = [(f"{parameter}__gte", "from"), (f"{parameter}__lte", "to")]
         else:
             filters = [(parameter, "is")]
-        columns.append({"name": attribute.name, "type": attribute.type, "filters": filters})
+        choices = [("true", "yes"), ("false", "no")] if attribute.type == "boolean" else []
+        columns.append({"name": attribute.name, "type": attribute.type, "filters": filters,
+                        "choices": choices})
     return columns
 
 

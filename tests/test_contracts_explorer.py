@@ -94,6 +94,17 @@ def test_a_machine_list_shows_attribute_columns_and_filters_by_them(operator, re
     assert "customer</code>: Unknown parameter" in refused
 
 
+def test_a_boolean_attribute_is_filtered_by_choosing_yes_or_no(operator, refund):
+    unpaid = start_refund("R-1")
+    html = operator.get("/executions/?machine=refund&attr.paid=false").content.decode()
+    choice = re.search(r'<select name="attr.paid">(.*?)</select>', html, re.S)
+    assert choice, "a boolean attribute is chosen from a list, not typed"
+    assert '<option value="false" selected>no</option>' in choice.group(1)
+    assert unpaid.short_id in html
+    assert unpaid.short_id not in operator.get(
+        "/executions/?machine=refund&attr.paid=true").content.decode()
+
+
 # Short ids and the search box ------------------------------------------------------------
 def test_a_short_id_opens_its_execution_and_an_ambiguous_one_offers_the_choice(
         operator, refund):
