@@ -266,8 +266,13 @@ def needs_no_input(schema: dict | None) -> bool:
 
 
 # The business key ------------------------------------------------------------------------
+KEY_ROOTS = ("input", "ctx")
+KEY_HINT = ("write the start input's field, input['order_id'] or input['order']['id'], or "
+            "the context's, ctx['payment_id']")
+
+
 def key_of(spec: Any, path: str) -> Key:
-    """`key: "input['order_id']"` or `key: {value: "input['order_id']", unique: always}`."""
+    """`key: "input['order_id']"` or `key: {value: "ctx['payment_id']", unique: always}`."""
     unique = "unfinished"
     source = spec
     if isinstance(spec, dict):
@@ -276,53 +281,72 @@ def key_of(spec: Any, path: str) -> Key:
             raise ContractError([(f"{path}.{sorted(unknown)[0]}", "unknown key",
                                   "key: {value: ..., unique: unfinished | always}")])
         if "value" not in spec:
-            raise ContractError([(f"{path}.value", "missing 'value'",
-                                  "the start input's field, e.g. \"input['order_id']\"")])
+            raise ContractError([(f"{path}.value", "missing 'value'", KEY_HINT)])
         source, unique = spec["value"], spec.get("unique", "unfinished")
         if unique not in KEY_SCOPES:
             raise ContractError([(f"{path}.unique", f"unknown uniqueness {unique!r}",
                                   "unfinished (the default) or always")])
         path = f"{path}.value"
     if not isinstance(source, str):
-        raise ContractError([(path, "the key must be a path into the start input, such as "
-                              "\"input['order_id']\"", None)])
-    return Key(_input_path(source, path), source, unique)
+        raise ContractError([(path, "the key must be a path into the start input or the "
+                              "context", KEY_HINT)])
+    root, parts = _key_path(source, path)
+    return Key(parts, source, unique, in_context=root == "ctx")
 
 
-def _input_path(source: str, path: str) -> tuple[str | int, ...]:
-    """input['a']['b'] or input['items'][0] -> ("a", "b") / ("items", 0)."""
-    hint = "write the start input's field: input['order_id'] or input['order']['id']"
+def _key_path(source: str, path: str) -> tuple[str, tuple[str | int, ...]]:
+    """input['a']['b'] or ctx['items'][0] -> ("input", ("a", "b")) / ("ctx", ("items", 0))."""
     try:
         node = ast.parse(source.strip(), mode="eval").body
     except SyntaxError:
-        raise ContractError([(path, f"cannot read the key {source!r}", hint)]) from None
+        raise ContractError([(path, f"cannot read the key {source!r}", KEY_HINT)]) from None
     parts: list[str | int] = []
     while isinstance(node, ast.Subscript):
         index = node.slice
         if not (isinstance(index, ast.Constant) and isinstance(index.value, (str, int))
                 and not isinstance(index.value, bool)):
             raise ContractError([(path, "a key's path takes only fixed names and numbers",
-                                  hint)])
+                                  KEY_HINT)])
         parts.append(index.value)
         node = node.value
-    if not (isinstance(node, ast.Name) and node.id == "input") or not parts:
-        raise ContractError([(path, "the key must be a path into the start input", hint)])
-    return tuple(reversed(parts))
+    if not (isinstance(node, ast.Name) and node.id in KEY_ROOTS) or not parts:
+        raise ContractError([(path, "the key must be a path into the start input or the "
+                              "context", KEY_HINT)])
+    return node.id, tuple(reversed(parts))
 
 
 class KeyUnavailable(ValueError):
-    """The start input does not hold a usable key."""
+    """The start input (or the context) does not hold a usable key."""
 
 
 def key_value(key: Key, start_input: Any) -> str:
     """The key of an execution started with this input, as stored (text)."""
-    value = start_input
-    for part in key.path:
+    value = _at(key.path, start_input)
+    if value is _MISSING:
+        raise KeyUnavailable(f"the business key {key.source} is missing from the input")
+    return _key_text(key, value)
+
+
+def context_key(key: Key, context: Any) -> str | None:
+    """The key a context holds, as stored (text); None while the path is missing or null
+    (the execution has no key yet). KeyUnavailable when it holds something else."""
+    value = _at(key.path, context)
+    return None if value is _MISSING or value is None else _key_text(key, value)
+
+
+_MISSING = object()
+
+
+def _at(path: tuple[str | int, ...], value: Any) -> Any:
+    for part in path:
         try:
             value = value[part]
         except (KeyError, IndexError, TypeError):
-            raise KeyUnavailable(f"the business key {key.source} is missing from the input"
-                                 ) from None
+            return _MISSING
+    return value
+
+
+def _key_text(key: Key, value: Any) -> str:
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         raise KeyUnavailable(f"the business key {key.source} must be text or an integer, "
                              f"not {json.dumps(value)[:40]}")

@@ -229,12 +229,15 @@ class State:
 
 @dataclass(frozen=True)
 class Key:
-    """The business key (machines/contracts.py): a path into the start input, unique per
-    machine among the executions not finished or canceled ("unfinished"), or "always"."""
+    """The business key (machines/contracts.py): a path into the start input (read when
+    the execution is created) or into its context (read after each step that changes it),
+    unique per machine among the executions not finished or canceled ("unfinished"), or
+    "always"."""
 
     path: tuple[str | int, ...]  # ("order", "id") for input['order']['id']
     source: str
     unique: str = "unfinished"
+    in_context: bool = False  # ctx['payment_id'] rather than input['...']
 
 
 @dataclass(frozen=True)

@@ -46,7 +46,7 @@ def errors(extra: str) -> list[tuple[str, str]]:
     ("inputs: {ad: {qty: integer}}", "inputs.ad", "no transition takes the action 'ad'"),
     ("inputs: []", "inputs", "'inputs' must be an object"),
     ("key: \"input['a'] + 'x'\"", "key", "the key must be a path into the start input"),
-    ("key: \"ctx['a']\"", "key", "the key must be a path into the start input"),
+    ("key: \"execution['id']\"", "key", "the key must be a path into the start input"),
     ("key: \"input[x]\"", "key", "only fixed names and numbers"),
     ("key: {value: \"input['a']\", unique: forever}", "key.unique", "unknown uniqueness"),
     ("key: {unique: always}", "key.value", "missing 'value'"),

@@ -43,16 +43,18 @@ def openapi_document(machine: Machine, version: int) -> dict:
             "responses": _responses(execution, error, {
                 "201": "Started.",
                 "200": "The execution started earlier with this idempotency key"
-                       + (" or business key." if machine.key else ".")}),
+                       + (" or business key." if machine.key
+                          and not machine.key.in_context else ".")}),
         }},
         by_id + "/actions/": {"post": {**trigger, "parameters": [_id_parameter()]}},
     }
     if machine.key is not None:
         key_path = f"/api/machines/{machine_id}/keys/{{key}}"
+        read_from = "context" if machine.key.in_context else "start input"
         key_parameter = {"name": "key", "in": "path", "required": True,
                          "schema": {"type": "string", "maxLength": 200},
                          "description": f"The business key, {machine.key.source} of the "
-                                        f"start input (unique: {machine.key.unique})."}
+                                        f"{read_from} (unique: {machine.key.unique})."}
         paths[key_path + "/"] = {"get": {
             "summary": "The execution with this key (the unfinished one, else the newest)",
             "parameters": [key_parameter],

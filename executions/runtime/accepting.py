@@ -64,7 +64,7 @@ def matching_input(schema: dict | None, value: dict, what: str) -> dict:
 
 
 def _business_key(definition: Machine, value: dict) -> str | None:
-    if definition.key is None:
+    if definition.key is None or definition.key.in_context:  # a context key: read later
         return None
     try:
         return contracts.key_value(definition.key, value)

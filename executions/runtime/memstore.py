@@ -26,6 +26,7 @@ from executions.runtime.store import (
     checked_result,
     checked_step,
     history_row,
+    key_in_use_step,
     mark_processed,
     snapshot_columns,
     swapped,
@@ -235,8 +236,13 @@ class MemoryStore:
             raise Conflict()
         step = checked_step(execution, step)
         assert step.snapshot is not None
+        if step.business_key is not None:
+            step = self._taking_key(execution, step)
+        assert step.snapshot is not None
         now = timezone.now()
         columns = snapshot_columns(step.snapshot, now)
+        if step.business_key is not None:
+            columns["business_key"] = step.business_key
         swapped(execution, columns)
         swapped(stored, columns)
         self.history.setdefault(str(execution.pk), []).extend(
@@ -249,6 +255,17 @@ class MemoryStore:
                 self.add_item(item)  # gives it a pk
                 self.inbox[item.pk].processed_at = now  # type: ignore[index]
         return self._write_rows(execution, step.effects)
+
+    def _taking_key(self, execution: Execution, step: Step) -> Step:
+        """What the database's unique index does: a step giving the execution a key
+        another execution holds fails it with `key_in_use` instead (one that ends it
+        holds no `unfinished` key)."""
+        assert step.snapshot is not None and step.business_key is not None
+        if (execution.key_scope != "always"
+                and step.snapshot.status in engine.TERMINAL_STATUSES):
+            return step
+        holder = self.holding_key(execution.machine_id, step.business_key)
+        return step if holder is None else key_in_use_step(execution, step, holder)
 
     def save_starts(self, steps: list[tuple[Execution, Step]]
                     ) -> list[tuple[Execution, Step, list[Work]]]:

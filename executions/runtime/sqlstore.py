@@ -37,6 +37,7 @@ from executions.runtime.store import (
     checked_result,
     checked_step,
     history_row,
+    key_in_use_step,
     mark_processed,
     snapshot_columns,
     swapped,
@@ -516,7 +517,10 @@ class SqlStore:
         attributes = _changed_attributes(execution, step)
         if attributes is not None:
             columns["attributes"] = attributes
-        if not compare_and_swap(execution, columns, nothing_pending=only_if_inbox_empty):
+        if step.business_key is not None:
+            step, columns = _swap_taking_key(execution, step, columns, only_if_inbox_empty)
+            attributes = columns.get("attributes")
+        elif not compare_and_swap(execution, columns, nothing_pending=only_if_inbox_empty):
             raise Conflict()
         swapped(execution, columns)
         if attributes is not None:
@@ -534,6 +538,8 @@ class SqlStore:
         current (another process started it) is left out: nothing of it is written."""
         now = timezone.now()
         steps = [(execution, checked_step(execution, step)) for execution, step in steps]
+        if any(step.business_key is not None for _, step in steps):
+            return self._save_each(steps)
         changes = [(execution, snapshot_columns(step.snapshot, now))
                    for execution, step in steps if step.snapshot is not None]
         if any(step.attributes is not None for _, step in steps):  # one set of columns
@@ -562,6 +568,21 @@ class SqlStore:
             _save_processed(processed, now)
             _write_attributes([execution for execution, step, _ in started
                                if step.attributes])
+        return started
+
+    def _save_each(self, steps: list[tuple[Execution, Step]]
+                   ) -> list[tuple[Execution, Step, list[Work]]]:
+        """`save_starts` one by one in ONE transaction, when some start gives its execution
+        a business key from its context: the unique index may refuse that one alone."""
+        started = []
+        with transaction.atomic():
+            for execution, step in steps:
+                execution = copy.copy(execution)  # the transaction may yet roll back
+                try:
+                    work = self.save(execution, step)
+                except Conflict:
+                    continue
+                started.append((execution, step, work))
         return started
 
     # Timers
@@ -656,6 +677,31 @@ class SqlStore:
         Work.objects.filter(pk__in=given_up, status__in=(Work.RUNNING, Work.PENDING)).update(
             status=Work.CANCELED)
         return Stale(stale_inbox | stale_runs, waiting, pending)
+
+
+def _swap_taking_key(execution: Execution, step: Step, columns: dict,
+                     nothing_pending: bool) -> tuple[Step, dict]:
+    """The compare-and-swap of a step that gives the execution its business key (once in
+    its life), in a savepoint: when another execution holds the key, the unique index
+    refuses the UPDATE (on PostgreSQL that would abort the whole transaction), and the
+    step that fails the execution with `key_in_use` is written instead. The step written
+    and its columns; Conflict, with nothing written, when the execution is not current."""
+    assert step.business_key is not None
+    keyed = {**columns, "business_key": step.business_key}
+    try:
+        with transaction.atomic():
+            if not compare_and_swap(execution, keyed, nothing_pending=nothing_pending):
+                raise Conflict()
+        return step, keyed
+    except IntegrityError:
+        pass
+    holder = holding_key(execution.machine_id, step.business_key)
+    step = key_in_use_step(execution, step, holder[0] if holder else None)
+    assert step.snapshot is not None
+    columns = snapshot_columns(step.snapshot, columns["updated_at"])
+    if not compare_and_swap(execution, columns, nothing_pending=nothing_pending):
+        raise Conflict()
+    return step, columns
 
 
 def _changed_attributes(execution: Execution, step: Step) -> dict | None:

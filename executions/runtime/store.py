@@ -21,6 +21,7 @@ from executions import engine
 from executions.models import Execution, InboxItem, Work
 from expressions import values
 from expressions.values import InvalidValue, Limits
+from machines import contracts
 from machines.models import MachineVersion
 
 
@@ -41,6 +42,7 @@ class Step:
     effects: list[engine.Effect] = field(default_factory=list)
     processed: list[InboxItem] = field(default_factory=list)  # consumed, with their outcome
     attributes: dict | None = None  # the searchable attributes after it (None: unchanged)
+    business_key: str | None = None  # the key it gives the execution (None: unchanged)
 
     @property
     def changed(self) -> bool:
@@ -222,7 +224,7 @@ def checked_step(execution: Execution, step: Step) -> Step:
                                   (snapshot.context, _check_snapshot(snapshot, bounds)))
     except InvalidValue as problem:
         return failed_step(execution, step, problem)
-    return step
+    return keyed_step(execution, step) if execution.key_scope else step
 
 
 def _bound_errors(entry: dict, bounds: Limits) -> None:
@@ -246,8 +248,77 @@ def _check_snapshot(snapshot: engine.Snapshot, bounds: Limits) -> int:
     return size
 
 
+def keyed_step(execution: Execution, step: Step) -> Step:
+    """The step with the business key it gives the execution (`step.business_key`), when
+    its machine reads the key from the context (docs/language.md, "Business key"): while
+    the path is missing or null the execution has no key; once set the key is fixed, and
+    a step changing it fails the execution (`key_changed`), as does a value that is not a
+    key (`value_error`). Dropping it from the context keeps the key. Whether another
+    execution holds it, the store's unique index settles (`key_in_use_step`)."""
+    key = _context_key(execution.machine_version)
+    if key is None or step.snapshot is None:
+        return step
+    try:
+        value = contracts.context_key(key, step.snapshot.context)
+    except contracts.KeyUnavailable as problem:
+        return failed_step(execution, step, InvalidValue(str(problem), key.source))
+    if value is None or value == execution.business_key:
+        return step
+    if execution.business_key is not None:
+        return failing_step(execution, step, {
+            "type": "key_changed", "path": key.source,
+            "message": f"The business key {key.source} changed from "
+                       f"{execution.business_key!r} to {value!r}: once set, an execution's "
+                       "key is fixed.",
+            "key": execution.business_key, "value": value})
+    step.business_key = value
+    return step
+
+
+def _context_key(version: MachineVersion) -> contracts.Key | None:
+    """The version's key when it is read from the context, by content hash (the key
+    depends on the document alone): a dict lookup, where `parsed()` (a locked LRU) cost
+    1.8 µs on every step of a machine with an input key."""
+    try:
+        return _context_keys[version.content_hash]
+    except KeyError:
+        pass
+    if len(_context_keys) >= 1024:
+        _context_keys.clear()
+    key = version.parsed().key
+    found = _context_keys[version.content_hash] = key if key and key.in_context else None
+    return found
+
+
+_context_keys: dict[str, contracts.Key | None] = {}
+
+
+def key_in_use_step(execution: Execution, step: Step, holder: Execution | None) -> Step:
+    """Instead of a step that gives the execution a business key another execution holds
+    (the store's unique index refused it): the execution failed with `key_in_use`, naming
+    the holder; nothing of the step is kept but the inputs it consumed."""
+    key = step.business_key
+    held = f"execution {holder.short_id}" if holder is not None else "another execution"
+    return failing_step(execution, step, {
+        "type": "key_in_use", "key": key,
+        "message": f"The business key {key!r} of {execution.machine_id!r} is held by {held}.",
+        "holder": str(holder.pk) if holder is not None else None})
+
+
 def failed_step(execution: Execution, step: Step, problem: InvalidValue) -> Step:
-    """Instead of `step`: the execution as it was before, failed with a `value_error`.
+    """Instead of `step`: the execution as it was before, failed with a `value_error`
+    (see `failing_step`)."""
+    where = problem.path or "the value"
+    return failing_step(execution, step, {
+        "type": "value_error", "kind": problem.kind,
+        "message": f"A value the machine produced cannot be stored: {problem.message} "
+                   f"(at {where}, in state {execution.state}).",
+        "path": problem.path})
+
+
+def failing_step(execution: Execution, step: Step, error: dict) -> Step:
+    """Instead of `step`: the execution as it was before, failed with `error` (its `state`
+    added).
 
     Nothing of what the engine produced is kept but the inputs it consumed (they were
     applied: they led to the failure). A timer or work the execution had outstanding is
@@ -258,14 +329,7 @@ def failed_step(execution: Execution, step: Step, problem: InvalidValue) -> Step
     if before is None:  # the start itself produced it: fail where it starts
         before = engine.Snapshot(status=engine.FAILED, state=execution.state,
                                  context={}, input=execution.input)
-    where = problem.path or "the value"
-    error = {
-        "type": "value_error", "kind": problem.kind,
-        "message": f"A value the machine produced cannot be stored: {problem.message} "
-                   f"(at {where}, in state {before.state}).",
-        "path": problem.path, "state": before.state,
-    }
-    error = values.bounded_error(error, limits())
+    error = values.bounded_error({**error, "state": before.state}, limits())
     actor = next((entry.get("actor") for entry in step.history if entry.get("actor")), None)
     at = next((entry["at"] for entry in reversed(step.history) if "at" in entry), None)
     effects: list[engine.Effect] = []
