@@ -151,6 +151,7 @@ class ExecutionAttribute(models.Model):
             models.Index(fields=["machine", "name", "moment"], name="attribute_moment"),
             models.Index(fields=["machine", "name", "boolean"], name="attribute_boolean"),
             models.Index(fields=["text"], name="attribute_any_text"),  # the search box
+            models.Index(fields=["number"], name="attribute_any_number"),  # the search box
         ]
 
     def __str__(self):

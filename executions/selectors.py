@@ -8,6 +8,7 @@ time. A missing execution raises ``Execution.DoesNotExist`` (catch
 """
 from __future__ import annotations
 
+import math
 import statistics
 import uuid
 
@@ -141,8 +142,8 @@ SEARCH_LIMIT = 50
 
 def search(text: str, limit: int = SEARCH_LIMIT) -> list[tuple[Execution, str]]:
     """Executions that `text` names, each with how: its id or short id ("id"), its business
-    key ("key"), or the value of a text attribute ("<name>"); newest first. Each lookup is
-    on an index: the primary key's range, the key's, the attribute texts'."""
+    key ("key"), or the value of a text or number attribute ("<name>"); newest first. Each
+    lookup is on an index: the primary key's range, the key's, the attribute values'."""
     text = text.strip()
     if not text or len(text) > 200:
         return []
@@ -154,7 +155,11 @@ def search(text: str, limit: int = SEARCH_LIMIT) -> list[tuple[Execution, str]]:
                   .filter(business_key__isnull=False, business_key=text)
                   .order_by()[:limit]):  # unordered: the key's index, not created_at's
         found.setdefault(match.pk, (match, "key"))
-    named = dict(ExecutionAttribute.objects.filter(text=text)
+    same_value = Q(text=text)
+    number = _number(text)
+    if number is not None:
+        same_value |= Q(number=number)
+    named = dict(ExecutionAttribute.objects.filter(same_value)
                  .values_list("execution_id", "name")[:limit])
     if named:
         for match in (Execution.objects.select_related("machine_version")
@@ -162,6 +167,16 @@ def search(text: str, limit: int = SEARCH_LIMIT) -> list[tuple[Execution, str]]:
             found.setdefault(match.pk, (match, named[match.pk]))
     ordered = sorted(found.values(), key=lambda pair: pair[0].created_at, reverse=True)
     return ordered[:limit]
+
+
+def _number(text: str) -> float | None:
+    """The number `text` writes (`120`, `99.5`, `-3`), else None: a number attribute is
+    found by its value, not by how it was typed (`120.0` finds 120)."""
+    try:
+        number = float(text)
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None
 
 
 def execution_status(execution_id) -> dict:

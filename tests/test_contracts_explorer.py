@@ -135,6 +135,15 @@ def test_the_search_box_jumps_to_a_single_match_and_lists_several(operator, refu
     assert 'role="search"' in operator.get("/executions/").content.decode()
 
 
+def test_the_search_box_finds_a_number_attribute_by_its_value(operator, refund):
+    large, small = start_refund("R-1", amount=700), start_refund("R-2", amount=20)
+    for typed, meant in (("700", large), ("700.0", large), ("7e2", large), ("20", small)):
+        found = operator.get("/search/", {"q": typed})
+        assert found.status_code == 302 and found["Location"] == meant.get_absolute_url()
+    for not_a_value in ("701", "nan", "inf"):
+        assert "Nothing matches" in operator.get(f"/search/?q={not_a_value}").content.decode()
+
+
 def test_a_page_s_own_parameters_are_not_refused_as_filters(operator, refund, save_machine):
     text = open("examples/refund.yaml").read().replace("version: 1", "version: 2").replace(
         "title: Refund", "title: Refunds")

@@ -1,5 +1,6 @@
 """The search box in every page's header: a full or short execution id, a business key, or
-a text attribute's value. One match opens that execution; several are listed to choose."""
+an attribute's value (text or number). One match opens that execution; several are listed
+to choose."""
 from __future__ import annotations
 
 from types import SimpleNamespace
