@@ -125,12 +125,13 @@ def attribute_columns(machine: Machine | None) -> list[dict]:
 
 
 def with_attributes(rows: list[dict], columns: list[dict]) -> list[dict]:
-    """Each row with `attributes`: its values in the columns' order (times as datetimes,
-    for the `when` filter)."""
+    """Each row with `attributes`: (name, value) in the columns' order (times as
+    datetimes, for the `when` filter)."""
     for row in rows:
         stored = row["execution"].attributes or {}
         row["attributes"] = [
-            _shown(stored.get(column["name"]), column["type"]) for column in columns]
+            (column["name"], _shown(stored.get(column["name"]), column["type"]))
+            for column in columns]
     return rows
 
 

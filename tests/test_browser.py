@@ -168,6 +168,12 @@ def test_screenshots_of_every_page(browser, live_server, orders, settings, schem
                 assert width <= 375, f"{path} scrolls sideways at phone width; only the diagram may"
             tab.screenshot(path=SHOTS / f"{name}-{device}-{scheme}.png", full_page=True)
 
+    phone.goto(f"{base}/executions/")  # a list of executions: one card per row on a phone
+    assert phone.evaluate("""[...document.querySelectorAll('.executions-table')].every(
+        table => table.parentElement.scrollWidth <= table.parentElement.clientWidth)"""), \
+        "the list of executions scrolls sideways on a phone"
+    phone.screenshot(path=SHOTS / f"executions-cards-phone-{scheme}.png", full_page=True)
+
     page.goto(f"{base}/executions/{orders.id}/")
     page.set_viewport_size({"width": 1400, "height": 1120})
     page.screenshot(path=SHOTS / f"execution-top-{scheme}.png", type="png")
